@@ -1,0 +1,256 @@
+"""``python -m engine``: the studio from the command line. Every subcommand takes ``--json``.
+
+Errors print a message and a hint (or a JSON object with ``--json``) and exit with status 2;
+no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from engine import __version__
+from engine.errors import InputError, StudioError
+
+log = logging.getLogger(__name__)
+Handler = Callable[[argparse.Namespace], tuple[object, str]]
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {}
+
+
+def command(name: str, help_text: str, configure: Callable[[argparse.ArgumentParser], None]):
+    def register(handler: Handler) -> Handler:
+        COMMANDS[name] = (help_text, configure, handler)
+        return handler
+
+    return register
+
+
+def _studio(args: argparse.Namespace):
+    from engine.settings import load_settings
+    from engine.studio import Studio
+
+    return Studio(load_settings(data_dir=args.data_dir))
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# --- providers ------------------------------------------------------------------------------------
+@command("providers", "execution providers ONNX Runtime offers here, and what auto picks", lambda p: None)
+def cmd_providers(args: argparse.Namespace) -> tuple[object, str]:
+    import onnxruntime as ort
+
+    from engine import providers
+
+    rows = providers.status()
+    data = {
+        "onnxruntime": ort.__version__,
+        "device": ort.get_device(),
+        "auto": providers.resolve("auto").name,
+        "cpu_threads": providers.cpu_count(),
+        "providers": [r.__dict__ for r in rows],
+    }
+    text = _table(
+        [[r.name, r.ort_name, "yes" if r.available else "no", "<- auto" if r.auto_candidate else "", r.note] for r in rows],
+        ["provider", "onnxruntime name", "available", "", "note"],
+    )
+    return data, f"onnxruntime {ort.__version__} ({ort.get_device()}), {data['cpu_threads']} CPU threads\n{text}"
+
+
+# --- models ---------------------------------------------------------------------------------------
+def _model_row(spec) -> dict:
+    manifest = spec.manifest
+    parity = {}
+    if manifest is not None:
+        for name, info in manifest.variants.items():
+            if info.parity is not None:
+                parity[name] = {"max_abs_diff": info.parity.max_abs_diff, "min_cosine": info.parity.min_cosine}
+    return {
+        "name": spec.name,
+        "hf_id": spec.hf_id,
+        "converted": spec.converted,
+        "curated": spec.curated,
+        "dim": manifest.dim if manifest else spec.dim,
+        "pooling": list(manifest.pooling_modes if manifest else spec.pooling),
+        "normalize": manifest.normalize if manifest else spec.normalize,
+        "max_seq_length": manifest.max_seq_length if manifest else spec.max_seq_length,
+        "variants": list(manifest.variants) if manifest else list(spec.variants),
+        "parity": parity,
+        "description": spec.description,
+        "folder": str(spec.folder),
+    }
+
+
+@command("models", "the model registry and which models are converted", lambda p: None)
+def cmd_models(args: argparse.Namespace) -> tuple[object, str]:
+    studio = _studio(args)
+    rows = [_model_row(spec) for spec in studio.registry.list()]
+    default = studio.registry.default_model
+    text = _table(
+        [[r["name"] + (" *" if r["name"] == default else ""), "yes" if r["converted"] else "no", r["dim"],
+          "+".join(r["pooling"]), r["max_seq_length"], ",".join(r["variants"]),
+          f"{r['parity']['fp32']['min_cosine']:.6f}" if "fp32" in r["parity"] else "-"] for r in rows],
+        ["model (* default)", "converted", "dim", "pooling", "max len", "variants", "fp32 min cos"],
+    )
+    return {"default": default, "models": rows}, text
+
+
+# --- convert --------------------------------------------------------------------------------------
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="registry name, Hugging Face id (owner/name) or local folder")
+    p.add_argument("--name", help="name for the converted model (default: from the id)")
+    p.add_argument("--variants", help="comma list of fp32,optimized,fp16,int8 (default: the registry's)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
+    p.add_argument("--force", action="store_true", help="replace an existing conversion")
+
+
+@command("convert", "convert a model to ONNX (runs the converter in its own process)", _convert_args)
+def cmd_convert(args: argparse.Namespace) -> tuple[object, str]:
+    from engine import conversion
+
+    studio = _studio(args)
+    variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else None
+    request = conversion.plan(studio.registry, args.model, args.name, variants, args.trust_remote_code, args.force)
+
+    def progress(step: str, fraction: float) -> None:
+        if not args.json:
+            print(f"\r[{fraction * 100:3.0f}%] {step:<60}", end="", file=sys.stderr, flush=True)
+
+    result = conversion.run(request, studio.settings.models_dir, progress)
+    if not args.json:
+        print(file=sys.stderr)
+    lines = [f"converted {request.source} -> {result['out']} in {result['conversion_seconds']:.1f}s"]
+    for variant, info in result["variants"].items():
+        figures = (f"max|diff| {info['max_abs_diff']:.2e}  min cosine {info['min_cosine']:.7f}"
+                   if "min_cosine" in info else "not validated")
+        lines.append(f"  {variant:9s} {info['size_bytes'] / 1e6:8.1f} MB  {figures}")
+    lines += [f"  note: {n}" for n in result.get("notes", [])]
+    return result, "\n".join(lines)
+
+
+# --- embed ----------------------------------------------------------------------------------------
+def _embed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model name (default: the registry's default)")
+    p.add_argument("--in", dest="input", required=True, type=Path, help="text file (one text per line) or JSONL with 'text'")
+    p.add_argument("--out", required=True, type=Path, help="output .npy (float32, input order)")
+    p.add_argument("--provider", help="auto, cpu, cuda, tensorrt, ... (default: STUDIO_PROVIDER or auto)")
+    p.add_argument("--variant", choices=["fp32", "optimized", "fp16", "int8"])
+    p.add_argument("--prompt-name", help="a prompt of the model, e.g. query or document")
+    p.add_argument("--dimensions", type=int, help="Matryoshka: keep this many dimensions (re-normalised)")
+    p.add_argument("--batch-size", type=int)
+
+
+def read_texts(path: Path) -> list[str]:
+    """One text per line, or JSONL objects with a 'text' field (chosen by the first non-empty line)."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"The input file {path} does not exist.") from None
+    except UnicodeDecodeError:
+        raise InputError(f"The input file {path} is not UTF-8 text.") from None
+    lines = raw.splitlines()
+    first = next((line for line in lines if line.strip()), "")
+    if first.lstrip().startswith("{"):
+        texts = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                texts.append(str(record["text"]))
+            except (ValueError, KeyError, TypeError):
+                raise InputError(f"{path}:{number} is not a JSON object with a 'text' field.") from None
+        return texts
+    return lines
+
+
+@command("embed", "embed texts from a file into a .npy array", _embed_args)
+def cmd_embed(args: argparse.Namespace) -> tuple[object, str]:
+    studio = _studio(args)
+    texts = read_texts(args.input)
+    embedder = studio.embedder(args.model, args.variant, args.provider)
+    if args.batch_size:
+        embedder.batch_size = args.batch_size
+    started = time.perf_counter()
+    vectors = embedder.embed(texts, prompt_name=args.prompt_name, dimensions=args.dimensions)
+    seconds = time.perf_counter() - started
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.out, vectors.astype(np.float32))
+    info = embedder.info()
+    data = {**info, "count": len(texts), "dim": int(vectors.shape[1]), "out": str(args.out),
+            "seconds": round(seconds, 3), "texts_per_second": round(len(texts) / seconds, 1) if seconds else None}
+    fallback = f"\nwarning: {info['fallback']}" if info["fallback"] else ""
+    return data, (f"{len(texts)} texts -> {args.out} ({vectors.shape[0]}x{vectors.shape[1]} float32) with "
+                  f"{info['model']}/{info['variant']} on {info['provider']} in {seconds:.2f}s{fallback}")
+
+
+# --- entry point ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="ONNX Embedding Studio engine")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print the result as JSON")
+    common.add_argument("--data-dir", type=Path, help="data directory (default: STUDIO_DATA_DIR or ./data)")
+    common.add_argument("--log-json", action="store_true", help="log as JSON lines on stderr")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, configure, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+        configure(p)
+    return parser
+
+
+def _load_commands() -> None:
+    """Subcommands of other modules register themselves on import."""
+    import importlib
+
+    for module in ("engine.cli_documents", "engine.cli_service"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    _load_commands()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 1
+    from engine import log as studio_log
+    from engine.settings import get_settings
+
+    try:
+        settings = get_settings()
+        level = "DEBUG" if args.verbose else settings.log_level
+        studio_log.configure(level, json_lines=args.log_json or settings.log_json)
+        data, text = COMMANDS[args.command][2](args)
+    except StudioError as exc:
+        if getattr(args, "json", False):
+            print(json.dumps(exc.to_dict()))
+        else:
+            print(f"error: {exc.message}", file=sys.stderr)
+            if exc.hint:
+                print(f"hint: {exc.hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    elif text:
+        print(text)
+    return getattr(args, "exit_status", 0)

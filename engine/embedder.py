@@ -1,0 +1,252 @@
+"""Texts in, float32 vectors out, the way sentence-transformers computes them.
+
+Works with both ONNX export shapes: a ``sentence_embedding`` output (pooling already in the
+graph) or ``last_hidden_state``/``token_embeddings`` (pooled here, in numpy). Feeds
+``token_type_ids`` and ``position_ids`` only when the graph declares them. Sorts texts by token
+length, batches by count and by a token budget, and restores the input order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine import pooling
+from engine.errors import InferenceError, InputError, ModelFileError
+from engine.manifest import Manifest
+from engine.registry import ModelSpec
+from engine.sessions import CachedSession, SessionCache, SessionKey, SessionOptions
+from engine.tokenize import Batch, Encoded, TextTokenizer
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]
+_ONNX_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+@dataclass(frozen=True)
+class DenseWeights:
+    weight: np.ndarray
+    bias: np.ndarray | None
+    activation: str
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
+    """Indices grouped into batches, longest first; a batch holds at most ``batch_size`` texts
+    and at most ``max_batch_tokens`` padded tokens (always at least one text)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = lengths[current[0]] if current else lengths[index]
+        if current and (len(current) >= batch_size or (len(current) + 1) * longest > max_batch_tokens):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def load_dense(folder: Path, manifest: Manifest) -> list[DenseWeights]:
+    layers = []
+    for layer in manifest.dense:
+        try:
+            with np.load(folder / layer.file) as data:
+                weight = data["weight"].astype(np.float32)
+                bias = data["bias"].astype(np.float32) if layer.bias else None
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelFileError(f"Dense layer file {layer.file} in {folder.name} is unreadable: {exc}") from None
+        if weight.shape != (layer.out_features, layer.in_features):
+            raise ModelFileError(f"Dense layer {layer.file} has shape {weight.shape}, expected "
+                                 f"({layer.out_features}, {layer.in_features})")
+        layers.append(DenseWeights(weight, bias, layer.activation))
+    return layers
+
+
+class Embedder:
+    """One model + variant + provider. Thread-safe: ORT sessions may be run concurrently."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        variant: str | None = None,
+        provider: str = "auto",
+        sessions: SessionCache | None = None,
+        session_options: SessionOptions | None = None,
+        batch_size: int = 32,
+        max_batch_tokens: int = 16384,
+    ) -> None:
+        if spec.manifest is None:
+            raise ModelFileError(f"Model {spec.name!r} is not converted.", f"run: python -m engine convert {spec.name}")
+        self.spec = spec
+        self.manifest = spec.manifest
+        self.variant = variant or spec.default_variant
+        if self.variant not in self.manifest.variants:
+            raise InputError(
+                f"Model {spec.name!r} has no {self.variant!r} variant (converted: {', '.join(self.manifest.variants)}).",
+                f"convert it: python -m engine convert {spec.name} --variants {self.variant}",
+            )
+        self.provider = provider or "auto"
+        self.sessions = sessions or SessionCache()
+        self.session_options = session_options or SessionOptions()
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.tokenizer = TextTokenizer.from_folder(
+            spec.folder, self.manifest.max_seq_length, self.manifest.do_lower_case
+        )
+        self.dense = load_dense(spec.folder, self.manifest)
+        # the model's own (non-empty) prompts win; the registry fills in roles the model leaves empty
+        self.prompts = {**spec.prompts, **{k: v for k, v in self.manifest.prompts.items() if v}}
+
+    # -- session --------------------------------------------------------------------------------
+    @property
+    def key(self) -> SessionKey:
+        return SessionKey(self.spec.name, self.variant, self.provider, self.session_options)
+
+    def session(self) -> CachedSession:
+        path = self.spec.folder / self.manifest.variants[self.variant].file
+        return self.sessions.get(self.key, path, warmup=self._warmup)
+
+    def _warmup(self, session) -> None:
+        self._run(session, self.tokenizer.batch(["warm up"]))
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    def info(self) -> dict[str, object]:
+        cached = self.session()
+        return {
+            "model": self.spec.name,
+            "variant": self.variant,
+            "provider_requested": self.provider,
+            "provider": cached.active_provider,
+            "fallback": cached.fallback,
+            "dim": self.dim,
+            "max_seq_length": self.manifest.max_seq_length,
+            "load_seconds": round(cached.load_seconds, 3),
+        }
+
+    # -- inference ------------------------------------------------------------------------------
+    def _feed(self, session, batch: Batch) -> dict[str, np.ndarray]:
+        feed = {}
+        for node in session.get_inputs():
+            dtype = _ONNX_INT_TYPES.get(node.type, np.int64)
+            if node.name == "input_ids":
+                feed[node.name] = batch.input_ids.astype(dtype, copy=False)
+            elif node.name == "attention_mask":
+                feed[node.name] = batch.attention_mask.astype(dtype, copy=False)
+            elif node.name == "token_type_ids":
+                feed[node.name] = batch.token_type_ids.astype(dtype, copy=False)
+            elif node.name == "position_ids":
+                # what transformers uses when no position_ids are passed: 0..seq-1 on every row
+                positions = np.arange(batch.shape[1], dtype=dtype)
+                feed[node.name] = np.broadcast_to(positions, batch.shape).copy()
+            else:
+                raise ModelFileError(f"The ONNX graph asks for an input {node.name!r} the engine cannot provide.")
+        return feed
+
+    def _output_name(self, session) -> str:
+        names = [o.name for o in session.get_outputs()]
+        for candidate in (self.manifest.onnx_output, "sentence_embedding", "last_hidden_state", "token_embeddings"):
+            if candidate in names:
+                return candidate
+        return names[0]
+
+    def _run(self, session, batch: Batch) -> np.ndarray:
+        name = self._output_name(session)
+        try:
+            (output,) = session.run([name], self._feed(session, batch))
+        except Exception as exc:  # ORT runtime failure (out of memory, bad shapes)
+            raise InferenceError(f"ONNX Runtime failed on {self.spec.name}/{self.variant}: {str(exc)[:300]}") from None
+        return output
+
+    def _postprocess(self, output: np.ndarray, mask: np.ndarray, prompt_length: int) -> np.ndarray:
+        if output.ndim == 2:  # pooling, Dense and Normalize already ran inside the graph
+            return output.astype(np.float32)
+        if not self.manifest.include_prompt and prompt_length:
+            mask = pooling.exclude_prompt(mask, prompt_length)
+        vectors = pooling.pool(output, mask, self.manifest.pooling_modes)
+        for layer in self.dense:
+            vectors = pooling.dense(vectors, layer.weight, layer.bias, layer.activation)
+        if self.manifest.normalize:
+            vectors = pooling.l2_normalize(vectors)
+        return vectors
+
+    def resolve_prompt(self, prompt_name: str | None = None, prompt: str | None = None) -> str:
+        if prompt is not None:
+            return prompt
+        name = prompt_name or self.manifest.default_prompt_name
+        if name is None:
+            return ""
+        if name in self.prompts:
+            return self.prompts[name]
+        aliases = {"document": ("passage", "corpus"), "passage": ("document", "corpus")}
+        for alias in aliases.get(name, ()):
+            if alias in self.prompts:
+                return self.prompts[alias]
+        if prompt_name is None:
+            return ""
+        raise InputError(
+            f"Model {self.spec.name!r} has no prompt named {name!r} (prompts: {', '.join(self.prompts) or 'none'})."
+        )
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        normalize: bool | None = None,
+        dimensions: int | None = None,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
+        """(len(texts), dim) float32 in input order. An empty list gives an empty (0, dim) array."""
+        if isinstance(texts, str):
+            raise InputError("embed() takes a list of texts, not a single string.")
+        dim = dimensions or self.dim
+        if not texts:
+            return np.zeros((0, dim), dtype=np.float32)
+        if dimensions is not None and not 0 < dimensions <= self.dim:
+            raise InputError(f"dimensions must be between 1 and {self.dim}, got {dimensions}.")
+        prefix = self.resolve_prompt(prompt_name, prompt)
+        prompt_length = self.tokenizer.prompt_length(prefix) if prefix else 0
+        encoded: list[Encoded] = self.tokenizer.encode([prefix + str(t) for t in texts])
+        batches = plan_batches([len(e.ids) for e in encoded], self.batch_size, self.max_batch_tokens)
+        cached = self.session()
+        result = np.zeros((len(texts), self.dim), dtype=np.float32)
+        done = 0
+        started = time.perf_counter()
+        for indices in batches:
+            batch = self.tokenizer.pad([encoded[i] for i in indices])
+            vectors = self._postprocess(self._run(cached.session, batch), batch.attention_mask, prompt_length)
+            if not np.isfinite(vectors).all():
+                raise InferenceError(
+                    f"{self.spec.name}/{self.variant} produced NaN or infinite values (numeric overflow).",
+                    "use the fp32 variant for this model",
+                )
+            result[indices] = vectors
+            done += len(indices)
+            if progress is not None:
+                progress(done, len(texts))
+        if dimensions is not None and dimensions < self.dim:
+            result = pooling.truncate_dim(result, dimensions, renormalize=True)
+        elif normalize:
+            result = pooling.l2_normalize(result)
+        log.debug("embedded %d texts in %d batches in %.3fs", len(texts), len(batches), time.perf_counter() - started)
+        return result
+
+    def embed_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray:
+        return self.embed(texts, prompt=self.prompt_for("query"), **kwargs)
+
+    def embed_documents(self, texts: Sequence[str], **kwargs) -> np.ndarray:
+        return self.embed(texts, prompt=self.prompt_for("document"), **kwargs)
+
+    def prompt_for(self, role: str) -> str:
+        names = {"query": ("query",), "document": ("document", "passage", "corpus")}[role]
+        return next((self.prompts[n] for n in names if n in self.prompts), "")

@@ -1,0 +1,137 @@
+"""One error tree for the whole studio.
+
+Every error carries a ``message`` that is safe to show to a user (no paths to secrets, no
+tracebacks) and a ``hint`` that says what to do next. Third-party exceptions are converted
+into these where they enter the engine; the UI shows ``message``/``hint``, the HTTP API maps
+the class to a status code, the CLI prints them and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class StudioError(Exception):
+    """Base class: a failure the user can understand and act on."""
+
+    code = "studio_error"
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+    def to_dict(self) -> dict[str, str]:
+        return {"error": self.code, "message": self.message, "hint": self.hint}
+
+
+# --- configuration and models -------------------------------------------------------------
+class ConfigError(StudioError):
+    code = "config_error"
+
+
+class RegistryError(ConfigError):
+    code = "registry_error"
+
+
+class ModelNotFoundError(StudioError):
+    code = "model_not_found"
+
+
+class ModelNotConvertedError(StudioError):
+    code = "model_not_converted"
+
+
+class ModelFileError(StudioError):
+    """A model folder is incomplete or a file in it is corrupt."""
+
+    code = "model_file_error"
+
+
+class ProviderError(StudioError):
+    code = "provider_unavailable"
+
+
+class InferenceError(StudioError):
+    code = "inference_error"
+
+
+class HubError(StudioError):
+    code = "hub_error"
+
+
+class HubOfflineError(HubError):
+    code = "hub_offline"
+
+
+class ConversionError(StudioError):
+    code = "conversion_error"
+
+
+class UnsupportedModelError(ConversionError):
+    code = "unsupported_model"
+
+
+class RemoteCodeRefusedError(ConversionError):
+    code = "remote_code_refused"
+
+
+class InputError(StudioError):
+    """The caller's input is invalid (limits, empty values, bad options)."""
+
+    code = "invalid_input"
+
+
+# --- documents and OCR ----------------------------------------------------------------------
+class DocumentError(StudioError):
+    code = "document_error"
+
+
+class CorruptDocumentError(DocumentError):
+    code = "corrupt_document"
+
+
+class EncryptedDocumentError(DocumentError):
+    code = "encrypted_document"
+
+
+class EmptyDocumentError(DocumentError):
+    code = "empty_document"
+
+
+class DocumentLimitError(DocumentError):
+    code = "document_limit"
+
+
+class OCRError(StudioError):
+    code = "ocr_error"
+
+
+class OCRUnavailableError(OCRError):
+    code = "ocr_unavailable"
+
+
+class OCRAuthError(OCRError):
+    code = "ocr_auth"
+
+
+class OCRRateLimitError(OCRError):
+    code = "ocr_rate_limited"
+
+
+class OCRServiceError(OCRError):
+    code = "ocr_service_error"
+
+
+# --- collections ---------------------------------------------------------------------------------
+class CollectionError(StudioError):
+    code = "collection_error"
+
+
+class CollectionNotFoundError(CollectionError):
+    code = "collection_not_found"
+
+
+class ModelMismatchError(CollectionError):
+    code = "model_mismatch"

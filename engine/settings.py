@@ -1,0 +1,73 @@
+"""Settings, read from ``STUDIO_*`` environment variables (and ``--data-dir`` on the CLI).
+
+Everything the studio writes lives under one data directory: converted models, collections,
+benchmark reports. Limits that protect the machine (upload size, pages, render DPI) are settings
+so that the UI, the CLI and the HTTP API enforce the same numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STUDIO_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(Path("data"), description="Root for models, collections and reports")
+    registry: Path = Field(REPO_ROOT / "models.yaml", description="The model registry file")
+    provider: str = Field("auto", description="Execution provider: auto, cpu, cuda, tensorrt, ...")
+    intra_op_threads: int | None = Field(None, ge=1, description="ONNX Runtime intra-op threads")
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    cpu_mem_arena: bool = True
+    mem_pattern: bool = True
+    session_cache_size: int = Field(4, ge=1)
+    batch_size: int = Field(32, ge=1)
+    max_batch_tokens: int = Field(16384, ge=64)
+    log_json: bool = False
+    log_level: str = "INFO"
+
+    # documents
+    max_upload_mb: int = Field(200, ge=1)
+    max_pages: int = Field(2000, ge=1)
+    render_dpi: int = Field(200, ge=36, le=600)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def collections_dir(self) -> Path:
+        return self.data_dir / "collections"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment plus explicit overrides; invalid values are a ConfigError."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"STUDIO_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"Invalid settings: {problems}", "fix the environment variable(s) named") from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,110 @@
+"""The embedder's contract and its clear errors (using the converted default model)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from engine.embedder import Embedder, plan_batches
+from engine.errors import InputError, ModelFileError, ProviderError
+from engine.manifest import read_manifest
+from engine.registry import spec_from_manifest
+
+
+def test_empty_list_gives_an_empty_result(studio):
+    out = studio.embedder().embed([])
+    assert out.shape == (0, 384) and out.dtype == np.float32
+
+
+def test_vectors_are_normalised_float32_in_input_order(studio):
+    embedder = studio.embedder()
+    texts = ["a cat sat on the mat", "", "   ", "数据", "🙂🚀", "quantum chromodynamics " * 100]
+    out = embedder.embed(texts)
+    assert out.shape == (len(texts), 384) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(out[0], embedder.embed([texts[0]])[0], atol=1e-6)
+
+
+def test_similar_sentences_are_closer_than_unrelated_ones(studio):
+    a, b, c = studio.embedder().embed(["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell."])
+    assert a @ b > 0.6 > a @ c
+
+
+def test_token_budget_batches():
+    assert plan_batches([5, 50, 10, 40], batch_size=32, max_batch_tokens=100) == [[1, 3], [2, 0]]
+    assert plan_batches([3] * 5, batch_size=2, max_batch_tokens=10_000) == [[0, 1], [2, 3], [4]]
+    assert plan_batches([500], batch_size=2, max_batch_tokens=10) == [[0]]  # never an empty batch
+    assert plan_batches([], 4, 100) == []
+
+
+def test_matryoshka_dimensions_and_string_input(studio):
+    embedder = studio.embedder()
+    cut = embedder.embed(["hello world"], dimensions=64)
+    assert cut.shape == (1, 64)
+    np.testing.assert_allclose(np.linalg.norm(cut), 1.0, rtol=1e-5)
+    with pytest.raises(InputError, match="dimensions"):
+        embedder.embed(["x"], dimensions=1000)
+    with pytest.raises(InputError, match="list of texts"):
+        embedder.embed("a single string")
+
+
+def test_prompts(studio):
+    embedder = studio.embedder()
+    with pytest.raises(InputError, match="no prompt named 'query'"):
+        embedder.embed(["x"], prompt_name="query")
+    plain = embedder.embed(["x"])
+    prefixed = embedder.embed(["x"], prompt="query: ")
+    assert not np.allclose(plain, prefixed)
+
+
+def test_unknown_variant(studio, default_model):
+    spec = spec_from_manifest(default_model, read_manifest(default_model))
+    with pytest.raises(InputError, match="no 'fp64' variant"):
+        Embedder(spec, variant="fp64")
+
+
+def test_unavailable_provider_is_a_clear_error(studio):
+    with pytest.raises(ProviderError, match="cuda.*not available") as info:
+        studio.embedder(provider="cuda").embed(["x"])
+    assert "onnxruntime-gpu" in info.value.hint
+    with pytest.raises(ProviderError, match="Unknown execution provider"):
+        studio.embedder(provider="quantum").embed(["x"])
+
+
+def _copy_model(default_model, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(default_model, folder)
+    return folder
+
+
+def test_corrupt_or_truncated_onnx_file(default_model, tmp_path):
+    folder = _copy_model(default_model, tmp_path)
+    onnx_file = folder / "model.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes()[: 100_000])  # truncated download
+    embedder = Embedder(spec_from_manifest(folder, read_manifest(folder)), provider="cpu")
+    with pytest.raises(ModelFileError, match="corrupt or truncated"):
+        embedder.embed(["x"])
+    onnx_file.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(ModelFileError, match="corrupt or truncated"):
+        Embedder(spec_from_manifest(folder, read_manifest(folder)), provider="cpu").embed(["x"])
+
+
+def test_model_folder_without_tokenizer(default_model, tmp_path):
+    folder = _copy_model(default_model, tmp_path)
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(ModelFileError, match="no tokenizer.json"):
+        Embedder(spec_from_manifest(folder, read_manifest(folder)), provider="cpu")
+
+
+def test_missing_onnx_file(default_model, tmp_path):
+    folder = _copy_model(default_model, tmp_path)
+    (folder / "model_int8.onnx").unlink()
+    with pytest.raises(ModelFileError, match="missing"):
+        Embedder(spec_from_manifest(folder, read_manifest(folder)), variant="int8", provider="cpu").embed(["x"])
+
+
+def test_info_reports_the_provider_that_really_runs(studio):
+    info = studio.embedder(provider="auto").info()
+    assert info["provider"] == "cpu" and info["fallback"] is None and info["provider_requested"] == "auto"

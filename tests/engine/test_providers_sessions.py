@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from engine import providers
+from engine.errors import ProviderError
+from engine.sessions import SessionCache, SessionKey, SessionOptions
+
+
+def test_auto_resolves_to_an_available_provider():
+    choice = providers.resolve("auto")
+    assert choice.name in providers.available()
+    assert choice.ort_providers[-1] == "CPUExecutionProvider"
+
+
+def test_cpu_and_errors():
+    assert providers.resolve("CPU").ort_providers == ("CPUExecutionProvider",)
+    with pytest.raises(ProviderError, match="not available"):
+        providers.resolve("tensorrt")
+    with pytest.raises(ProviderError, match="Unknown"):
+        providers.resolve("gpu-please")
+
+
+def test_fallback_is_reported_not_silent(caplog):
+    choice = providers.ProviderChoice("cuda", "cuda", ("CUDAExecutionProvider", "CPUExecutionProvider"))
+    with caplog.at_level("WARNING"):
+        message = providers.check_fallback(choice, "cpu", "m/fp32")
+    assert message and "runs cpu" in message and "runs cpu" in caplog.text
+    assert providers.check_fallback(providers.resolve("cpu"), "cpu", "m") is None
+
+
+def test_status_lists_every_provider_once():
+    rows = providers.status()
+    assert {r.name for r in rows} == set(providers.ORT_NAMES)
+    assert sum(r.auto_candidate for r in rows) == 1
+
+
+def test_cpu_count_is_positive_and_bounded():
+    import os
+
+    assert 1 <= providers.cpu_count() <= (os.cpu_count() or 1)
+
+
+def test_session_options_build():
+    opts = SessionOptions(intra_op_threads=1, graph_optimization="basic", cpu_mem_arena=False).build()
+    assert opts.intra_op_num_threads == 1 and opts.enable_cpu_mem_arena is False
+
+
+def test_cache_creates_once_under_concurrency_and_evicts_lru(default_model):
+    cache = SessionCache(max_size=2)
+    path = default_model / "model.onnx"
+    created = []
+    key = SessionKey("m", "fp32", "cpu", SessionOptions())
+
+    def warm(session):
+        created.append(session)
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get(key, path, warm))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(created) == 1 and len({id(r) for r in results}) == 1
+    assert results[0].active_provider == "cpu" and results[0].fallback is None
+    other1 = SessionKey("m", "int8", "cpu", SessionOptions())
+    other2 = SessionKey("m", "fp32", "cpu", SessionOptions(intra_op_threads=1))
+    cache.get(other1, default_model / "model_int8.onnx")
+    cache.get(other2, path)
+    assert [e.key for e in cache.entries()] == [other1, other2]
