@@ -1,0 +1,24 @@
+"""The page record shared by documents, OCR back-ends, chunking and the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a document after text extraction and/or OCR.
+
+    ``text`` is the page text the chunker splits and every character offset refers to.
+    """
+
+    number: int  # 1-based
+    text: str
+    source: str  # "text" (the PDF's text layer) or the OCR engine's name ("tesseract", "mistral", ...)
+    ocr_used: bool = False
+    degraded: bool = False  # OCR hit its token cap or a repetition loop, or the text layer is garbled
+    width: float = 0.0  # points (1/72 inch); pixels for images
+    height: float = 0.0
+    quality: float = 1.0  # 0..1 text-layer quality score that decided whether OCR was needed
+    seconds: float = 0.0  # extraction or OCR time for this page
+    notes: tuple[str, ...] = ()
