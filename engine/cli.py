@@ -215,7 +215,7 @@ def _load_commands() -> None:
     """Subcommands of other modules register themselves on import."""
     import importlib
 
-    for module in ("engine.cli_documents", "engine.cli_ocr", "engine.cli_bench", "engine.cli_service"):
+    for module in ("engine.cli_documents", "engine.cli_ocr", "engine.cli_bench", "engine.cli_checks", "engine.cli_service"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -1,0 +1,52 @@
+"""The OCR back-end interface: every engine (local, remote API, GPU model) implements this."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class Availability:
+    engine: str
+    available: bool
+    reason: str = ""  # why not, in words a user understands
+    hint: str = ""  # what to install or configure
+
+
+@dataclass(frozen=True)
+class PageImage:
+    number: int  # 1-based page number in the document
+    png: bytes
+    width_px: int
+    height_px: int
+    dpi: int
+
+
+@dataclass(frozen=True)
+class OCRText:
+    text: str
+    seconds: float
+    degraded: bool = False  # token cap or repetition guard tripped, or the engine reported low confidence
+    confidence: float | None = None
+    notes: tuple[str, ...] = ()
+
+
+class OCRBackend(ABC):
+    """One OCR engine. Instances are cheap to create; heavy models load lazily on first use."""
+
+    name: ClassVar[str]
+    local: ClassVar[bool] = True  # runs on this machine without network or GPU
+
+    @abstractmethod
+    def availability(self) -> Availability:
+        """Can this engine run here, and if not, why and how to fix it (fast, no heavy loading)."""
+
+    @abstractmethod
+    def recognize(self, image: PageImage) -> OCRText:
+        """Text of one rendered page, in reading order."""
+
+    def recognize_pdf(self, pdf: bytes, pages: list[int]) -> dict[int, OCRText] | None:
+        """Engines that take whole PDFs (Mistral) override this; None means: render pages and call recognize."""
+        return None
