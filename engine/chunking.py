@@ -1,0 +1,227 @@
+"""Token-aware chunking of page texts (pure: text and a token counter in, chunks out).
+
+Splits at headings, then paragraphs, then sentences, and only inside an over-long sentence at word
+boundaries (or token boundaries for scripts written without spaces). Every chunk knows its page,
+its character span in that page's text and the heading path above it; the heading path can be
+prepended for embedding while the raw span is what is shown. Sizes are counted with the embedding
+model's own tokenizer, so no chunk exceeds what the model reads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from engine.errors import InputError
+from engine.pages import Page
+
+CountTokens = Callable[[str], int]
+TokenSpans = Callable[[str], list[tuple[int, int]]]
+
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
+_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+|(?<=[。！？])")
+_MARKDOWN_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+_NUMBERED_HEADING = re.compile(
+    r"^(?:(?:\d+(?:\.\d+){0,3}\.?)|(?:[A-Z]\.)|(?:[IVXLC]+\.)|(?:Chapter|Section|Part|Appendix)\s+\w+)\s+\S.{0,80}$"
+)
+
+
+@dataclass(frozen=True)
+class ChunkingOptions:
+    size: int = 200  # target tokens per chunk (without special tokens or the heading prefix)
+    overlap: int = 30  # tokens repeated from the end of the previous chunk
+    max_tokens: int | None = None  # the model's limit for one text (max_seq_length minus special tokens)
+    headings_in_embedding: bool = True
+
+    def validate(self) -> None:
+        if self.size < 8:
+            raise InputError(f"Chunk size must be at least 8 tokens (got {self.size}).")
+        if not 0 <= self.overlap < self.size:
+            raise InputError(f"Overlap must be between 0 and the chunk size minus one (got {self.overlap}).")
+        if self.max_tokens is not None and self.size > self.max_tokens:
+            raise InputError(
+                f"Chunk size {self.size} is over the model's limit of {self.max_tokens} tokens.",
+                f"use --chunk-size {self.max_tokens} or less",
+            )
+
+
+@dataclass(frozen=True)
+class Chunk:
+    index: int  # position in the document
+    page: int  # 1-based page the span is in
+    start: int  # character offsets into that page's text
+    end: int
+    text: str  # page.text[start:end], what is shown
+    heading_path: tuple[str, ...]
+    tokens: int  # tokens of ``text`` (without special tokens)
+
+    @property
+    def page_start(self) -> int:
+        return self.page
+
+    @property
+    def page_end(self) -> int:
+        return self.page
+
+    def embedding_text(self, with_headings: bool = True) -> str:
+        """What the model embeds: the heading path on its own line, then the chunk."""
+        if with_headings and self.heading_path:
+            return " > ".join(self.heading_path) + "\n" + self.text
+        return self.text
+
+
+@dataclass(frozen=True)
+class _Unit:
+    start: int
+    end: int
+    tokens: int
+
+
+def heading_level(line: str) -> tuple[int, str] | None:
+    """(level, title) when a paragraph is a heading: markdown '#', or a short numbered/ALL-CAPS line."""
+    line = line.strip()
+    if not line or "\n" in line or len(line) > 100:
+        return None
+    match = _MARKDOWN_HEADING.match(line)
+    if match:
+        return len(match.group(1)), match.group(2).strip()
+    if line[-1] in ".,;!?" or ", " in line:  # sentences and lists, not titles
+        return None
+    words = line.split()
+    if len(words) > 12:
+        return None
+    if _NUMBERED_HEADING.match(line):
+        number = re.match(r"^(\d+(?:\.\d+)*)", line)
+        return (number.group(1).count(".") + 1 if number else 1), line
+    letters = [c for c in line if c.isalpha()]
+    if len(letters) >= 4 and all(c.isupper() for c in letters) and len(words) <= 8:
+        return 1, line
+    return None
+
+
+def _paragraphs(text: str) -> list[tuple[int, int]]:
+    spans, position = [], 0
+    for match in _PARAGRAPH_BREAK.finditer(text):
+        spans.append((position, match.start()))
+        position = match.end()
+    spans.append((position, len(text)))
+    return [(s, e) for s, e in (_trim(text, s, e) for s, e in spans) if e > s]
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def _sentences(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    spans, position = [], start
+    for match in _SENTENCE_END.finditer(text, start, end):
+        if match.end() > position:
+            spans.append(_trim(text, position, match.end()))
+            position = match.end()
+    spans.append(_trim(text, position, end))
+    return [(s, e) for s, e in spans if e > s]
+
+
+def _split_long(text: str, start: int, end: int, limit: int, spans: TokenSpans) -> list[tuple[int, int]]:
+    """Cut a span that alone exceeds ``limit`` tokens, at word boundaries where the window has one
+    (scripts written without spaces, or one giant word, are cut between tokens)."""
+    piece = text[start:end]
+    offsets = spans(piece)
+
+    def word_boundary_after(i: int) -> bool:
+        return offsets[i][1] < offsets[i + 1][0]  # whitespace (or skipped characters) between two tokens
+
+    pieces, first = [], 0
+    while first < len(offsets):
+        last = min(first + limit, len(offsets)) - 1
+        if last + 1 < len(offsets):
+            cut = last
+            while cut > first and not word_boundary_after(cut):
+                cut -= 1
+            if cut > first:
+                last = cut
+        pieces.append(_trim(text, start + offsets[first][0], start + offsets[last][1]))
+        first = last + 1
+    return [(s, e) for s, e in pieces if e > s]
+
+
+def _units(text: str, start: int, end: int, count: CountTokens, spans: TokenSpans, limit: int) -> list[_Unit]:
+    units = []
+    for s, e in _sentences(text, start, end):
+        tokens = count(text[s:e])
+        if tokens <= limit:
+            units.append(_Unit(s, e, tokens))
+        else:
+            units.extend(_Unit(a, b, count(text[a:b])) for a, b in _split_long(text, s, e, limit, spans))
+    return units
+
+
+def _pack(units: Sequence[_Unit], size: int, overlap: int) -> list[list[_Unit]]:
+    """Greedy packing of consecutive units into groups of <= size tokens, with token overlap."""
+    groups: list[list[_Unit]] = []
+    current: list[_Unit] = []
+    total = 0
+    for unit in units:
+        if current and total + unit.tokens > size:
+            groups.append(current)
+            carried: list[_Unit] = []
+            carried_tokens = 0
+            for previous in reversed(current):
+                if carried_tokens + previous.tokens > overlap or len(carried) + 1 >= len(current):
+                    break
+                carried.insert(0, previous)
+                carried_tokens += previous.tokens
+            if carried_tokens + unit.tokens > size:
+                carried, carried_tokens = [], 0
+            current, total = carried, carried_tokens
+        current.append(unit)
+        total += unit.tokens
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _emit(page: Page, section: list[_Unit], headings: list[tuple[int, str]], options: ChunkingOptions,
+          count_tokens: CountTokens, chunks: list[Chunk]) -> None:
+    """Pack one section's units into chunks, leaving room for the heading path when it is embedded."""
+    path = tuple(title for _, title in headings)
+    budget = options.size
+    if options.headings_in_embedding and path and options.max_tokens:
+        budget = max(8, min(budget, options.max_tokens - count_tokens(" > ".join(path)) - 1))
+    for group in _pack(section, budget, min(options.overlap, budget - 1)):
+        start, end = group[0].start, group[-1].end
+        text = page.text[start:end]
+        chunks.append(Chunk(len(chunks), page.number, start, end, text, path, count_tokens(text)))
+
+
+def chunk_pages(
+    pages: Iterable[Page],
+    count_tokens: CountTokens,
+    token_spans: TokenSpans,
+    options: ChunkingOptions = ChunkingOptions(),
+) -> list[Chunk]:
+    """Chunks of all pages, in order; the heading path carries over page breaks."""
+    options.validate()
+    chunks: list[Chunk] = []
+    headings: list[tuple[int, str]] = []
+    for page in pages:
+        section: list[_Unit] = []
+        for start, end in _paragraphs(page.text):
+            paragraph = page.text[start:end]
+            heading = heading_level(paragraph)
+            if heading is None:
+                section.extend(_units(page.text, start, end, count_tokens, token_spans, options.size))
+                continue
+            _emit(page, section, headings, options, count_tokens, chunks)
+            section = [_Unit(start, end, count_tokens(paragraph))]
+            level, title = heading
+            while headings and headings[-1][0] >= level:
+                headings.pop()
+            headings.append((level, title))
+        _emit(page, section, headings, options, count_tokens, chunks)
+    return chunks

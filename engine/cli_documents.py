@@ -1,0 +1,149 @@
+"""CLI: ingest, search, collections, delete, eval."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from engine.cli import _studio, _table, command
+from engine.errors import InputError
+
+
+def _ingest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", type=Path, help="PDF, PNG or JPEG files")
+    p.add_argument("--collection", required=True, help="collection name (created on first ingest)")
+    p.add_argument("--ocr", default="auto", help="auto, text, tesseract, rapidocr, mistral, deepseek-ocr, hunyuan-ocr")
+    p.add_argument("--password", help="password of encrypted PDFs")
+    p.add_argument("--model", help="embedding model of a NEW collection (default: the registry default)")
+    p.add_argument("--variant", choices=["fp32", "optimized", "fp16", "int8"], help="variant of a new collection")
+    p.add_argument("--provider", help="execution provider (default: STUDIO_PROVIDER or auto)")
+    p.add_argument("--chunk-size", type=int, default=200, help="tokens per chunk (default 200)")
+    p.add_argument("--chunk-overlap", type=int, default=30, help="tokens of overlap (default 30)")
+    p.add_argument("--force", action="store_true", help="re-ingest files already in the collection")
+
+
+@command("ingest", "ingest PDFs into a collection (text layer / OCR -> chunks -> vectors)", _ingest_args)
+def cmd_ingest(args: argparse.Namespace) -> tuple[object, str]:
+    from engine.pipeline import IngestOptions, ProgressEvent, ingest_many
+
+    studio = _studio(args)
+    options = IngestOptions(ocr=args.ocr, password=args.password, model=args.model, variant=args.variant,
+                            provider=args.provider, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
+                            force=args.force)
+
+    def progress(event: ProgressEvent) -> None:
+        if args.json:
+            return
+        if event.stage in ("page", "embed") and event.total:
+            width = 24
+            filled = int(width * event.done / event.total)
+            bar = "#" * filled + "-" * (width - filled)
+            print(f"\r{event.file[:32]:32s} {event.stage:5s} [{bar}] {event.done}/{event.total}", end="",
+                  file=sys.stderr, flush=True)
+        elif event.stage in ("done", "skipped", "error"):
+            print(f"\r{event.file[:32]:32s} {event.stage}: {event.message}".ljust(80), file=sys.stderr, flush=True)
+
+    results = ingest_many(studio, args.collection, args.files, options, progress)
+    failed = [r for r in results if not r.ok]
+    args.exit_status = 1 if failed else 0
+    lines = []
+    for r in results:
+        if r.ok:
+            what = "already ingested" if r.skipped else f"{r.pages} pages, {r.chunks} chunks, {r.ocr_pages} OCR'd"
+            timing = ", ".join(f"{k} {v:.2f}s" for k, v in r.seconds.items())
+            lines.append(f"ok      {r.file}: {what} ({timing})")
+        else:
+            hint = f" ({r.error['hint']})" if r.error.get("hint") else ""
+            lines.append(f"FAILED  {r.file}: {r.error['message']}{hint}")
+    lines.append(f"{len(results) - len(failed)} of {len(results)} files ingested into {args.collection!r}")
+    return [r.to_dict() for r in results], "\n".join(lines)
+
+
+def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("query", help="what to look for")
+    p.add_argument("--collection", required=True)
+    p.add_argument("--k", type=int, default=5, help="number of hits (default 5)")
+    p.add_argument("--document", action="append", help="only search this document (name or id); repeatable")
+    p.add_argument("--model", help="must be the collection's model (checked)")
+    p.add_argument("--provider")
+
+
+@command("search", "semantic search in a collection (cosine top-k)", _search_args)
+def cmd_search(args: argparse.Namespace) -> tuple[object, str]:
+    from engine.pipeline import search
+
+    result = search(_studio(args), args.collection, args.query, k=args.k, documents=args.document,
+                    model=args.model, provider=args.provider)
+    lines = [f"{len(result.hits)} hits in {result.seconds['total'] * 1000:.0f} ms ({result.model} on {result.provider})"]
+    for rank, hit in enumerate(result.hits, 1):
+        snippet = " ".join(hit.text.split())[:160]
+        lines.append(f"{rank:2d}. {hit.score:.3f}  {hit.document} p.{hit.page} [{hit.start}:{hit.end}]  {snippet}")
+    return [hit.to_dict() for hit in result.hits], "\n".join(lines)
+
+
+@command("collections", "list collections and their documents", lambda p: None)
+def cmd_collections(args: argparse.Namespace) -> tuple[object, str]:
+    from engine.index import list_collections
+
+    infos = list_collections(_studio(args).settings.collections_dir)
+    rows = [[i.name, i.model, i.variant, str(len(i.documents)), str(i.chunk_count), i.created_at] for i in infos]
+    data = [{"name": i.name, "model": i.model, "variant": i.variant, "dim": i.dim, "chunks": i.chunk_count,
+             "documents": [d.__dict__ for d in i.documents]} for i in infos]
+    return data, _table(rows, ["collection", "model", "variant", "documents", "chunks", "created"]) if rows else "no collections"
+
+
+def _delete_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--collection", required=True)
+    p.add_argument("document", nargs="?", help="document name or id to delete")
+    p.add_argument("--all", action="store_true", help="delete the whole collection")
+
+
+@command("delete", "delete a document from a collection, or the whole collection", _delete_args)
+def cmd_delete(args: argparse.Namespace) -> tuple[object, str]:
+    from engine.pipeline import collection
+
+    target = collection(_studio(args), args.collection)
+    if args.all:
+        target.drop()
+        return {"deleted": args.collection}, f"deleted collection {args.collection!r}"
+    if not args.document:
+        raise InputError("Name a document to delete, or pass --all for the whole collection.")
+    record = target.delete_document(args.document)
+    return {"deleted": record.name, "doc_id": record.doc_id}, f"deleted {record.name} from {args.collection!r}"
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, type=Path, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels")
+    p.add_argument("--model", help="model (default: the registry default)")
+    p.add_argument("--variant", choices=["fp32", "optimized", "fp16", "int8"])
+    p.add_argument("--provider")
+    p.add_argument("--split", default="test")
+    p.add_argument("--batch-size", type=int)
+
+
+@command("eval", "retrieval quality on a BEIR dataset (nDCG@10, Recall@100)", _eval_args)
+def cmd_eval(args: argparse.Namespace) -> tuple[object, str]:
+    import json
+    import time
+
+    from engine.evaluation import evaluate, load_beir
+
+    studio = _studio(args)
+    dataset = load_beir(args.dataset, args.split)
+    embedder = studio.embedder(args.model, args.variant, args.provider)
+    if args.batch_size:
+        embedder.batch_size = args.batch_size
+    embedder.session()
+    labels = {"model": embedder.spec.name, "variant": embedder.variant, "provider": embedder.session().active_provider}
+    result = evaluate(dataset, embedder.embed_documents, embedder.embed_queries, labels)
+    report_dir = studio.settings.reports_dir / "eval"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (report_dir / f"{dataset.name}-{embedder.spec.name}-{embedder.variant}-{stamp}.json").write_text(
+        json.dumps(result.to_dict(), indent=2))
+    text = (f"{dataset.name}: {result.queries} queries, {result.documents} documents, "
+            f"{embedder.spec.name}/{embedder.variant} on {labels['provider']}\n"
+            f"nDCG@10 {result.ndcg_at_10:.5f}   Recall@100 {result.recall_at_100:.5f}   "
+            f"(corpus {result.seconds_corpus:.0f}s, queries {result.seconds_queries:.1f}s)")
+    return result.to_dict(), text

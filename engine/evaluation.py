@@ -1,0 +1,124 @@
+"""Retrieval evaluation on a BEIR-format dataset (corpus.jsonl, queries.jsonl, qrels tsv), following
+the BEIR/MTEB conventions: document text = ``(title + " " + text).strip()``, exact cosine search over
+the whole corpus, nDCG@10 and Recall@100 averaged over the queries that have judgements (trec_eval's
+definitions: linear gain, log2 discount; ideal DCG from the judged relevances)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import InputError
+
+log = logging.getLogger(__name__)
+Qrels = dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    doc_ids: list[str]
+    doc_texts: list[str]
+    query_ids: list[str]
+    query_texts: list[str]
+    qrels: Qrels
+
+
+def _jsonl(path: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist.") from None
+    except ValueError as exc:
+        raise InputError(f"{path} is not valid JSONL: {exc}") from None
+
+
+def load_beir(folder: Path, split: str = "test") -> Dataset:
+    folder = Path(folder)
+    qrels_file = next((p for p in (folder / f"qrels-{split}.tsv", folder / "qrels" / f"{split}.tsv") if p.is_file()), None)
+    if qrels_file is None:
+        raise InputError(f"{folder} has no qrels-{split}.tsv or qrels/{split}.tsv.", "point --dataset at a BEIR folder")
+    qrels: Qrels = {}
+    with open(qrels_file, encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        for row in reader:
+            if len(row) < 3 or row[0] == "query-id":
+                continue
+            qrels.setdefault(row[0].strip(), {})[row[1].strip()] = int(row[2])
+    corpus = _jsonl(folder / "corpus.jsonl")
+    queries = [q for q in _jsonl(folder / "queries.jsonl") if str(q["_id"]) in qrels]
+    return Dataset(
+        name=folder.name,
+        doc_ids=[str(d["_id"]) for d in corpus],
+        doc_texts=[(d.get("title", "") + " " + d.get("text", "")).strip() for d in corpus],
+        query_ids=[str(q["_id"]) for q in queries],
+        query_texts=[q["text"] for q in queries],
+        qrels=qrels,
+    )
+
+
+def ndcg_at_k(ranked: Sequence[str], relevant: Mapping[str, int], k: int = 10) -> float:
+    dcg = sum(relevant.get(doc, 0) / math.log2(rank + 2) for rank, doc in enumerate(ranked[:k]))
+    ideal = sorted((r for r in relevant.values() if r > 0), reverse=True)[:k]
+    idcg = sum(r / math.log2(rank + 2) for rank, r in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def recall_at_k(ranked: Sequence[str], relevant: Mapping[str, int], k: int = 100) -> float:
+    wanted = {doc for doc, r in relevant.items() if r > 0}
+    return len(wanted & set(ranked[:k])) / len(wanted) if wanted else 0.0
+
+
+def rank(query_vectors: np.ndarray, doc_vectors: np.ndarray, doc_ids: Sequence[str], k: int) -> list[list[str]]:
+    """Top-k document ids per query by cosine similarity (ties broken by corpus order)."""
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    scores = unit(query_vectors) @ unit(doc_vectors).T
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    ordered = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable"), axis=1)
+    return [[doc_ids[i] for i in row] for row in ordered]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    dataset: str
+    model: str
+    variant: str
+    provider: str
+    queries: int
+    documents: int
+    ndcg_at_10: float
+    recall_at_100: float
+    seconds_corpus: float
+    seconds_queries: float
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def evaluate(dataset: Dataset, embed_documents: Callable[[list[str]], np.ndarray],
+             embed_queries: Callable[[list[str]], np.ndarray], labels: dict[str, str]) -> EvalResult:
+    started = time.perf_counter()
+    doc_vectors = embed_documents(dataset.doc_texts)
+    embedded = time.perf_counter()
+    query_vectors = embed_queries(dataset.query_texts)
+    done = time.perf_counter()
+    ranked = rank(query_vectors, doc_vectors, dataset.doc_ids, 100)
+    ndcg = [ndcg_at_k(r, dataset.qrels[q], 10) for q, r in zip(dataset.query_ids, ranked)]
+    recall = [recall_at_k(r, dataset.qrels[q], 100) for q, r in zip(dataset.query_ids, ranked)]
+    return EvalResult(
+        dataset=dataset.name, model=labels.get("model", ""), variant=labels.get("variant", ""),
+        provider=labels.get("provider", ""), queries=len(dataset.query_ids), documents=len(dataset.doc_ids),
+        ndcg_at_10=float(np.mean(ndcg)) if ndcg else 0.0, recall_at_100=float(np.mean(recall)) if recall else 0.0,
+        seconds_corpus=round(embedded - started, 2), seconds_queries=round(done - embedded, 2),
+    )

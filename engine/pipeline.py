@@ -1,0 +1,251 @@
+"""PDF -> pages (text layer / OCR) -> chunks -> vectors -> a persisted collection -> search.
+
+Every step reports progress through one callback; a file that cannot be ingested is reported with a
+user-facing reason and leaves the collection exactly as it was (nothing is written until the
+document's vectors exist, and then in one atomic commit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from engine.chunking import Chunk, ChunkingOptions, chunk_pages
+from engine.errors import DocumentLimitError, EmptyDocumentError, InputError, ModelMismatchError, StudioError
+from engine.index import Collection, DocumentRecord, SearchHit, _now
+from engine.pages import Page
+from engine.studio import Studio
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    stage: str  # open, page, chunk, embed, store, done, skipped, error
+    file: str
+    done: int = 0
+    total: int = 0
+    message: str = ""
+
+
+Progress = Callable[[ProgressEvent], None]
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    ocr: str = "auto"
+    password: str | None = None
+    model: str | None = None  # only for a new collection; an existing one keeps its model
+    variant: str | None = None
+    provider: str | None = None
+    chunk_size: int = 200
+    chunk_overlap: int = 30
+    headings_in_embedding: bool = True
+    force: bool = False  # re-ingest a file that is already in the collection
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    file: str
+    ok: bool
+    doc_id: str = ""
+    pages: int = 0
+    chunks: int = 0
+    ocr_pages: int = 0
+    skipped: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+    error: dict[str, str] | None = None
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _quiet(_: ProgressEvent) -> None:
+    pass
+
+
+def collection(studio: Studio, name: str) -> Collection:
+    return Collection(studio.settings.collections_dir, name)
+
+
+def chunking_options(embedder, options: IngestOptions) -> ChunkingOptions:
+    limit = embedder.tokenizer.max_seq_length - embedder.tokenizer.special_tokens_count
+    prompt = embedder.prompt_for("document")
+    if prompt:
+        limit -= embedder.tokenizer.count_tokens(prompt)
+    size = min(options.chunk_size, limit)
+    return ChunkingOptions(size=size, overlap=min(options.chunk_overlap, size - 1), max_tokens=limit,
+                           headings_in_embedding=options.headings_in_embedding)
+
+
+def chunk_document(embedder, pages: Sequence[Page], options: ChunkingOptions) -> list[Chunk]:
+    tokenizer = embedder.tokenizer
+    return chunk_pages(pages, tokenizer.count_tokens, tokenizer.token_offsets, options)
+
+
+def _read(source: Path | bytes, name: str | None, max_bytes: int) -> tuple[bytes, str]:
+    if isinstance(source, bytes):
+        data, label = source, name or "upload.pdf"
+    else:
+        path = Path(source)
+        label = name or path.name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise InputError(f"{path} does not exist.") from None
+        if size > max_bytes:
+            raise DocumentLimitError(f"{label} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.",
+                                     "raise STUDIO_MAX_UPLOAD_MB or split the file")
+        data = path.read_bytes()
+    if len(data) > max_bytes:
+        raise DocumentLimitError(f"{label} is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.",
+                                 "raise STUDIO_MAX_UPLOAD_MB or split the file")
+    return data, label
+
+
+def _open_or_create(studio: Studio, name: str, options: IngestOptions):
+    target = collection(studio, name)
+    if target.exists:
+        info = target.info()
+        if options.model and options.model != info.model:
+            raise ModelMismatchError(
+                f"Collection {name!r} uses {info.model!r}, not {options.model!r}.",
+                "leave --model out to use the collection's model, or pick a new collection name",
+            )
+        return target, studio.embedder(info.model, info.variant, options.provider)
+    embedder = studio.embedder(options.model, options.variant, options.provider)
+    return target, embedder
+
+
+def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str | None = None,
+           options: IngestOptions = IngestOptions(), progress: Progress = _quiet) -> IngestResult:
+    """Ingest one file; a StudioError is raised for the caller to report (nothing is stored then)."""
+    from engine.documents import Limits, open_document
+    from engine.ocr.extract import extract_pages
+
+    started = time.perf_counter()
+    settings = studio.settings
+    data, label = _read(source, name, settings.max_upload_bytes)
+    target, embedder = _open_or_create(studio, collection_name, options)
+    progress(ProgressEvent("open", label, message="opening"))
+    limits = Limits(max_bytes=settings.max_upload_bytes, max_pages=settings.max_pages, render_dpi=settings.render_dpi)
+    doc_id = hashlib.sha256(data).hexdigest()
+    if target.exists and not options.force:
+        existing = target.info().document(doc_id)
+        if existing is not None:
+            progress(ProgressEvent("skipped", label, message="already in the collection"))
+            return IngestResult(label, True, doc_id, existing.pages, existing.chunks, existing.ocr_pages, skipped=True,
+                                seconds={"total": round(time.perf_counter() - started, 3)})
+    with open_document(data, name=label, password=options.password, limits=limits) as document:
+        total_pages = document.info.page_count
+        pages: list[Page] = []
+        for page in extract_pages(document, engine=options.ocr, settings=settings):
+            pages.append(page)
+            progress(ProgressEvent("page", label, len(pages), total_pages,
+                                   f"page {page.number}: {page.source}{' (OCR)' if page.ocr_used else ''}"))
+        kind = document.info.kind
+    extracted = time.perf_counter()
+    chunking = chunking_options(embedder, options)
+    chunks = chunk_document(embedder, pages, chunking)
+    chunked = time.perf_counter()
+    if not chunks:
+        raise EmptyDocumentError(f"{label} has no text to index (blank pages, or images without OCR).",
+                                 "choose an OCR engine for scanned documents")
+    progress(ProgressEvent("chunk", label, len(chunks), len(chunks), f"{len(chunks)} chunks"))
+
+    def batch_progress(done: int, total: int) -> None:
+        progress(ProgressEvent("embed", label, done, total, f"embedded {done}/{total} chunks"))
+
+    vectors = embedder.embed_documents([c.embedding_text(chunking.headings_in_embedding) for c in chunks],
+                                       progress=batch_progress)
+    embedded = time.perf_counter()
+    if not target.exists:
+        target.create(embedder.spec.name, embedder.variant, embedder.dim,
+                      {"size": chunking.size, "overlap": chunking.overlap, "headings": chunking.headings_in_embedding})
+    record = DocumentRecord(
+        doc_id=doc_id, name=label, pages=len(pages), chunks=len(chunks), ocr_engine=options.ocr,
+        ocr_pages=sum(p.ocr_used for p in pages), size_bytes=len(data), ingested_at=_now(), segment="",
+        notes=tuple(sorted({n for p in pages for n in p.notes}))[:20],
+    )
+    progress(ProgressEvent("store", label, message="storing"))
+    suffix = ".pdf" if kind == "pdf" else Path(label).suffix or ".png"
+    record = target.add_document(record, vectors, chunks, embedder.spec.name, pages=pages, original=data, suffix=suffix)
+    stored = time.perf_counter()
+    seconds = {"extract": extracted - started, "chunk": chunked - extracted, "embed": embedded - chunked,
+               "store": stored - embedded, "total": stored - started}
+    progress(ProgressEvent("done", label, len(pages), len(pages), f"{len(chunks)} chunks from {len(pages)} pages"))
+    log.info("ingested %s into %s: %d pages, %d chunks in %.2fs", label, collection_name, len(pages), len(chunks),
+             seconds["total"])
+    return IngestResult(label, True, doc_id, len(pages), len(chunks), record.ocr_pages,
+                        seconds={k: round(v, 3) for k, v in seconds.items()})
+
+
+def ingest_many(studio: Studio, collection_name: str, sources: Sequence[Path | tuple[str, bytes]],
+                options: IngestOptions = IngestOptions(), progress: Progress = _quiet) -> list[IngestResult]:
+    """Ingest several files; one that fails is reported with its reason and the others go on."""
+    results = []
+    for source in sources:
+        name, data = (source if isinstance(source, tuple) else (Path(source).name, Path(source)))
+        try:
+            results.append(ingest(studio, collection_name, data, name, options, progress))
+        except StudioError as exc:
+            log.warning("could not ingest %s: %s", name, exc.message)
+            progress(ProgressEvent("error", name, message=exc.message))
+            results.append(IngestResult(name, False, error=exc.to_dict()))
+    return results
+
+
+def rechunk(studio: Studio, collection_name: str, doc_id: str, options: IngestOptions,
+            progress: Progress = _quiet) -> IngestResult:
+    """Re-chunk a stored document with new size/overlap and replace its chunks (no re-extraction)."""
+    started = time.perf_counter()
+    target = collection(studio, collection_name)
+    info = target.info()
+    record = target.info().document(doc_id)
+    if record is None:
+        raise InputError(f"Collection {collection_name!r} has no document {doc_id!r}.")
+    embedder = studio.embedder(info.model, info.variant, options.provider)
+    pages = target.pages_of(record.doc_id)
+    chunking = chunking_options(embedder, options)
+    chunks = chunk_document(embedder, pages, chunking)
+    vectors = embedder.embed_documents([c.embedding_text(chunking.headings_in_embedding) for c in chunks],
+                                       progress=lambda d, t: progress(ProgressEvent("embed", record.name, d, t)))
+    original = target.original_of(record.doc_id)
+    target.add_document(replace(record, ingested_at=_now()), vectors, chunks, info.model, pages=pages,
+                        original=original.read_bytes() if original else None,
+                        suffix=original.suffix if original else ".pdf")
+    return IngestResult(record.name, True, record.doc_id, len(pages), len(chunks), record.ocr_pages,
+                        seconds={"total": round(time.perf_counter() - started, 3)})
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[SearchHit]
+    seconds: dict[str, float]
+    model: str
+    provider: str
+
+
+def search(studio: Studio, collection_name: str, query: str, k: int = 5, documents: Sequence[str] | None = None,
+           model: str | None = None, provider: str | None = None) -> SearchResult:
+    if not query or not query.strip():
+        raise InputError("The query is empty.")
+    target = collection(studio, collection_name)
+    info = target.info()
+    if model is not None and model != info.model:
+        raise ModelMismatchError(
+            f"Collection {collection_name!r} was built with {info.model!r}; it cannot be searched with {model!r}.",
+            f"leave --model out (or use {info.model}) or ingest into a collection made with {model}",
+        )
+    started = time.perf_counter()
+    embedder = studio.embedder(info.model, info.variant, provider)
+    vector = embedder.embed_queries([query])[0]
+    embedded = time.perf_counter()
+    hits = target.search(vector, k=k, documents=documents, model=info.model)
+    done = time.perf_counter()
+    return SearchResult(hits, {"embed": embedded - started, "search": done - embedded, "total": done - started},
+                        info.model, embedder.session().active_provider)

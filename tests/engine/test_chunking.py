@@ -1,0 +1,112 @@
+"""Chunking: property tests with the default model's real tokenizer, plus headings and scripts."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.chunking import ChunkingOptions, chunk_pages, heading_level
+from engine.errors import InputError
+from engine.pages import Page
+from engine.tokenize import TextTokenizer
+
+MAX_SEQ = 256
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    from tiny_models import gt_model_dir
+
+    folder = tmp_path_factory.mktemp("tok")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(gt_model_dir() / name, folder / name)
+    return TextTokenizer.from_folder(folder, MAX_SEQ)
+
+
+WORDS = st.sampled_from(["retrieval", "embedding", "the", "of", "vector", "model", "ONNX", "runtime", "chunk", "page",
+                         "semantic", "search", "Größe", "naïve", "3.14", "data", "quantisation", "a", "is", "GPU"])
+SENTENCE = st.lists(WORDS, min_size=1, max_size=40).map(lambda w: " ".join(w).capitalize() + ".")
+PARAGRAPH = st.lists(SENTENCE, min_size=1, max_size=8).map(" ".join)
+HEADING = st.sampled_from(["# Introduction", "## Methods", "2.1 Results", "APPENDIX A NOTES", "### Deep dive"])
+BLOCK = st.one_of(PARAGRAPH, PARAGRAPH, PARAGRAPH, HEADING)
+PAGE_TEXT = st.lists(BLOCK, min_size=1, max_size=12).map("\n\n".join)
+
+
+def _check(pages, chunks, tok, options):
+    by_page = {p.number: p for p in pages}
+    for chunk in chunks:
+        text = by_page[chunk.page].text
+        assert chunk.text == text[chunk.start:chunk.end] and chunk.text.strip()
+        assert chunk.start == 0 or text[chunk.start - 1].isspace(), "chunk starts mid-word"
+        assert chunk.end == len(text) or text[chunk.end].isspace(), "chunk ends mid-word"
+        assert chunk.tokens == tok.count_tokens(chunk.text) <= options.size
+        embedded = tok.count_tokens(chunk.embedding_text(options.headings_in_embedding)) + tok.special_tokens_count
+        assert embedded <= MAX_SEQ, "chunk over the model's limit"
+    for page in pages:
+        covered = [False] * len(page.text)
+        for chunk in (c for c in chunks if c.page == page.number):
+            covered[chunk.start:chunk.end] = [True] * (chunk.end - chunk.start)
+        missing = [i for i, ch in enumerate(page.text) if not ch.isspace() and not covered[i]]
+        assert not missing, f"characters not in any chunk: {page.text[missing[0]:missing[0] + 30]!r}"
+        mine = [c for c in chunks if c.page == page.number]
+        for a, b in zip(mine, mine[1:]):
+            assert b.start > a.start and b.end > a.end
+            if b.start < a.end:
+                assert tok.count_tokens(page.text[b.start:a.end]) <= options.overlap
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(PAGE_TEXT, min_size=1, max_size=3), st.integers(16, 200), st.integers(0, 40))
+def test_chunk_properties(tok, texts, size, overlap):
+    overlap = min(overlap, size - 1)
+    options = ChunkingOptions(size=size, overlap=overlap, max_tokens=MAX_SEQ - 2)
+    pages = [Page(i + 1, text, "text") for i, text in enumerate(texts)]
+    chunks = chunk_pages(pages, tok.count_tokens, tok.token_offsets, options)
+    _check(pages, chunks, tok, options)
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+
+
+def test_headings_build_a_path_that_crosses_pages(tok):
+    pages = [Page(1, "# Guide\n\nIntro text here.\n\n## Install\n\nRun the setup script.", "text"),
+             Page(2, "It creates a virtual environment.\n\n# Reference\n\nAll the flags.", "text")]
+    chunks = chunk_pages(pages, tok.count_tokens, tok.token_offsets, ChunkingOptions(size=50, overlap=0))
+    paths = [(c.page, c.heading_path) for c in chunks]
+    assert (1, ("Guide", "Install")) in paths
+    assert (2, ("Guide", "Install")) in paths  # page 2 continues the Install section
+    assert (2, ("Reference",)) in paths
+    install = next(c for c in chunks if c.heading_path == ("Guide", "Install"))
+    assert install.embedding_text() == "Guide > Install\n" + install.text
+    assert install.embedding_text(with_headings=False) == install.text
+
+
+def test_long_sentences_and_unspaced_scripts_are_cut_within_the_limit(tok):
+    cjk = "数据被存储在内存中检索速度很快" * 40  # no spaces, no sentence ends
+    run_on = " ".join(["word"] * 700)  # one 700-token sentence
+    pages = [Page(1, cjk, "text"), Page(2, run_on, "text")]
+    options = ChunkingOptions(size=64, overlap=8, max_tokens=254)
+    chunks = chunk_pages(pages, tok.count_tokens, tok.token_offsets, options)
+    assert all(c.tokens <= 64 for c in chunks)
+    assert "".join(c.text for c in chunks if c.page == 1) == cjk
+    assert all(not c.text.startswith("ord") for c in chunks if c.page == 2)
+
+
+def test_empty_pages_give_no_chunks(tok):
+    assert chunk_pages([Page(1, "", "text"), Page(2, "  \n\n ", "text")], tok.count_tokens, tok.token_offsets) == []
+
+
+@pytest.mark.parametrize("size, overlap, max_tokens", [(4, 0, None), (100, 100, None), (100, -1, None), (300, 10, 254)])
+def test_invalid_options(size, overlap, max_tokens):
+    with pytest.raises(InputError):
+        ChunkingOptions(size=size, overlap=overlap, max_tokens=max_tokens).validate()
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("# Title", (1, "Title")), ("### Deep", (3, "Deep")), ("2.1 Results and discussion", (2, "2.1 Results and discussion")),
+    ("INTRODUCTION", (1, "INTRODUCTION")), ("Chapter 3 The end", (1, "Chapter 3 The end")),
+    ("This is a normal sentence.", None), ("A", None), ("3.14 is pi, as everyone knows, isn't it?", None),
+])
+def test_heading_detection(line, expected):
+    assert heading_level(line) == expected
