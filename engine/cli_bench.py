@@ -1,0 +1,45 @@
+"""CLI: bench — ONNX Runtime vs the PyTorch baseline vs OpenAI-compatible servers."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from engine.cli import _studio, _table, command
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", help="comma list (default: the registry default)")
+    p.add_argument("--variants", default="fp32,int8", help="comma list (default fp32,int8)")
+    p.add_argument("--providers", default="auto", help="comma list (default auto)")
+    p.add_argument("--batch-sizes", default="1,32", help="comma list (default 1,32)")
+    p.add_argument("--workload", default="sentences", help="'sentences' or a corpus.jsonl / .txt path")
+    p.add_argument("--texts", type=int, default=256, help="number of texts (default 256)")
+    p.add_argument("--baseline", action="store_true", help="also run sentence-transformers (torch) as the baseline")
+    p.add_argument("--vllm-url", action="append", default=[], help="an OpenAI-compatible server to include (repeatable)")
+    p.add_argument("--vllm-model", help="model name to send to that server")
+    p.add_argument("--out", type=Path, help="report folder (default: <data dir>/reports/bench)")
+
+
+@command("bench", "benchmark ONNX Runtime vs PyTorch vs vLLM/HTTP servers, with parity", _bench_args)
+def cmd_bench(args: argparse.Namespace) -> tuple[object, str]:
+    from engine.bench import run_benchmark, save_report, workload_texts
+
+    studio = _studio(args)
+    split = lambda value: [v.strip() for v in value.split(",") if v.strip()]  # noqa: E731
+    models = split(args.models) if args.models else [studio.registry.default_model]
+    texts = workload_texts(args.workload, args.texts)
+    report = run_benchmark(studio, models, split(args.variants), split(args.providers),
+                           [int(b) for b in split(args.batch_sizes)], texts, baseline=args.baseline,
+                           http_urls=args.vllm_url, http_model=args.vllm_model, workload=args.workload)
+    json_path, csv_path = save_report(report, args.out or studio.settings.reports_dir / "bench")
+    rows = [[r.backend, r.model, r.variant, r.provider, str(r.batch_size),
+             f"{r.texts_per_second:.1f}" if not r.error else "error", f"{r.latency_ms_p50:.1f}", f"{r.latency_ms_p99:.1f}",
+             f"{r.speedup_vs_baseline:.2f}x" if r.speedup_vs_baseline else "-",
+             f"{r.min_cosine:.6f}" if r.min_cosine is not None else "-"] for r in report.results]
+    text = _table(rows, ["backend", "model", "variant", "provider", "batch", "texts/s", "p50 ms", "p99 ms",
+                         "vs torch", "min cos"])
+    errors = [f"{r.backend} {r.variant} {r.provider}: {r.error}" for r in report.results if r.error]
+    footer = f"\n{len(texts)} texts ({args.workload}); reference: {report.reference}\nreport: {json_path}\n        {csv_path}"
+    return {**report.to_dict(), "json": str(json_path), "csv": str(csv_path)}, text + footer + "".join(
+        f"\nerror: {e}" for e in errors)
