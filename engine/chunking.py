@@ -29,10 +29,10 @@ _NUMBERED_HEADING = re.compile(
 
 @dataclass(frozen=True)
 class ChunkingOptions:
-    size: int = 200  # target tokens per chunk (without special tokens or the heading prefix)
-    overlap: int = 30  # tokens repeated from the end of the previous chunk
+    size: int = 128  # target tokens per chunk (without special tokens or the heading prefix)
+    overlap: int = 16  # tokens repeated from the end of the previous chunk
     max_tokens: int | None = None  # the model's limit for one text (max_seq_length minus special tokens)
-    headings_in_embedding: bool = True
+    headings_in_embedding: bool = False
 
     def validate(self) -> None:
         if self.size < 8:
@@ -76,6 +76,7 @@ class _Unit:
     start: int
     end: int
     tokens: int
+    heading: bool = False
 
 
 def heading_level(line: str) -> tuple[int, str] | None:
@@ -217,8 +218,10 @@ def chunk_pages(
             if heading is None:
                 section.extend(_units(page.text, start, end, count_tokens, token_spans, options.size))
                 continue
-            _emit(page, section, headings, options, count_tokens, chunks)
-            section = [_Unit(start, end, count_tokens(paragraph))]
+            if not all(u.heading for u in section):  # a title with no text of its own joins the next section
+                _emit(page, section, headings, options, count_tokens, chunks)
+                section = []
+            section.append(_Unit(start, end, count_tokens(paragraph), heading=True))
             level, title = heading
             while headings and headings[-1][0] >= level:
                 headings.pop()

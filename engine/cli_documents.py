@@ -18,8 +18,9 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="embedding model of a NEW collection (default: the registry default)")
     p.add_argument("--variant", choices=["fp32", "optimized", "fp16", "int8"], help="variant of a new collection")
     p.add_argument("--provider", help="execution provider (default: STUDIO_PROVIDER or auto)")
-    p.add_argument("--chunk-size", type=int, default=200, help="tokens per chunk (default 200)")
-    p.add_argument("--chunk-overlap", type=int, default=30, help="tokens of overlap (default 30)")
+    p.add_argument("--chunk-size", type=int, default=128, help="tokens per chunk (default 128)")
+    p.add_argument("--chunk-overlap", type=int, default=16, help="tokens of overlap (default 16)")
+    p.add_argument("--headings", action="store_true", help="prepend the heading path to each chunk for embedding")
     p.add_argument("--force", action="store_true", help="re-ingest files already in the collection")
 
 
@@ -30,7 +31,7 @@ def cmd_ingest(args: argparse.Namespace) -> tuple[object, str]:
     studio = _studio(args)
     options = IngestOptions(ocr=args.ocr, password=args.password, model=args.model, variant=args.variant,
                             provider=args.provider, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
-                            force=args.force)
+                            headings_in_embedding=args.headings, force=args.force)
 
     def progress(event: ProgressEvent) -> None:
         if args.json:

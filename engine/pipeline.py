@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from engine.chunking import Chunk, ChunkingOptions, chunk_pages
+from engine.cleanup import strip_running_lines
 from engine.errors import DocumentLimitError, EmptyDocumentError, InputError, ModelMismatchError, StudioError
 from engine.index import Collection, DocumentRecord, SearchHit, _now
 from engine.pages import Page
@@ -42,9 +43,11 @@ class IngestOptions:
     model: str | None = None  # only for a new collection; an existing one keeps its model
     variant: str | None = None
     provider: str | None = None
-    chunk_size: int = 200
-    chunk_overlap: int = 30
-    headings_in_embedding: bool = True
+    # measured on 59 sentence queries over 3 PDFs (top-1 page): 128/16 without headings 0.80,
+    # with the heading path prepended 0.76, 200/30 with headings 0.70 — see README "Chunking"
+    chunk_size: int = 128
+    chunk_overlap: int = 16
+    headings_in_embedding: bool = False
     force: bool = False  # re-ingest a file that is already in the collection
 
 
@@ -148,6 +151,7 @@ def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str
             progress(ProgressEvent("page", label, len(pages), total_pages,
                                    f"page {page.number}: {page.source}{' (OCR)' if page.ocr_used else ''}"))
         kind = document.info.kind
+    pages = strip_running_lines(pages)
     extracted = time.perf_counter()
     chunking = chunking_options(embedder, options)
     chunks = chunk_document(embedder, pages, chunking)
