@@ -60,12 +60,14 @@ def cmd_providers(args: argparse.Namespace) -> tuple[object, str]:
         "auto": providers.resolve("auto").name,
         "cpu_threads": providers.cpu_count(),
         "providers": [r.__dict__ for r in rows],
+        "warnings": providers.diagnostics(),
     }
     text = _table(
         [[r.name, r.ort_name, "yes" if r.available else "no", "<- auto" if r.auto_candidate else "", r.note] for r in rows],
         ["provider", "onnxruntime name", "available", "", "note"],
     )
-    return data, f"onnxruntime {ort.__version__} ({ort.get_device()}), {data['cpu_threads']} CPU threads\n{text}"
+    warnings = "".join(f"\nwarning: {w}" for w in data["warnings"])
+    return data, f"onnxruntime {ort.__version__} ({ort.get_device()}), {data['cpu_threads']} CPU threads\n{text}{warnings}"
 
 
 # --- models ---------------------------------------------------------------------------------------

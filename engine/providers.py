@@ -119,7 +119,8 @@ def resolve(request: str | None) -> ProviderChoice:
 
 def _install_hint(name: str) -> str:
     hints = {
-        "cuda": "pip install onnxruntime-gpu (and only that ORT wheel; on ARM64 + CUDA see README 'DGX Spark')",
+        "cuda": "run scripts/install-onnxruntime-gpu.sh: it leaves onnxruntime-gpu as the only ONNX Runtime wheel "
+                "(x86_64 from PyPI, ARM64 + CUDA such as DGX Spark from Microsoft's CUDA 13 feed); see docker/README.md",
         "tensorrt": "install onnxruntime-gpu plus TensorRT libraries",
         "rocm": "install an onnxruntime build with ROCm",
         "migraphx": "install an onnxruntime build with MIGraphX",
@@ -128,6 +129,31 @@ def _install_hint(name: str) -> str:
         "openvino": "pip install onnxruntime-openvino",
     }
     return hints.get(name, "use --provider cpu")
+
+
+ORT_PACKAGES = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino", "onnxruntime-rocm",
+                "onnxruntime-silicon", "onnxruntime-training")
+
+
+def diagnostics() -> list[str]:
+    """Warnings about this installation that make a GPU provider silently absent."""
+    import importlib.metadata
+    import shutil
+
+    warnings = []
+    installed = []
+    for package in ORT_PACKAGES:
+        try:
+            installed.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    if len(installed) > 1:
+        warnings.append(f"Several ONNX Runtime packages are installed ({', '.join(installed)}); they overwrite each "
+                        "other's files. Run scripts/install-onnxruntime-gpu.sh (GPU) or reinstall onnxruntime alone.")
+    if shutil.which("nvidia-smi") and "cuda" not in available():
+        warnings.append("An NVIDIA GPU is present but this onnxruntime build has no CUDA provider: everything runs on "
+                        "the CPU. Run scripts/install-onnxruntime-gpu.sh.")
+    return warnings
 
 
 def active_provider(session) -> str:

@@ -70,3 +70,12 @@ def test_cache_creates_once_under_concurrency_and_evicts_lru(default_model):
     cache.get(other1, default_model / "model_int8.onnx")
     cache.get(other2, path)
     assert [e.key for e in cache.entries()] == [other1, other2]
+
+
+def test_diagnostics_flag_a_gpu_without_the_cuda_provider(monkeypatch, tmp_path):
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho GPU 0: NVIDIA H100\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{__import__('os').environ['PATH']}")
+    warnings = providers.diagnostics()
+    assert any("no CUDA provider" in w and "install-onnxruntime-gpu.sh" in w for w in warnings)
