@@ -135,7 +135,7 @@ def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str
     data, label = _read(source, name, settings.max_upload_bytes)
     target, embedder = _open_or_create(studio, collection_name, options)
     progress(ProgressEvent("open", label, message="opening"))
-    limits = Limits(max_bytes=settings.max_upload_bytes, max_pages=settings.max_pages, render_dpi=settings.render_dpi)
+    limits = Limits.from_settings(settings)
     doc_id = hashlib.sha256(data).hexdigest()
     if target.exists and not options.force:
         existing = target.info().document(doc_id)

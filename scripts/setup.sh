@@ -25,7 +25,8 @@ if ! "$python_bin" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/
 fi
 
 system_packages=(tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu tesseract-ocr-fra tesseract-ocr-spa
-                 tesseract-ocr-rus tesseract-ocr-chi-sim tesseract-ocr-jpn)
+                 tesseract-ocr-rus tesseract-ocr-chi-sim tesseract-ocr-chi-tra tesseract-ocr-jpn
+                 tesseract-ocr-jpn-vert)
 if [ "$mode" = dev ]; then
   system_packages+=(chromium fonts-dejavu-core poppler-utils shellcheck)
 fi
