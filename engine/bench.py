@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -210,6 +211,19 @@ def run_http(url: str, model: str, batch_size: int, texts: list[str], tokens: in
                         tokens / seconds, p50, p90, p99, cold), np.concatenate(parts))
 
 
+def _measured(run: Callable[[], tuple[BenchResult, np.ndarray]], failed: BenchResult, reference: np.ndarray | None,
+              baseline_speed: dict[int, float]) -> BenchResult:
+    """One row: the run's figures plus parity and speed-up, or the error in the row if it could not run."""
+    try:
+        row, vectors = run()
+    except StudioError as exc:
+        return BenchResult(**{**asdict(failed), "error": exc.message})
+    diff, cosine = _compare(vectors, reference)
+    speed = baseline_speed.get(row.batch_size)
+    return BenchResult(**{**asdict(row), "max_abs_diff": diff, "min_cosine": cosine,
+                          "speedup_vs_baseline": row.texts_per_second / speed if speed else None})
+
+
 def run_benchmark(studio: Studio, models: Sequence[str], variants: Sequence[str], providers: Sequence[str],
                   batch_sizes: Sequence[int], texts: list[str], baseline: bool = True,
                   http_urls: Sequence[str] = (), http_model: str | None = None,
@@ -246,30 +260,18 @@ def run_benchmark(studio: Studio, models: Sequence[str], variants: Sequence[str]
                 for batch_size in batch_sizes:
                     report_progress(f"{model}/{variant} on {provider}, batch {batch_size}", step / steps)
                     step += 1
-                    try:
-                        row, vectors = run_onnx(studio, model, variant, provider, batch_size, texts, tokens)
-                    except StudioError as exc:
-                        results.append(BenchResult("onnxruntime", model, variant, provider, batch_size, len(texts),
-                                                   0, 0, 0, 0, 0, 0, 0, error=exc.message))
-                        continue
-                    diff, cosine = _compare(vectors, reference)
-                    speedup = row.texts_per_second / baseline_speed[batch_size] if batch_size in baseline_speed else None
-                    results.append(BenchResult(**{**asdict(row), "max_abs_diff": diff, "min_cosine": cosine,
-                                                  "speedup_vs_baseline": speedup}))
+                    results.append(_measured(
+                        partial(run_onnx, studio, model, variant, provider, batch_size, texts, tokens),
+                        BenchResult("onnxruntime", model, variant, provider, batch_size, len(texts), 0, 0, 0, 0, 0, 0, 0),
+                        reference, baseline_speed))
         for url in http_urls:
             for batch_size in batch_sizes:
                 report_progress(f"{url}, batch {batch_size}", step / steps)
                 step += 1
-                try:
-                    row, vectors = run_http(url, http_model or model, batch_size, texts, tokens)
-                except StudioError as exc:
-                    results.append(BenchResult("openai-http", model, http_model or model, url, batch_size, len(texts),
-                                               0, 0, 0, 0, 0, 0, 0, error=exc.message))
-                    continue
-                diff, cosine = _compare(vectors, reference)
-                speedup = row.texts_per_second / baseline_speed[batch_size] if batch_size in baseline_speed else None
-                results.append(BenchResult(**{**asdict(row), "max_abs_diff": diff, "min_cosine": cosine,
-                                              "speedup_vs_baseline": speedup}))
+                results.append(_measured(
+                    partial(run_http, url, http_model or model, batch_size, texts, tokens),
+                    BenchResult("openai-http", model, http_model or model, url, batch_size, len(texts), 0, 0, 0, 0, 0, 0, 0),
+                    reference, baseline_speed))
     report_progress("done", 1.0)
     lengths = [len(t) for t in texts]
     return BenchReport(

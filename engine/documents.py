@@ -572,7 +572,8 @@ class Document:
 
 
 # --- opening ---------------------------------------------------------------------------------------------
-def _read(source: bytes | bytearray | Path | str, name: str | None, limits: Limits) -> tuple[bytes, str]:
+def read_source(source: bytes | bytearray | Path | str, name: str | None, limits: Limits) -> tuple[bytes, str]:
+    """The bytes and display name of a document, with the size limit and the empty-file check."""
     if isinstance(source, (bytes, bytearray)):
         data = bytes(source)
         name = name or "document"
@@ -610,7 +611,7 @@ def open_document(
 ) -> Document:
     """Open a PDF or a PNG/JPEG image (a one-page document). Every failure is a DocumentError naming the file."""
     limits = limits or Limits.from_settings()
-    data, name = _read(source, name, limits)
+    data, name = read_source(source, name, limits)
     kind = detect_kind(data[:1024], name)
     try:
         doc = pymupdf.open(stream=data, filetype=kind)

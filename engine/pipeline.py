@@ -16,7 +16,7 @@ from pathlib import Path
 
 from engine.chunking import Chunk, ChunkingOptions, chunk_pages
 from engine.cleanup import strip_running_lines
-from engine.errors import DocumentLimitError, EmptyDocumentError, InputError, ModelMismatchError, StudioError
+from engine.errors import EmptyDocumentError, InputError, ModelMismatchError, StudioError
 from engine.index import Collection, DocumentRecord, SearchHit, _now
 from engine.pages import Page
 from engine.studio import Studio
@@ -90,26 +90,6 @@ def chunk_document(embedder, pages: Sequence[Page], options: ChunkingOptions) ->
     return chunk_pages(pages, tokenizer.count_tokens, tokenizer.token_offsets, options)
 
 
-def _read(source: Path | bytes, name: str | None, max_bytes: int) -> tuple[bytes, str]:
-    if isinstance(source, bytes):
-        data, label = source, name or "upload.pdf"
-    else:
-        path = Path(source)
-        label = name or path.name
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise InputError(f"{path} does not exist.") from None
-        if size > max_bytes:
-            raise DocumentLimitError(f"{label} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.",
-                                     "raise STUDIO_MAX_UPLOAD_MB or split the file")
-        data = path.read_bytes()
-    if len(data) > max_bytes:
-        raise DocumentLimitError(f"{label} is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.",
-                                 "raise STUDIO_MAX_UPLOAD_MB or split the file")
-    return data, label
-
-
 def _open_or_create(studio: Studio, name: str, options: IngestOptions):
     target = collection(studio, name)
     if target.exists:
@@ -127,15 +107,15 @@ def _open_or_create(studio: Studio, name: str, options: IngestOptions):
 def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str | None = None,
            options: IngestOptions = IngestOptions(), progress: Progress = _quiet) -> IngestResult:
     """Ingest one file; a StudioError is raised for the caller to report (nothing is stored then)."""
-    from engine.documents import Limits, open_document
+    from engine.documents import Limits, open_document, read_source
     from engine.ocr.extract import extract_pages
 
     started = time.perf_counter()
     settings = studio.settings
-    data, label = _read(source, name, settings.max_upload_bytes)
+    limits = Limits.from_settings(settings)
+    data, label = read_source(source, name, limits)
     target, embedder = _open_or_create(studio, collection_name, options)
     progress(ProgressEvent("open", label, message="opening"))
-    limits = Limits.from_settings(settings)
     doc_id = hashlib.sha256(data).hexdigest()
     if target.exists and not options.force:
         existing = target.info().document(doc_id)
