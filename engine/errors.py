@@ -83,6 +83,24 @@ class InputError(StudioError):
     code = "invalid_input"
 
 
+class RequestError(InputError):
+    """An HTTP request field is invalid; ``param`` names it the way OpenAI's errors do."""
+
+    def __init__(self, message: str, param: str | None = None, hint: str = "") -> None:
+        super().__init__(message, hint)
+        self.param = param
+
+
+class PayloadTooLargeError(InputError):
+    code = "payload_too_large"
+
+
+class ServiceBusyError(StudioError):
+    """More work is waiting than the server queues; the client should retry later."""
+
+    code = "server_busy"
+
+
 # --- documents and OCR ----------------------------------------------------------------------
 class DocumentError(StudioError):
     code = "document_error"

@@ -1,0 +1,91 @@
+"""The app factory: one Studio per process, the routes, and the middleware stack
+
+    metrics (outermost: counts everything, 401 and 413 included) -> bearer auth -> body limit -> routes
+
+Warm-up of the default model starts with the app and runs in the background, so ``/health``
+answers at once and ``/ready`` turns 200 when the model has run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import FastAPI
+
+from engine import __version__
+from engine.server import errors
+from engine.server.auth import BearerAuthMiddleware
+from engine.server.batching import Batcher, BatchLimits
+from engine.server.config import ApiSettings, load_api_settings
+from engine.server.limits import BodyLimitMiddleware
+from engine.server.metrics import MetricsMiddleware, ServerMetrics
+from engine.server.routes import ROUTERS
+from engine.server.state import Readiness, ServerState, warm_up
+from engine.studio import Studio
+
+log = logging.getLogger(__name__)
+OPEN_PATHS = frozenset({"/health"})
+
+
+def create_app(studio: Studio | None = None, api: ApiSettings | None = None) -> FastAPI:
+    studio = studio or Studio()
+    api = api or load_api_settings()
+    metrics = ServerMetrics()
+    limits = BatchLimits(
+        max_items=api.max_batch_items,
+        max_tokens=studio.settings.max_batch_tokens,
+        max_wait=api.max_wait_ms / 1000,
+        capacity=api.max_queue_items,
+    )
+    state = ServerState(
+        studio=studio,
+        api=api,
+        metrics=metrics,
+        batcher=Batcher(limits, metrics, api.inference_threads),
+        readiness=Readiness(),
+        default_model=api.model or studio.registry.default_model,
+        default_variant=api.variant,
+        provider=(api.provider or studio.settings.provider).lower(),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        warm = asyncio.create_task(warm_up(state), name="warm-up")
+        log.info("serving %s (variant %s, provider %s); auth %s; batches of up to %d texts / %d tokens, wait %.1f ms",
+                 state.default_model, state.default_variant or "default", state.provider,
+                 "on" if api.auth_enabled else "off", limits.max_items, limits.max_tokens, api.max_wait_ms)
+        try:
+            yield
+        finally:
+            warm.cancel()
+            await asyncio.gather(warm, return_exceptions=True)
+            await state.batcher.close()
+
+    app = FastAPI(title="ONNX Embedding Studio", version=__version__, lifespan=lifespan,
+                  description="OpenAI-compatible embeddings with ONNX Runtime")
+    app.state.server = state
+    errors.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    # added innermost first: each add_middleware wraps the ones before it
+    app.add_middleware(BodyLimitMiddleware, max_bytes=api.max_body_bytes)
+    token = api.token.get_secret_value() if api.token is not None else None
+    app.add_middleware(BearerAuthMiddleware, token=token, open_paths=OPEN_PATHS)
+    # the routers' own routes carry the templates used as labels (the app wraps included routers)
+    labelled = [route for router in ROUTERS for route in router.routes]
+    labelled += [route for route in app.router.routes if hasattr(route, "path")]
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=labelled)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` and for each worker of ``serve --workers N``: everything
+    comes from the environment (STUDIO_*, STUDIO_API_*, API_TOKEN)."""
+    from engine import log as studio_log
+    from engine.settings import get_settings
+
+    settings = get_settings()
+    studio_log.configure(settings.log_level, json_lines=settings.log_json)
+    return create_app(Studio(settings), load_api_settings())

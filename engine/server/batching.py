@@ -1,0 +1,301 @@
+"""Dynamic batching: concurrent requests share inference calls.
+
+One queue per (model, variant, provider). A request's texts wait in the queue with their token
+counts; a worker task takes texts from the oldest requests first until the batch holds
+``max_batch_items`` texts or ``max_batch_tokens`` tokens (TEI's rule: a token budget, FIFO), or
+until the oldest waiting text has waited ``max_wait`` seconds. A big request may be spread over
+several batches and a batch may serve many requests; results go back to each request in its own
+order. Inference runs in a thread (ONNX Runtime releases the GIL), so the event loop keeps
+accepting requests while the model runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.embedder import Embedder
+from engine.errors import InferenceError, ServiceBusyError, StudioError
+from engine.server.metrics import ServerMetrics
+
+log = logging.getLogger(__name__)
+QueueKey = tuple[str, str, str]  # model, variant, requested provider
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_items: int
+    max_tokens: int
+    max_wait: float  # seconds
+    capacity: int  # texts waiting before new requests are refused
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's texts on their way through the queue."""
+
+    embedder: Embedder
+    prompt: str
+    texts: Sequence[str]
+    lengths: Sequence[int]
+    future: asyncio.Future
+    enqueued: float
+    taken: int = 0  # texts handed to a batch so far
+    remaining: int = 0  # texts whose vectors have not come back yet
+    vectors: np.ndarray | None = None
+
+    @property
+    def waiting(self) -> int:
+        return len(self.texts) - self.taken
+
+
+@dataclass(frozen=True)
+class Slice:
+    job: Job
+    start: int
+    stop: int
+
+
+@dataclass
+class _Group:
+    """Texts of one batch that share an embedder and a prompt: one ``embed`` call."""
+
+    embedder: Embedder
+    prompt: str
+    slices: list[Slice] = field(default_factory=list)
+
+    def texts(self) -> list[str]:
+        return [text for s in self.slices for text in s.job.texts[s.start:s.stop]]
+
+
+def take_batch(pending: deque[Job], max_items: int, max_tokens: int) -> list[Slice]:
+    """Texts for the next batch, oldest request first, within the item and token budgets (always at
+    least one text). Drops requests whose caller has gone away. Pure apart from advancing the jobs."""
+    slices: list[Slice] = []
+    items = tokens = 0
+    while pending and items < max_items:
+        job = pending[0]
+        if job.future.done():  # cancelled (client disconnected) or failed in an earlier batch
+            pending.popleft()
+            continue
+        start = stop = job.taken
+        while stop < len(job.texts) and items < max_items:
+            if items and tokens + job.lengths[stop] > max_tokens:
+                break
+            tokens += job.lengths[stop]
+            items += 1
+            stop += 1
+        if stop > start:
+            slices.append(Slice(job, start, stop))
+            job.taken = stop
+        if job.waiting:
+            break  # the budget is spent
+        pending.popleft()
+    return slices
+
+
+def group_slices(slices: list[Slice]) -> list[_Group]:
+    groups: dict[tuple[int, str], _Group] = {}
+    for s in slices:
+        key = (id(s.job.embedder), s.job.prompt)
+        if key not in groups:
+            groups[key] = _Group(s.job.embedder, s.job.prompt)
+        groups[key].slices.append(s)
+    return list(groups.values())
+
+
+def _infer(groups: list[_Group]) -> list[np.ndarray]:
+    """Runs in the inference thread."""
+    return [group.embedder.embed(group.texts(), prompt=group.prompt) for group in groups]
+
+
+class EmbeddingQueue:
+    def __init__(self, key: QueueKey, limits: BatchLimits, executor: ThreadPoolExecutor, metrics: ServerMetrics,
+                 slots: int = 1) -> None:
+        self.key = key
+        self.limits = limits
+        self.executor = executor
+        self.metrics = metrics
+        self._pending: deque[Job] = deque()
+        self._waiting_items = 0
+        self._waiting_tokens = 0
+        self._arrived = asyncio.Event()
+        self._slots = asyncio.Semaphore(slots)
+        self._running: set[asyncio.Task] = set()
+        self._provider_recorded = False
+        self._worker = asyncio.create_task(self._run(), name=f"embedding-queue-{'/'.join(key)}")
+
+    async def embed(self, embedder: Embedder, texts: Sequence[str], lengths: Sequence[int], prompt: str) -> np.ndarray:
+        """Vectors for ``texts`` in their order, computed in batches shared with other requests."""
+        if not texts:
+            return np.zeros((0, embedder.dim), dtype=np.float32)
+        if self._waiting_items and self._waiting_items + len(texts) > self.limits.capacity:
+            raise ServiceBusyError(
+                f"The server is busy: {self._waiting_items} texts are already waiting for {self.key[0]}.",
+                "retry in a moment, or send fewer texts at once",
+            )
+        loop = asyncio.get_running_loop()
+        job = Job(embedder, prompt, texts, lengths, loop.create_future(), loop.time(), remaining=len(texts))
+        self._pending.append(job)
+        self._add_waiting(len(texts), sum(lengths))
+        self._arrived.set()
+        try:
+            return await job.future
+        finally:
+            if not job.future.done():  # the caller went away: drop what has not been batched yet
+                job.future.cancel()
+            if job.waiting:
+                self._add_waiting(-job.waiting, -sum(job.lengths[job.taken:]))
+                job.taken = len(job.texts)
+
+    def _add_waiting(self, items: int, tokens: int) -> None:
+        self._waiting_items = max(0, self._waiting_items + items)
+        self._waiting_tokens = max(0, self._waiting_tokens + tokens)
+        self.metrics.queue_depth.labels(*self.key).set(self._waiting_items)
+
+    def _full(self) -> bool:
+        return self._waiting_items >= self.limits.max_items or self._waiting_tokens >= self.limits.max_tokens
+
+    def _oldest(self) -> float | None:
+        return next((job.enqueued for job in self._pending if not job.future.done()), None)
+
+    async def _gather(self) -> None:
+        """Wait until a batch is worth running: full, or the oldest text has waited max_wait."""
+        loop = asyncio.get_running_loop()
+        while not self._full():
+            oldest = self._oldest()
+            if oldest is None:
+                return
+            remaining = oldest + self.limits.max_wait - loop.time()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return
+
+    async def _run(self) -> None:
+        while True:
+            while self._waiting_items <= 0:
+                self._arrived.clear()
+                await self._arrived.wait()
+            await self._slots.acquire()
+            try:
+                await self._gather()
+                slices = take_batch(self._pending, self.limits.max_items, self.limits.max_tokens)
+            except Exception:  # the worker must outlive any bug, or every later request would hang
+                log.exception("embedding queue %s failed to form a batch", "/".join(self.key))
+                slices = []
+            if not slices:
+                # every waiting job was cancelled or failed a moment ago; let their callers' cleanup
+                # (which adjusts the counters) run before looking again
+                self._slots.release()
+                await asyncio.sleep(0)
+                continue
+            self._add_waiting(-sum(s.stop - s.start for s in slices),
+                              -sum(sum(s.job.lengths[s.start:s.stop]) for s in slices))
+            task = asyncio.create_task(self._execute(slices))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _execute(self, slices: list[Slice]) -> None:
+        try:
+            await self._run_batch(slices)
+        except StudioError as exc:
+            self._fail(slices, exc)
+        except Exception as exc:  # a bug or an ORT failure the embedder did not convert: never leak it
+            log.error("inference failed for %s", "/".join(self.key), exc_info=exc)
+            self._fail(slices, InferenceError("Embedding failed inside the server.", "see the server log"))
+        finally:
+            self._slots.release()
+
+    async def _run_batch(self, slices: list[Slice]) -> None:
+        loop = asyncio.get_running_loop()
+        labels = self.key
+        started = loop.time()
+        items = sum(s.stop - s.start for s in slices)
+        tokens = sum(sum(s.job.lengths[s.start:s.stop]) for s in slices)
+        self.metrics.batch_size.labels(*labels).observe(items)
+        self.metrics.batch_requests.labels(*labels).observe(len({id(s.job) for s in slices}))
+        self.metrics.batch_tokens.labels(*labels).observe(tokens)
+        for s in slices:
+            self.metrics.queue_wait_seconds.labels(*labels).observe(max(0.0, started - s.job.enqueued))
+        groups = group_slices(slices)
+        clock = time.perf_counter()
+        results = await loop.run_in_executor(self.executor, _infer, groups)
+        self.metrics.inference_seconds.labels(*labels).observe(time.perf_counter() - clock)
+        self.metrics.texts.labels(*labels).inc(items)
+        self.metrics.tokens.labels(*labels).inc(tokens)
+        for group, vectors in zip(groups, results):
+            self._deliver(group, vectors)
+        if not self._provider_recorded:
+            # read in the inference thread: info() may have to reload a session the cache evicted
+            info = await loop.run_in_executor(self.executor, groups[0].embedder.info)
+            self.metrics.provider.labels(info["model"], info["variant"], info["provider_requested"],
+                                         info["provider"]).set(1)
+            self._provider_recorded = True
+
+    def _deliver(self, group: _Group, vectors: np.ndarray) -> None:
+        row = 0
+        for s in group.slices:
+            count = s.stop - s.start
+            job = s.job
+            if not job.future.done():
+                if job.vectors is None:
+                    job.vectors = np.empty((len(job.texts), vectors.shape[1]), dtype=np.float32)
+                job.vectors[s.start:s.stop] = vectors[row:row + count]
+                job.remaining -= count
+                if job.remaining == 0:
+                    job.future.set_result(job.vectors)
+            row += count
+
+    def _fail(self, slices: list[Slice], exc: StudioError) -> None:
+        for s in slices:
+            job = s.job
+            if not job.future.done():
+                job.future.set_exception(exc)
+                # its texts still waiting will never run: count them out now, not when the caller wakes
+                self._add_waiting(-job.waiting, -sum(job.lengths[job.taken:]))
+                job.taken = len(job.texts)
+
+    async def close(self) -> None:
+        self._worker.cancel()
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(self._worker, *self._running, return_exceptions=True)
+        for job in self._pending:
+            if not job.future.done():
+                job.future.set_exception(ServiceBusyError("The server is shutting down.", "retry on another instance"))
+
+
+class Batcher:
+    """The queues of one server, created on first use; one inference thread pool for all of them."""
+
+    def __init__(self, limits: BatchLimits, metrics: ServerMetrics, threads: int = 1) -> None:
+        self.limits = limits
+        self.metrics = metrics
+        self.threads = threads
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="inference")
+        self._queues: dict[QueueKey, EmbeddingQueue] = {}
+
+    def queue(self, key: QueueKey) -> EmbeddingQueue:
+        if key not in self._queues:
+            self._queues[key] = EmbeddingQueue(key, self.limits, self.executor, self.metrics, self.threads)
+        return self._queues[key]
+
+    async def embed(self, embedder: Embedder, texts: Sequence[str], lengths: Sequence[int], prompt: str) -> np.ndarray:
+        key = (embedder.spec.name, embedder.variant, embedder.provider)
+        return await self.queue(key).embed(embedder, texts, lengths, prompt)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(q.close() for q in self._queues.values()))
+        self._queues.clear()
+        self.executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,184 @@
+"""OpenAI-compatible ``POST /v1/embeddings`` and ``GET /v1/models``.
+
+What differs from OpenAI, on purpose:
+- ``model`` is a registry name; ``name:variant`` picks a variant (``all-minilm-l6-v2:int8``);
+  left out, the server's default model is used.
+- ``input`` must be text: token-id arrays (what LangChain's ``OpenAIEmbeddings`` sends by default,
+  counted with OpenAI's tokenizer) are refused with a 400 that says how to send text instead,
+  because ids of another tokenizer would embed garbage.
+- ``prompt_name`` (TEI's extension) selects one of the model's prompts, e.g. ``query``.
+- ``usage`` counts the model's own tokens, after truncation, special tokens included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine import pooling
+from engine.embedder import Embedder
+from engine.errors import InputError, RequestError
+from engine.registry import ModelSpec
+from engine.server.state import ServerState, get_state
+
+router = APIRouter(tags=["openai"])
+# small requests are tokenized on the event loop (~0.1 ms for a sentence): a hop to a thread costs
+# more than that, and far more when the CPU is busy with inference
+INLINE_TOKENIZE_CHARS = 4096
+OWNER = "onnx-embedding-studio"
+LANGCHAIN_HINT = "send the texts themselves (LangChain: OpenAIEmbeddings(..., check_embedding_ctx_length=False))"
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    input: Any = Field(..., description="A string or a list of strings")
+    model: str | None = Field(None, description="Registry name, optionally name:variant")
+    encoding_format: Literal["float", "base64"] | None = "float"
+    dimensions: int | None = Field(None, ge=1, description="Matryoshka: keep this many dimensions, re-normalised")
+    user: str | None = None  # accepted and ignored, like OpenAI's abuse-monitoring id
+    prompt_name: str | None = Field(None, description="One of the model's prompts, e.g. query or document")
+
+
+# --- pure helpers ---------------------------------------------------------------------------------
+def _is_token_ids(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+
+
+def parse_input(value: object, max_items: int, max_chars: int) -> list[str]:
+    """The request's texts, or a RequestError naming what is wrong (empty, too many, too long, not text)."""
+    if isinstance(value, str):
+        texts = [value]
+    elif isinstance(value, list):
+        if _is_token_ids(value) or (value and all(_is_token_ids(v) for v in value)):
+            raise RequestError("input holds token ids; this server embeds text with each model's own tokenizer, "
+                               "so ids from another tokenizer cannot be used.", "input", LANGCHAIN_HINT)
+        texts = value
+    else:
+        raise RequestError("input must be a string or a list of strings.", "input")
+    if not texts:
+        raise RequestError("input is empty: send at least one text.", "input")
+    if len(texts) > max_items:
+        raise RequestError(f"input has {len(texts)} texts; this server takes at most {max_items} per request.",
+                           "input", "split the texts over several requests (STUDIO_API_MAX_ITEMS sets the limit)")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise RequestError(f"input[{index}] is not a string.", "input")
+        if not text:
+            raise RequestError(f"input[{index}] is an empty string.", "input")
+        if len(text) > max_chars:
+            raise RequestError(f"input[{index}] has {len(text)} characters; this server takes at most {max_chars}.",
+                               "input", "split long texts into chunks (STUDIO_API_MAX_CHARS sets the limit)")
+    return texts
+
+
+def parse_model_id(model_id: str) -> tuple[str, str | None]:
+    """``name`` or ``name:variant`` (registry names cannot contain ':')."""
+    name, _, variant = model_id.partition(":")
+    return name, variant or None
+
+
+def encode_vectors(vectors: np.ndarray, encoding_format: str) -> list:
+    """Floats, or base64 of little-endian float32 bytes: exactly what OpenAI's client decodes
+    (``np.frombuffer(base64.b64decode(s), dtype="float32")``)."""
+    if encoding_format == "base64":
+        little = vectors.astype("<f4", copy=False)
+        return [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
+    return vectors.tolist()
+
+
+def embedding_response(vectors: np.ndarray, encoding_format: str, model: str, tokens: int) -> dict:
+    data = [{"object": "embedding", "index": i, "embedding": e}
+            for i, e in enumerate(encode_vectors(vectors, encoding_format))]
+    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def _created(spec: ModelSpec) -> int:
+    try:
+        return int(datetime.fromisoformat(spec.manifest.converted_at.replace("Z", "+00:00")).timestamp())
+    except (AttributeError, ValueError):
+        return 0
+
+
+def model_card(spec: ModelSpec, default_model: str) -> dict:
+    manifest = spec.manifest
+    return {
+        "id": spec.name,
+        "object": "model",
+        "created": _created(spec),
+        "owned_by": OWNER,
+        "source": spec.hf_id,
+        "dimensions": manifest.dim if manifest else spec.dim,
+        "max_seq_length": manifest.max_seq_length if manifest else spec.max_seq_length,
+        "variants": list(manifest.variants) if manifest else [],
+        "default_variant": spec.default_variant,
+        "default": spec.name == default_model,
+    }
+
+
+def _token_lengths(embedder: Embedder, texts: list[str], prompt: str) -> list[int]:
+    """Tokens each text occupies in the model (truncated, with special tokens): the batch budget
+    and ``usage`` both count these."""
+    return [len(e.ids) for e in embedder.tokenizer.encode([prompt + t for t in texts])]
+
+
+def _json(body: dict, status: int = 200) -> Response:
+    # json.dumps directly: FastAPI's encoder walks every float of every vector and is several times slower
+    return Response(json.dumps(body, separators=(",", ":")).encode("utf-8"), status_code=status,
+                    media_type="application/json")
+
+
+async def _embedder(state: ServerState, model_id: str | None) -> tuple[str, Embedder]:
+    model_id = model_id or state.default_model
+    name, variant = parse_model_id(model_id)
+    recent = state.recent_embedder(name, variant)
+    if recent is not None:
+        return model_id, recent
+    try:
+        return model_id, await asyncio.to_thread(state.embedder, name, variant)
+    except InputError as exc:  # e.g. a variant that was not converted
+        raise RequestError(exc.message, "model", exc.hint) from None
+
+
+# --- routes ---------------------------------------------------------------------------------------
+@router.post("/v1/embeddings")
+async def create_embeddings(request: EmbeddingRequest, state: ServerState = Depends(get_state)) -> Response:
+    texts = parse_input(request.input, state.api.max_items, state.api.max_chars)
+    model_id, embedder = await _embedder(state, request.model)
+    if request.dimensions is not None and request.dimensions > embedder.dim:
+        raise RequestError(f"dimensions must be between 1 and {embedder.dim} for {embedder.spec.name}, "
+                           f"got {request.dimensions}.", "dimensions")
+    try:
+        prompt = embedder.resolve_prompt(request.prompt_name)
+    except InputError as exc:
+        raise RequestError(exc.message, "prompt_name", exc.hint) from None
+    if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
+        lengths = _token_lengths(embedder, texts, prompt)
+    else:
+        lengths = await asyncio.to_thread(_token_lengths, embedder, texts, prompt)
+    vectors = await state.batcher.embed(embedder, texts, lengths, prompt)
+    if request.dimensions is not None and request.dimensions < embedder.dim:
+        vectors = pooling.truncate_dim(vectors, request.dimensions, renormalize=True)
+    return _json(embedding_response(vectors, request.encoding_format or "float", model_id, sum(lengths)))
+
+
+@router.get("/v1/models")
+async def list_models(state: ServerState = Depends(get_state)) -> Response:
+    specs = await asyncio.to_thread(state.studio.registry.list)
+    cards = [model_card(spec, state.default_model) for spec in specs if spec.converted]
+    return _json({"object": "list", "data": cards})
+
+
+@router.get("/v1/models/{model_id}")
+async def retrieve_model(model_id: str, state: ServerState = Depends(get_state)) -> Response:
+    name, _ = parse_model_id(model_id)
+    spec = await asyncio.to_thread(state.studio.registry.require_converted, name)
+    return _json(model_card(spec, state.default_model))

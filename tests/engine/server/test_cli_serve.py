@@ -1,0 +1,115 @@
+"""``python -m engine serve`` as a user runs it: a subprocess on a free port, stopped with Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+ROOT = __import__("conftest").ROOT
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env(data_dir, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_API_") and k != "API_TOKEN"}
+    return {**env, "STUDIO_DATA_DIR": str(data_dir), **extra}
+
+
+def _start(args, env):
+    return subprocess.Popen([sys.executable, "-m", "engine", "serve", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _stop(process) -> tuple[int, str, str]:
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    return process.returncode, out, err
+
+
+def _ready_or_fail(base, process, headers=None):
+    import time
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited {process.returncode}: {process.communicate()[1][-2000:]}")
+        try:
+            if httpx.get(f"{base}/ready", headers=headers).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail("server not ready in 120 s")
+
+
+def test_serve_subcommand_with_token_and_flags(default_model):
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    token = "cli-token-8c1e"
+    process = _start(["--port", str(port), "--model", "all-minilm-l6-v2", "--variant", "int8", "--provider", "cpu"],
+                     _env(default_model.parent.parent, API_TOKEN=token))
+    try:
+        headers = {"Authorization": f"Bearer {token}"}
+        _ready_or_fail(base, process, headers)
+        assert httpx.get(f"{base}/health").status_code == 200
+        ready = httpx.get(f"{base}/ready", headers=headers).json()
+        assert ready["variant"] == "int8" and ready["provider"] == "cpu"
+        response = httpx.post(f"{base}/v1/embeddings", json={"input": ["via the CLI"]}, headers=headers)
+        assert response.status_code == 200 and len(response.json()["data"][0]["embedding"]) == 384
+        assert httpx.post(f"{base}/v1/embeddings", json={"input": ["x"]}).status_code == 401
+    finally:
+        code, out, err = _stop(process)
+    assert code == 0, err
+    assert "Traceback" not in err and token not in err and token not in out
+    assert "server stopped" in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "no-such-model"], "Unknown model 'no-such-model'"),
+    (["--model", "all-minilm-l6-v2", "--variant", "fp16", "--workers", "0"], "--workers must be at least 1"),
+])
+def test_serve_refuses_bad_flags_without_a_traceback(default_model, args, message):
+    result = subprocess.run([sys.executable, "-m", "engine", "serve", "--port", str(_free_port()), *args], cwd=ROOT,
+                            env=_env(default_model.parent.parent), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_help_lists_the_flags():
+    result = subprocess.run([sys.executable, "-m", "engine", "serve", "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    for flag in ("--host", "--port", "--model", "--variant", "--provider", "--workers"):
+        assert flag in result.stdout
+
+
+def test_loadtest_script_reports_every_level(default_model, tmp_path):
+    """A tiny run of ``python -m engine.server.loadtest``: the figures the issue asks for are there."""
+    import json
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(f"short sentence number {i} about embeddings" for i in range(16)) + "\n")
+    report_file = tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "engine.server.loadtest", "--texts", str(texts), "--count", "16", "--concurrency", "1,4",
+         "--single-count", "4", "--json", str(report_file)],
+        cwd=ROOT, env=_env(default_model.parent.parent), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(report_file.read_text())
+    assert [level["concurrency"] for level in report["levels"]] == [1, 4]
+    for level in report["levels"]:
+        assert level["requests"] == 16 and level["texts_per_second"] > 0 and level["p99_ms"] >= level["p50_ms"] > 0
+        assert level["max_abs_diff"] < 1e-5 and level["mean_batch_size"] >= 1
+    assert report["levels"][0]["mean_batch_size"] == 1.0  # one client: nothing to batch with
+    assert report["server"]["rss_peak_mb"] >= report["server"]["rss_idle_mb"] > 0
+    assert report["engine"]["batch_texts_per_second"] > 0
+    assert "texts/s" in result.stdout and "peak" in result.stdout
