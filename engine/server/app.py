@@ -21,7 +21,7 @@ from engine.server.batching import Batcher, BatchLimits
 from engine.server.config import ApiSettings, load_api_settings
 from engine.server.limits import BodyLimitMiddleware
 from engine.server.metrics import MetricsMiddleware, ServerMetrics
-from engine.server.routes import ROUTERS
+from engine.server.routes import ROUTERS, documents
 from engine.server.state import Readiness, ServerState, warm_up
 from engine.studio import Studio
 
@@ -70,7 +70,9 @@ def create_app(studio: Studio | None = None, api: ApiSettings | None = None) -> 
     for router in ROUTERS:
         app.include_router(router)
     # added innermost first: each add_middleware wraps the ones before it
-    app.add_middleware(BodyLimitMiddleware, max_bytes=api.max_body_bytes)
+    upload_limit = studio.settings.max_upload_bytes + 1024 * 1024  # one file plus the multipart envelope
+    app.add_middleware(BodyLimitMiddleware, max_bytes=api.max_body_bytes,
+                       prefix_limits={prefix: upload_limit for prefix in documents.UPLOAD_PREFIXES})
     token = api.token.get_secret_value() if api.token is not None else None
     app.add_middleware(BearerAuthMiddleware, token=token, open_paths=OPEN_PATHS)
     # the routers' own routes carry the templates used as labels (the app wraps included routers)

@@ -1,0 +1,122 @@
+"""``POST /v1/ocr`` (a PDF or image -> page texts with the engine of choice) and the collection
+routes: list, inspect, ingest uploaded PDFs, search, delete. Uploads may be as large as the
+engine's own limit (STUDIO_MAX_UPLOAD_MB); the work runs in a worker thread so the event loop
+keeps answering embeddings requests meanwhile."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from engine.errors import InputError, RequestError
+from engine.server.state import ServerState, get_state
+
+router = APIRouter(tags=["documents"])
+UPLOAD_PREFIXES = ("/v1/ocr", "/ocr", "/v1/collections")
+
+
+def _ocr(studio, data: bytes, name: str, engine: str, pages: str | None, password: str | None) -> dict:
+    from engine.documents import Limits, open_document
+    from engine.ocr.extract import extract_pages, parse_page_spec
+
+    started = time.perf_counter()
+    with open_document(data, name=name, password=password, limits=Limits.from_settings(studio.settings)) as document:
+        selected = parse_page_spec(pages, document.info.page_count)
+        extracted = [
+            {"number": p.number, "source": p.source, "ocr_used": p.ocr_used, "degraded": p.degraded,
+             "seconds": round(p.seconds, 3), "notes": list(p.notes), "text": p.text}
+            for p in extract_pages(document, engine=engine, pages=selected)
+        ]
+        info = document.info
+    return {"document": info.name, "sha256": info.sha256, "page_count": info.page_count, "engine": engine,
+            "pages": extracted, "seconds": round(time.perf_counter() - started, 3)}
+
+
+async def _read_upload(upload: UploadFile) -> tuple[str, bytes]:
+    data = await upload.read()
+    if not data:
+        raise RequestError(f"The uploaded file {upload.filename or '(unnamed)'} is empty.", param="file")
+    return upload.filename or "upload.pdf", data
+
+
+@router.post("/v1/ocr")
+@router.post("/ocr", include_in_schema=False)
+async def ocr(file: UploadFile = File(...), engine: str = Form("auto"), pages: str | None = Form(None),
+              password: str | None = Form(None), state: ServerState = Depends(get_state)) -> dict:
+    name, data = await _read_upload(file)
+    return await run_in_threadpool(_ocr, state.studio, data, name, engine, pages, password)
+
+
+def _collection_info(info) -> dict:
+    return {"name": info.name, "model": info.model, "variant": info.variant, "dim": info.dim,
+            "created_at": info.created_at, "chunks": info.chunk_count,
+            "documents": [{"doc_id": d.doc_id, "name": d.name, "pages": d.pages, "chunks": d.chunks,
+                           "ocr_engine": d.ocr_engine, "ocr_pages": d.ocr_pages, "ingested_at": d.ingested_at}
+                          for d in info.documents]}
+
+
+@router.get("/v1/collections")
+async def list_all(state: ServerState = Depends(get_state)) -> dict:
+    from engine.index import list_collections
+
+    infos = await run_in_threadpool(list_collections, state.studio.settings.collections_dir)
+    return {"object": "list", "data": [_collection_info(i) for i in infos]}
+
+
+@router.get("/v1/collections/{name}")
+async def get_one(name: str, state: ServerState = Depends(get_state)) -> dict:
+    from engine.pipeline import collection
+
+    return _collection_info(await run_in_threadpool(lambda: collection(state.studio, name).info()))
+
+
+@router.post("/v1/collections/{name}/documents")
+async def ingest_documents(name: str, files: list[UploadFile] = File(...), ocr: str = Form("auto"),
+                          password: str | None = Form(None), model: str | None = Form(None),
+                          chunk_size: int = Form(128), chunk_overlap: int = Form(16), force: bool = Form(False),
+                          state: ServerState = Depends(get_state)) -> dict:
+    from engine.pipeline import IngestOptions, ingest_many
+
+    uploads = [await _read_upload(f) for f in files]
+    options = IngestOptions(ocr=ocr, password=password, model=model, chunk_size=chunk_size,
+                            chunk_overlap=chunk_overlap, force=force)
+    results = await run_in_threadpool(ingest_many, state.studio, name, uploads, options)
+    return {"collection": name, "ingested": sum(r.ok for r in results), "failed": sum(not r.ok for r in results),
+            "results": [r.to_dict() for r in results]}
+
+
+class SearchBody(BaseModel):
+    query: str = Field(min_length=1, max_length=10_000)
+    k: int = Field(5, ge=1, le=1000)
+    documents: list[str] | None = None
+
+
+@router.post("/v1/collections/{name}/search")
+async def search_collection(name: str, body: SearchBody, state: ServerState = Depends(get_state)) -> dict:
+    from engine.pipeline import search
+
+    if not body.query.strip():
+        raise InputError("The query is empty.")
+    result = await run_in_threadpool(search, state.studio, name, body.query, body.k, body.documents)
+    return {"collection": name, "model": result.model, "provider": result.provider,
+            "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
+            "hits": [hit.to_dict() for hit in result.hits]}
+
+
+@router.delete("/v1/collections/{name}/documents/{document}")
+async def delete_document(name: str, document: str, state: ServerState = Depends(get_state)) -> dict:
+    from engine.pipeline import collection
+
+    record = await run_in_threadpool(lambda: collection(state.studio, name).delete_document(document))
+    return {"deleted": record.name, "doc_id": record.doc_id}
+
+
+@router.delete("/v1/collections/{name}")
+async def drop(name: str, state: ServerState = Depends(get_state)) -> dict:
+    from engine.pipeline import collection
+
+    await run_in_threadpool(lambda: collection(state.studio, name).drop())
+    return {"deleted": name}

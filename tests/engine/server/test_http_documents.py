@@ -1,0 +1,84 @@
+"""OCR and collection routes over real HTTP: upload a real PDF, get its pages; ingest into a
+collection, search it, delete; bad files and oversized uploads get clear 4xx answers."""
+
+from __future__ import annotations
+
+import httpx
+import pymupdf
+import pytest
+from conftest import shared_data
+from server_harness import serve, wait_ready
+
+from engine.server import create_app
+from engine.server.config import ApiSettings
+from engine.settings import load_settings
+from engine.studio import Studio
+
+
+@pytest.fixture(scope="module")
+def server(default_model, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("http-docs")
+    (data_dir / "models").mkdir()
+    (data_dir / "models" / default_model.name).symlink_to(default_model)
+    studio = Studio(load_settings(data_dir=data_dir, max_upload_mb=2))
+    with serve(create_app(studio, ApiSettings())) as base:
+        wait_ready(base)
+        yield base
+
+
+def _post_file(url, path, field="file", **form):
+    with open(path, "rb") as handle:
+        return httpx.post(url, files={field: (path.name, handle.read(), "application/pdf")}, data=form, timeout=300)
+
+
+def test_ocr_returns_page_texts(server):
+    pdf = shared_data("pdfs", "encrypted_rc4_dmca_18p.pdf")
+    answer = _post_file(f"{server}/v1/ocr", pdf, engine="text", pages="2-3")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["page_count"] == 18 and [p["number"] for p in body["pages"]] == [2, 3]
+    with pymupdf.open(pdf) as doc:
+        expected_words = doc[1].get_text().split()[:5]
+    assert all(word in body["pages"][0]["text"] for word in expected_words)
+    assert body["pages"][0]["source"] == "text" and not body["pages"][0]["ocr_used"]
+    assert _post_file(f"{server}/ocr", pdf, engine="text", pages="1").status_code == 200  # the short path too
+
+
+def test_ocr_bad_files_are_clear_4xx(server):
+    bad = _post_file(f"{server}/v1/ocr", shared_data("pdfs", "not_a_pdf_oops.pdf"))
+    assert bad.status_code == 422 and "not a PDF" in bad.json()["error"]["message"]
+    locked = _post_file(f"{server}/v1/ocr", shared_data("pdfs", "encrypted_user_pw_aes256.pdf"))
+    assert locked.status_code == 422 and "password" in locked.json()["error"]["message"]
+    opened = _post_file(f"{server}/v1/ocr", shared_data("pdfs", "encrypted_user_pw_aes256.pdf"), password="usersecret")
+    assert opened.status_code == 200 and "Hello" in opened.json()["pages"][0]["text"]
+    too_big = _post_file(f"{server}/v1/ocr", shared_data("pdfs", "book_free_culture_352p.pdf"))
+    assert too_big.status_code == 413
+    unknown = _post_file(f"{server}/v1/ocr", shared_data("pdfs", "table_small.pdf"), engine="magic")
+    assert unknown.status_code == 400 and "Unknown OCR engine" in unknown.json()["error"]["message"]
+
+
+def test_collection_lifecycle(server):
+    pdf = shared_data("pdfs", "encrypted_rc4_dmca_18p.pdf")
+    with open(pdf, "rb") as handle:
+        data = handle.read()
+    files = [("files", (pdf.name, data, "application/pdf")),
+             ("files", ("oops.pdf", b"oops\n", "application/pdf"))]
+    ingested = httpx.post(f"{server}/v1/collections/dmca/documents", files=files, timeout=600)
+    assert ingested.status_code == 200, ingested.text
+    body = ingested.json()
+    assert body["ingested"] == 1 and body["failed"] == 1
+    assert body["results"][1]["error"]["error"] == "corrupt_document"
+    with pymupdf.open(pdf) as doc:
+        text = " ".join(doc[6].get_text().split())
+    sentence = max(text.split(". "), key=len)[:250]
+    found = httpx.post(f"{server}/v1/collections/dmca/search", json={"query": sentence, "k": 3}, timeout=60).json()
+    assert found["hits"][0]["page"] == 7 and found["hits"][0]["document"] == pdf.name and found["seconds"]["total"] > 0
+    listing = httpx.get(f"{server}/v1/collections").json()["data"]
+    assert [c["name"] for c in listing] == ["dmca"] and listing[0]["documents"][0]["pages"] == 18
+    assert httpx.delete(f"{server}/v1/collections/dmca/documents/{pdf.name}").json()["deleted"] == pdf.name
+    assert httpx.post(f"{server}/v1/collections/dmca/search", json={"query": "copyright"}).json()["hits"] == []
+    assert httpx.delete(f"{server}/v1/collections/dmca").status_code == 200
+    missing = httpx.post(f"{server}/v1/collections/dmca/search", json={"query": "copyright"})
+    assert missing.status_code == 404 and "no collection" in missing.json()["error"]["message"]
+    empty = httpx.post(f"{server}/v1/collections/x/search", json={"query": ""})
+    assert empty.status_code in (400, 422)
