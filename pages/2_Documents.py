@@ -1,0 +1,178 @@
+"""Documents: drag-and-drop PDFs (or page images) into a collection, with the OCR engine of your choice,
+progress per page, a status per file, page thumbnails, and deletion."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import streamlit as st
+
+from app import choose_collection, guarded, page_setup, show_error
+from engine import pipeline, ui
+from engine.errors import StudioError
+from engine.ocr.extract import list_engines
+
+log = logging.getLogger("pages.documents")
+studio = page_setup()
+NEW = "+ new collection"
+st.title("Documents")
+for message in st.session_state.pop("documents_flash", []):
+    st.success(message, icon=":material/check_circle:")
+
+
+@st.cache_data(ttl=60, show_spinner="Checking the OCR engines…")
+def ocr_engines() -> list:
+    # Availability changes only when keys, servers or packages change: a minute of caching is plenty.
+    return list_engines(studio.settings)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def thumbnails(path: str, mtime: float, numbers: tuple[int, ...], width: int, password: str | None) -> list:
+    return ui.thumbnail_pngs(Path(path), numbers, width, password)
+
+
+# --- where and how ------------------------------------------------------------------------------------
+left, right = st.columns([1, 1])
+with left:
+    collection_name = choose_collection(studio, "documents_collection", extra=(NEW,)) or NEW
+    model = None
+    if collection_name == NEW:
+        collection_name = st.text_input("New collection name", value="documents", key="new_collection",
+                                        help="letters, digits, '.', '_', '-' (max 64)").strip()
+        try:
+            pipeline.collection(studio, collection_name)  # validates the name before anything is uploaded
+        except StudioError as exc:
+            show_error(exc)
+            collection_name = ""
+        converted = [s.name for s in studio.registry.list() if s.converted]
+        if not converted:
+            st.warning("No converted model yet: convert one on the Models page first.", icon=":material/build:")
+        else:
+            default = studio.registry.default_model
+            model = st.selectbox("Embedding model for the new collection", converted,
+                                 index=converted.index(default) if default in converted else 0)
+with right:
+    engines = ocr_engines()
+    by_label = {ui.ocr_label(a): a for a in engines}
+    picked = by_label[st.selectbox("Text extraction / OCR", list(by_label), key="ocr_engine",
+                                   help="auto: the PDF's text layer where it is good, local OCR where it is not")]
+    if picked.available:
+        st.caption(picked.reason or f"{picked.engine} is available")
+    else:
+        st.warning(f"{picked.engine} is not available here: {picked.reason}", icon=":material/block:")
+        if picked.hint:
+            st.caption(picked.hint)
+    with st.expander("OCR engines on this machine"):
+        st.dataframe([{"engine": a.engine, "available": a.available, "why not / how": a.reason if a.available else
+                       f"{a.reason} — {a.hint}".strip(" —")} for a in engines], hide_index=True, width="stretch")
+
+with st.expander("Password and chunking"):
+    password = st.text_input("Password for encrypted PDFs (kept only in this browser session)", type="password")
+    size_column, overlap_column = st.columns(2)
+    chunk_size = size_column.number_input("Chunk size (tokens)", min_value=8, max_value=8192, value=200, step=10)
+    chunk_overlap = overlap_column.number_input("Overlap (tokens)", min_value=0, max_value=4096, value=30, step=5)
+    force = st.checkbox("Re-ingest files that are already in the collection")
+
+# --- upload and ingest --------------------------------------------------------------------------------
+uploads = st.file_uploader(f"Drop PDFs here (up to {studio.settings.max_upload_mb} MB each)",
+                           type=["pdf", "png", "jpg", "jpeg"], accept_multiple_files=True, key="uploads")
+can_ingest = bool(uploads) and picked.available and bool(collection_name)
+if st.button(f"Ingest {len(uploads or [])} file(s) into '{collection_name or '…'}'", type="primary", disabled=not can_ingest):
+    options = pipeline.IngestOptions(ocr=picked.engine, password=password or None, model=model,
+                                     chunk_size=int(chunk_size), chunk_overlap=int(chunk_overlap), force=force)
+    results = []
+    with st.status(f"Ingesting {len(uploads)} file(s)…", expanded=True) as status:
+        for upload in uploads:
+            bar = st.progress(0.0, text=f"{upload.name}: waiting")
+
+            def on_progress(event: pipeline.ProgressEvent, bar=bar) -> None:
+                bar.progress(ui.ingest_fraction(event), text=ui.describe_event(event))
+
+            try:
+                result = pipeline.ingest(studio, collection_name, upload.getvalue(), upload.name, options, on_progress)
+            except StudioError as exc:
+                bar.progress(1.0, text=f"{upload.name}: failed")
+                result = pipeline.IngestResult(upload.name, False, error=exc.to_dict())
+            except Exception as exc:  # noqa: BLE001 - one broken file must not stop the others
+                log.exception("ingesting %s failed", upload.name)
+                bar.progress(1.0, text=f"{upload.name}: failed")
+                result = pipeline.IngestResult(upload.name, False, error={
+                    "message": f"{upload.name} could not be ingested ({type(exc).__name__}: {str(exc)[:200]}).",
+                    "hint": "the details are in the server log"})
+            if result.ok and password and result.doc_id:
+                st.session_state.setdefault("doc_passwords", {})[result.doc_id] = password
+            results.append(result)
+        failed = sum(not r.ok for r in results)
+        status.update(label=f"Ingested {len(results) - failed} of {len(results)} file(s)",
+                      state="error" if failed == len(results) else "complete", expanded=bool(failed))
+    st.session_state["ingest_results"] = results
+    if any(r.ok for r in results):  # show the collection that now exists instead of "new collection"
+        st.session_state["current_collection"] = collection_name
+        st.session_state.pop("documents_collection", None)  # the picker re-selects from current_collection
+        st.rerun()
+
+for result in st.session_state.get("ingest_results", []):
+    if result.ok and result.skipped:
+        st.info(f"**{result.file}** is already in the collection ({result.chunks} chunks); tick re-ingest to redo it.",
+                icon=":material/info:")
+    elif result.ok:
+        seconds = result.seconds.get("total", 0.0)
+        ocr = f", {result.ocr_pages} pages by OCR" if result.ocr_pages else ""
+        st.success(f"Ingested **{result.file}**: {ui.plural(result.pages, 'page')}, {ui.plural(result.chunks, 'chunk')}{ocr} "
+                   f"in {seconds:.1f} s",
+                   icon=":material/check_circle:")
+    else:
+        error = result.error or {}
+        show_error(StudioError(f"{result.file}: {error.get('message', 'could not be ingested')}", error.get("hint", "")))
+
+# --- the collection ------------------------------------------------------------------------------------------
+st.divider()
+try:
+    target = pipeline.collection(studio, collection_name) if collection_name and collection_name != NEW else None
+except StudioError as exc:  # an invalid new collection name
+    show_error(exc)
+    st.stop()
+if target is None or not target.exists:
+    st.info("This collection is empty: drop PDFs above.", icon=":material/inbox:")
+    st.stop()
+with guarded("Reading the collection"):
+    info = target.info()
+    st.subheader(f"Collection '{info.name}'")
+    st.caption(f"model {info.model} ({info.variant}, {info.dim} dimensions) · {ui.plural(len(info.documents), 'document')} · "
+               f"{info.chunk_count} chunks · created {info.created_at}")
+    if not info.documents:
+        st.info("No document in this collection.")
+        st.stop()
+    st.dataframe([{"document": d.name, "pages": d.pages, "chunks": d.chunks, "OCR": d.ocr_engine,
+                   "OCR pages": d.ocr_pages, "size": ui.format_bytes(d.size_bytes), "ingested": d.ingested_at,
+                   "notes": "; ".join(d.notes[:3])} for d in info.documents], hide_index=True, width="stretch")
+    names = {d.doc_id: d.name for d in info.documents}
+    doc_id = st.selectbox("Document", list(names), format_func=names.get, key="documents_doc")
+    record = info.document(doc_id)
+    original = target.original_of(doc_id)
+    thumbs_column, actions_column = st.columns([4, 1])
+    with thumbs_column:
+        if original is None:
+            st.caption("No stored copy of this file, so no page images.")
+        else:
+            first = st.number_input("First page shown", min_value=1, max_value=record.pages, value=1, step=12) \
+                if record.pages > 12 else 1
+            numbers = tuple(range(int(first), min(record.pages, int(first) + 11) + 1))
+            secret = st.session_state.get("doc_passwords", {}).get(doc_id)
+            try:
+                images = thumbnails(str(original), original.stat().st_mtime, numbers, 180, secret)
+            except StudioError as exc:
+                st.caption(f"Page images are not available: {exc.message}")
+            else:
+                grid = st.columns(6)
+                for position, (number, png) in enumerate(images):
+                    grid[position % 6].image(png, caption=f"page {number}", width="stretch")
+    with actions_column:
+        st.markdown("**Delete**")
+        sure = st.checkbox("Confirm", key="confirm_delete")
+        if st.button("Delete document", disabled=not sure):
+            target.delete_document(doc_id)
+            st.session_state["documents_flash"] = [f"Deleted **{record.name}** from '{info.name}'."]
+            st.session_state.pop("ingest_results", None)
+            st.rerun()
