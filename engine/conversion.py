@@ -90,22 +90,26 @@ def run(request: ConversionRequest, models_dir: Path, progress: Progress | None 
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
-    for line in process.stdout:  # type: ignore[union-attr]
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("event") == "progress" and progress is not None:
-            progress(event.get("step", ""), float(event.get("fraction", 0.0)))
-        elif event.get("event") == "result":
-            result = event
-        elif event.get("event") == "error":
-            error = event
     try:
+        for line in process.stdout:  # type: ignore[union-attr]
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == "progress" and progress is not None:
+                progress(event.get("step", ""), float(event.get("fraction", 0.0)))
+            elif event.get("event") == "result":
+                result = event
+            elif event.get("event") == "error":
+                error = event
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         raise ConversionError(f"Converting {request.source} took longer than {timeout:.0f}s and was stopped.") from None
+    except BaseException:  # the caller stopped (Ctrl-C, a Streamlit rerun): do not leave the converter running
+        process.kill()
+        process.wait()
+        raise
     reader.join(timeout=5)
     if error is not None:
         raise ConversionError(error.get("message", "conversion failed"), error.get("hint", ""))

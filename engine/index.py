@@ -22,6 +22,7 @@ import re
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -63,6 +64,7 @@ class CollectionInfo:
     chunking: dict = field(default_factory=dict)
     documents: tuple[DocumentRecord, ...] = ()
     format: int = FORMAT
+    uid: str = ""  # new for every creation: a dropped and re-made collection never matches an old cache
 
     @property
     def chunk_count(self) -> int:
@@ -120,7 +122,7 @@ class Collection:
             raise InputError(f"{name!r} is not a valid collection name.", "use letters, digits, '.', '_', '-' (max 64)")
         self.name = name
         self.path = Path(root) / name
-        self._cache: tuple[int, np.ndarray, list[dict], list[str]] | None = None
+        self._cache: tuple[tuple[str, int], np.ndarray, list[dict], list[str]] | None = None
         self._cache_lock = threading.Lock()
 
     # -- reading ------------------------------------------------------------------------------------
@@ -181,7 +183,7 @@ class Collection:
 
     def _matrix(self, info: CollectionInfo) -> tuple[np.ndarray, list[dict], list[str]]:
         with self._cache_lock:
-            if self._cache is not None and self._cache[0] == info.generation:
+            if self._cache is not None and self._cache[0] == (info.uid, info.generation):
                 return self._cache[1], self._cache[2], self._cache[3]
             parts, chunks, owners = [], [], []
             for record in info.documents:
@@ -190,7 +192,7 @@ class Collection:
                 chunks.extend(metadata)
                 owners.extend([record.doc_id] * len(metadata))
             matrix = np.concatenate(parts) if parts else np.zeros((0, info.dim), dtype=np.float32)
-            self._cache = (info.generation, matrix, chunks, owners)
+            self._cache = ((info.uid, info.generation), matrix, chunks, owners)
             return matrix, chunks, owners
 
     def search(self, query_vector: np.ndarray, k: int = 5, documents: Sequence[str] | None = None,
@@ -258,7 +260,7 @@ class Collection:
         with self._locked():
             if self.exists:
                 return self.info()
-            info = CollectionInfo(self.name, model, variant, dim, _now(), chunking=chunking)
+            info = CollectionInfo(self.name, model, variant, dim, _now(), chunking=chunking, uid=uuid.uuid4().hex)
             return self._commit(info)
 
     def add_document(self, record: DocumentRecord, vectors: np.ndarray, chunks: Sequence[Chunk], model: str,

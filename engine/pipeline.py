@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -71,8 +72,17 @@ def _quiet(_: ProgressEvent) -> None:
     pass
 
 
+_collections: dict[tuple[Path, str], Collection] = {}
+_collections_lock = threading.Lock()
+
+
 def collection(studio: Studio, name: str) -> Collection:
-    return Collection(studio.settings.collections_dir, name)
+    """One Collection object per (folder, name) and process, so its in-memory vectors serve every query."""
+    key = (Path(studio.settings.collections_dir).resolve(), name)
+    with _collections_lock:
+        if key not in _collections:
+            _collections[key] = Collection(key[0], name)
+        return _collections[key]
 
 
 def chunking_options(embedder, options: IngestOptions) -> ChunkingOptions:

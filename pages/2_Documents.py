@@ -70,8 +70,10 @@ with right:
 with st.expander("Password and chunking"):
     password = st.text_input("Password for encrypted PDFs (kept only in this browser session)", type="password")
     size_column, overlap_column = st.columns(2)
-    chunk_size = size_column.number_input("Chunk size (tokens)", min_value=8, max_value=8192, value=200, step=10)
-    chunk_overlap = overlap_column.number_input("Overlap (tokens)", min_value=0, max_value=4096, value=30, step=5)
+    defaults = pipeline.IngestOptions()
+    chunk_size = size_column.number_input("Chunk size (tokens)", min_value=8, max_value=8192, value=defaults.chunk_size, step=8)
+    chunk_overlap = overlap_column.number_input("Overlap (tokens)", min_value=0, max_value=4096, value=defaults.chunk_overlap,
+                                                step=4)
     force = st.checkbox("Re-ingest files that are already in the collection")
 
 # --- upload and ingest --------------------------------------------------------------------------------

@@ -92,12 +92,14 @@ if on_page:
 
 # --- re-chunking: preview, then apply -------------------------------------------------------------------
 st.subheader("Try another size and overlap")
+defaults = pipeline.IngestOptions()
 with st.form("rechunk"):
     size_column, overlap_column = st.columns(2)
     size = size_column.number_input("Chunk size (tokens)", min_value=8, max_value=limit,
-                                    value=min(int(stored.get("size", 200)), limit), step=10, key="rechunk_size")
+                                    value=min(int(stored.get("size", defaults.chunk_size)), limit), step=8,
+                                    key="rechunk_size")
     overlap = overlap_column.number_input("Overlap (tokens)", min_value=0, max_value=limit - 1,
-                                          value=min(int(stored.get("overlap", 30)), limit - 1), step=5,
+                                          value=min(int(stored.get("overlap", defaults.chunk_overlap)), limit - 1), step=4,
                                           key="rechunk_overlap")
     preview_clicked = st.form_submit_button("Preview")
 if preview_clicked:

@@ -128,3 +128,17 @@ def test_a_killed_ingest_leaves_the_collection_unchanged(col):
     rec2, vec2, chunks2, pages2 = _doc("f" * 64, "f.pdf", 2, 5)  # the lock died with the process
     after.add_document(rec2, vec2, chunks2, "model-a", pages=pages2)
     assert [d.name for d in after.info().documents] == ["a.pdf", "f.pdf"]
+
+
+def test_a_remade_collection_never_serves_old_vectors(tmp_path):
+    first = Collection(tmp_path, "again")
+    first.create("model-a", "fp32", DIM, {})
+    rec, vec, chunks, pages = _doc("a" * 64, "a.pdf", 3, 1)
+    first.add_document(rec, vec, chunks, "model-a", pages=pages)
+    assert first.search(vec[0], k=1)[0].text == "sentence0."  # vectors now cached in memory
+    first.drop()
+    first.create("model-a", "fp32", DIM, {})  # same object, same generation numbers as before
+    rec2, vec2, chunks2, pages2 = _doc("a" * 64, "a.pdf", 2, 7)
+    first.add_document(rec2, vec2, chunks2, "model-a", pages=pages2)
+    assert first.search(vec2[1], k=1)[0].score == pytest.approx(1.0, abs=1e-5)
+    assert len(first.search(vec2[1], k=10)) == 2
