@@ -148,3 +148,27 @@ def cmd_eval(args: argparse.Namespace) -> tuple[object, str]:
             f"nDCG@10 {result.ndcg_at_10:.5f}   Recall@100 {result.recall_at_100:.5f}   "
             f"(corpus {result.seconds_corpus:.0f}s, queries {result.seconds_queries:.1f}s)")
     return result.to_dict(), text
+
+
+def _chunk_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", type=Path, help="PDFs with a text layer")
+    p.add_argument("--settings", default="96:16,128:16,200:30",
+                   help="comma list of SIZE:OVERLAP[:h] (h = heading path prepended), default 96:16,128:16,200:30")
+    p.add_argument("--per-page", type=int, default=1, help="sentences sampled per page (default 1)")
+
+
+@command("chunk-eval", "which chunk size/overlap finds the right page for sentences from your PDFs", _chunk_eval_args)
+def cmd_chunk_eval(args: argparse.Namespace) -> tuple[object, str]:
+    from engine.chunk_eval import evaluate_chunking
+
+    settings = []
+    for item in args.settings.split(","):
+        parts = item.strip().split(":")
+        try:
+            settings.append((int(parts[0]), int(parts[1]), len(parts) > 2 and parts[2] == "h"))
+        except (ValueError, IndexError):
+            raise InputError(f"{item!r} is not SIZE:OVERLAP[:h].") from None
+    results = evaluate_chunking(_studio(args), args.files, settings, per_page=args.per_page)
+    rows = [[str(r.size), str(r.overlap), "yes" if r.headings else "no", str(r.chunks), str(r.queries),
+             f"{r.top1_page_accuracy:.3f}"] for r in results]
+    return [r.__dict__ for r in results], _table(rows, ["size", "overlap", "headings", "chunks", "queries", "top-1 page"])
