@@ -536,16 +536,37 @@ class Document:
             return 72
         return max(18, round(images[0]["width"] / (page.rect.width / 72)))
 
-    def render(self, number: int, dpi: int | None = None, gray: bool = False) -> PageImage:
+    def find_text(self, number: int, text: str, max_lines: int = 60) -> list[tuple[float, float, float, float]]:
+        """Where ``text`` (e.g. a search hit) sits on the page: rectangles in page points, found line by
+        line so that a span running over several lines or columns is covered."""
+        page = self._page(number)
+        rects: list[tuple[float, float, float, float]] = []
+        for line in [ln.strip() for ln in text.splitlines() if len(ln.strip()) >= 4][:max_lines]:
+            try:
+                found = page.search_for(line)
+            except MUPDF_ERRORS:
+                continue
+            rects.extend((r.x0, r.y0, r.x1, r.y1) for r in found[:2])
+        return rects
+
+    def render(self, number: int, dpi: int | None = None, gray: bool = False,
+               highlight: str | None = None) -> PageImage:
         """One page as PNG. DPI is capped by the limits (render_dpi, max_pixels); images keep their own pixels."""
         page = self._page(number)
         used = self._dpi_for(page, dpi)
+        marks = []
+        if highlight:  # temporary annotations on the in-memory page, removed after rendering
+            marks = [page.add_highlight_annot(pymupdf.Rect(*r)) for r in self.find_text(number, highlight)]
         try:
-            pix = page.get_pixmap(dpi=used, alpha=False, colorspace=pymupdf.csGRAY if gray else pymupdf.csRGB)
+            pix = page.get_pixmap(dpi=used, alpha=False, colorspace=pymupdf.csGRAY if gray else pymupdf.csRGB,
+                                  annots=True)
             png = pix.tobytes("png")
         except (*MUPDF_ERRORS, MemoryError) as exc:
             raise CorruptDocumentError(f"Page {number} of {self.name} cannot be rendered: {exc}",
                                        "the file is damaged or the page is too complex to draw") from None
+        finally:
+            for mark in marks:
+                page.delete_annot(mark)
         return PageImage(number=number, png=png, width_px=pix.width, height_px=pix.height, dpi=used)
 
     def thumbnail(self, number: int, width_px: int = 200) -> PageImage:

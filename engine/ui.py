@@ -423,12 +423,12 @@ def ocr_label(availability) -> str:
 
 
 # --- page images --------------------------------------------------------------------------------------------
-def page_png(path: Path, number: int, dpi: int = 110, password: str | None = None) -> bytes:
-    """One page of a stored document as PNG (capped by the studio's render limits)."""
+def page_png(path: Path, number: int, dpi: int = 110, password: str | None = None, highlight: str | None = None) -> bytes:
+    """One page of a stored document as PNG (capped by the studio's render limits), ``highlight`` marked."""
     from engine.documents import open_document
 
     with open_document(Path(path), password=password) as document:
-        return document.render(number, dpi=dpi).png
+        return document.render(number, dpi=dpi, highlight=highlight).png
 
 
 def thumbnail_pngs(path: Path, numbers: Sequence[int], width_px: int = 160,

@@ -16,8 +16,8 @@ st.title("Search")
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def page_image(path: str, mtime: float, number: int, dpi: int, password: str | None) -> bytes:
-    return ui.page_png(Path(path), number, dpi, password)
+def page_image(path: str, mtime: float, number: int, dpi: int, password: str | None, highlight: str | None) -> bytes:
+    return ui.page_png(Path(path), number, dpi, password, highlight)
 
 
 collection_name = choose_collection(studio, "search_collection")
@@ -88,7 +88,7 @@ for rank, hit in enumerate(result.hits, 1):
                     st.caption("No stored copy of this file, so no page image.")
                 else:
                     secret = st.session_state.get("doc_passwords", {}).get(hit.doc_id)
-                    st.image(page_image(str(original), original.stat().st_mtime, hit.page, 100, secret),
+                    st.image(page_image(str(original), original.stat().st_mtime, hit.page, 100, secret, hit.text),
                              caption=f"{hit.document}, page {hit.page}", width="stretch")
             except StudioError as exc:
                 st.caption(f"Page image not available: {exc.message}")
