@@ -200,6 +200,7 @@ def test_upload_search_and_errors_in_a_real_browser(server, browser):
     page.get_by_role("button", name="Search", exact=True).click()
     first = page.locator("h4", has_text=re.compile(r"^1\. ")).first
     first.wait_for()
+    _idle(page)  # the hits render one after another: read them once the script run is over
     heading = first.inner_text()
     assert re.search(rf"{re.escape(PDF)} — page {QUERY_PAGE}$", heading), heading
     latency = page.locator('[data-testid="stMetric"]', has_text="Query latency").locator('[data-testid="stMetricValue"]')
