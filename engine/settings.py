@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     max_batch_tokens: int = Field(16384, ge=64)
     log_json: bool = False
     log_level: str = "INFO"
+    converter_url: str | None = Field(None, description="Converter service (converter/server.py); unset: run it locally")
 
     # documents
     max_upload_mb: int = Field(200, ge=1)
@@ -57,15 +58,20 @@ class Settings(BaseSettings):
         return self.max_upload_mb * 1024 * 1024
 
 
+def build(settings_class: type[BaseSettings], label: str = "settings", **overrides: object):
+    """``settings_class`` from the environment plus explicit overrides (None values ignored); invalid
+    values are a ConfigError that names the environment variables."""
+    try:
+        return settings_class(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        prefix = settings_class.model_config.get("env_prefix", "")
+        problems = "; ".join(f"{prefix}{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"Invalid {label}: {problems}", "fix the environment variable(s) named") from None
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings from the environment plus explicit overrides; invalid values are a ConfigError."""
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"STUDIO_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"Invalid settings: {problems}", "fix the environment variable(s) named") from None
+    return build(Settings, **overrides)
 
 
 @functools.lru_cache(maxsize=1)

@@ -25,11 +25,10 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.errors import (
-    ConfigError,
     CorruptDocumentError,
     DocumentLimitError,
     EncryptedDocumentError,
@@ -42,6 +41,7 @@ from engine.errors import (
 from engine.log import redact
 from engine.ocr import register
 from engine.ocr.base import Availability, OCRBackend, OCRText, PageImage
+from engine.settings import build
 
 log = logging.getLogger(__name__)
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -63,11 +63,7 @@ class MistralSettings(BaseSettings):
 
 
 def load_mistral_settings(**overrides: Any) -> MistralSettings:
-    try:
-        return MistralSettings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(f"STUDIO_MISTRAL_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"Invalid Mistral OCR settings: {problems}", "fix the environment variable(s) named") from None
+    return build(MistralSettings, "Mistral OCR settings", **overrides)
 
 
 # --- pure helpers ---------------------------------------------------------------------------------

@@ -23,9 +23,10 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.documents import layout_text
-from engine.errors import ConfigError, OCRError, OCRUnavailableError
+from engine.errors import OCRError, OCRUnavailableError
 from engine.ocr import register
 from engine.ocr.base import Availability, OCRBackend, OCRText, PageImage
+from engine.settings import build
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +132,7 @@ class RapidOCRBackend(OCRBackend):
     local = True
 
     def __init__(self, threads: int | None = None, text_score: float | None = None) -> None:
-        try:
-            settings = RapidOCRSettings()
-        except ValueError as exc:
-            raise ConfigError(f"Invalid RapidOCR settings: {exc}", "fix the STUDIO_RAPIDOCR_* variables") from None
+        settings = build(RapidOCRSettings, "RapidOCR settings")
         self.threads = threads or settings.rapidocr_threads
         self.text_score = settings.rapidocr_text_score if text_score is None else text_score
 

@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from engine.errors import ConfigError, OCRError, OCRUnavailableError
 from engine.ocr import register
 from engine.ocr.base import Availability, OCRBackend, OCRText, PageImage
+from engine.settings import build
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,7 @@ class TesseractBackend(OCRBackend):
 
     def __init__(self, languages: str | None = None, cmd: str | None = None, psm: int | None = None,
                  threads: int | None = None, timeout_s: float | None = None) -> None:
-        try:
-            settings = TesseractSettings()
-        except ValueError as exc:
-            raise ConfigError(f"Invalid Tesseract settings: {exc}", "fix the STUDIO_TESSERACT_* variables") from None
+        settings = build(TesseractSettings, "Tesseract settings")
         self.languages = (languages or settings.ocr_languages).strip()
         if not _LANGUAGES.match(self.languages):
             raise ConfigError(f"'{self.languages}' is not a Tesseract language list.",

@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from engine.errors import ConfigError, OCRAuthError, OCRRateLimitError, OCRServiceError, OCRUnavailableError
+from engine.errors import OCRAuthError, OCRRateLimitError, OCRServiceError, OCRUnavailableError
 from engine.log import redact
 from engine.ocr.base import Availability, OCRBackend, OCRText, PageImage
+from engine.settings import build
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +70,7 @@ class SharedOCRSettings(BaseSettings):
 
 
 def load_vlm_settings(settings_class: type[BaseSettings], **overrides: Any) -> Any:
-    try:
-        return settings_class(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        prefix = settings_class.model_config.get("env_prefix", "")
-        problems = "; ".join(f"{prefix}{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"Invalid OCR settings: {problems}", "fix the environment variable(s) named") from None
+    return build(settings_class, "OCR settings", **overrides)
 
 
 # --- recipes --------------------------------------------------------------------------------------

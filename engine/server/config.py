@@ -7,10 +7,10 @@ callers batch by the same number.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from engine.errors import ConfigError
+from engine.settings import build
 
 
 class ApiSettings(BaseSettings):
@@ -54,10 +54,4 @@ class ApiSettings(BaseSettings):
 
 def load_api_settings(**overrides: object) -> ApiSettings:
     """Settings from the environment plus explicit overrides (None values ignored); invalid values are a ConfigError."""
-    try:
-        return ApiSettings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"STUDIO_API_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"Invalid API settings: {problems}", "fix the environment variable(s) named") from None
+    return build(ApiSettings, "API settings", **overrides)
