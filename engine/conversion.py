@@ -9,9 +9,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from pathlib import Path
 from engine.errors import ConversionError, InputError
 from engine.manifest import VARIANTS
 from engine.registry import NAME_PATTERN, Registry
-from engine.settings import REPO_ROOT
+from engine.settings import REPO_ROOT, get_settings
 
 log = logging.getLogger(__name__)
 CONVERTER = REPO_ROOT / "converter" / "convert.py"
@@ -34,6 +36,7 @@ class ConversionRequest:
     variants: tuple[str, ...]
     trust_remote_code: bool = False
     force: bool = False
+    requested: str = ""  # what the user asked for (a registry name or a hub id): what a converter service gets
 
 
 def plan(registry: Registry, model: str, name: str | None = None, variants: tuple[str, ...] | None = None,
@@ -45,7 +48,7 @@ def plan(registry: Registry, model: str, name: str | None = None, variants: tupl
         spec = registry.get(model)
         if spec.curated:
             return ConversionRequest(spec.conversion_source, name or spec.name, variants or spec.variants,
-                                     trust_remote_code or spec.trust_remote_code, force)
+                                     trust_remote_code or spec.trust_remote_code, force, requested=model)
         model = spec.hf_id
     if "/" not in model and not Path(model).expanduser().is_dir() and not model.startswith("pypi:"):
         raise InputError(
@@ -56,7 +59,7 @@ def plan(registry: Registry, model: str, name: str | None = None, variants: tupl
     target = name or "".join(c if c.isalnum() or c in "._-" else "-" for c in default)[:64]
     if not NAME_PATTERN.match(target):
         raise InputError(f"{target!r} is not a valid model name.", "pass --name with lower-case letters, digits, '.', '_', '-'")
-    return ConversionRequest(model, target, variants or VARIANTS, trust_remote_code, force)
+    return ConversionRequest(model, target, variants or VARIANTS, trust_remote_code, force, requested=model)
 
 
 def converter_installed() -> bool:
@@ -64,12 +67,17 @@ def converter_installed() -> bool:
 
 
 def run(request: ConversionRequest, models_dir: Path, progress: Progress | None = None,
-        timeout: float | None = None) -> dict:
-    """Convert in a subprocess; returns the converter's JSON summary."""
+        timeout: float | None = None, converter_url: str | None = None) -> dict:
+    """Convert in a subprocess, or through the converter service when ``converter_url`` (default:
+    STUDIO_CONVERTER_URL) is set; returns the converter's JSON summary."""
+    url = converter_url if converter_url is not None else get_settings().converter_url
+    if url:
+        return run_remote(url, request, progress, timeout)
     if not converter_installed():
         raise ConversionError(
             "The converter's dependencies (torch, optimum, sentence-transformers) are not installed here.",
-            "pip install -r converter/requirements.txt, or use the converter container (docker compose --profile converter)",
+            "pip install -r converter/requirements.txt, or run the converter service (docker compose --profile converter) "
+            "and set STUDIO_CONVERTER_URL",
         )
     command = [sys.executable, str(CONVERTER), request.source, "--out", str(Path(models_dir) / request.name),
                "--name", request.name, "--variants", ",".join(request.variants), "--progress-jsonl"]
@@ -118,3 +126,53 @@ def run(request: ConversionRequest, models_dir: Path, progress: Progress | None 
         raise ConversionError(f"The converter exited with status {process.returncode}: {tail[:500]}")
     result.pop("event", None)
     return result
+
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def run_remote(url: str, request: ConversionRequest, progress: Progress | None = None,
+               timeout: float | None = None, poll_seconds: float = 0.5) -> dict:
+    """Convert through the converter service (converter/server.py): submit a job, relay its progress."""
+    import httpx
+
+    token = os.environ.get("STUDIO_CONVERTER_TOKEN") or os.environ.get("API_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    body = {"model": request.requested or request.source, "name": request.name, "variants": list(request.variants),
+            "trust_remote_code": request.trust_remote_code, "force": request.force}
+    deadline = time.monotonic() + timeout if timeout else None
+    try:
+        with httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30) as client:
+            answer = client.post("/v1/jobs", json=body)
+            if answer.status_code >= 400:
+                raise _service_error(answer)
+            job = answer.json()
+            try:
+                while job["status"] not in TERMINAL:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise ConversionError(f"Converting {request.requested} took longer than {timeout:.0f}s.")
+                    time.sleep(poll_seconds)
+                    job = client.get(f"/v1/jobs/{job['id']}").json()
+                    if progress is not None:
+                        progress(job.get("step", ""), float(job.get("progress", 0.0)))
+            except BaseException:  # the caller stopped: cancel the job on the service too
+                if job.get("status") not in TERMINAL:
+                    client.delete(f"/v1/jobs/{job['id']}")
+                raise
+    except httpx.HTTPError as exc:
+        raise ConversionError(f"The converter service at {url} cannot be reached: {exc}",
+                              "start it (docker compose --profile converter up) or unset STUDIO_CONVERTER_URL") from None
+    if job["status"] != "succeeded":
+        error = job.get("error") or {}
+        raise ConversionError(error.get("message") or f"The conversion was {job['status']}.", error.get("hint", ""))
+    return job["result"]
+
+
+def _service_error(answer) -> ConversionError:
+    try:
+        error = answer.json().get("error", {})
+    except ValueError:
+        error = {}
+    message = error.get("message") if isinstance(error, dict) else None
+    hint = error.get("hint", "") if isinstance(error, dict) else ""
+    return ConversionError(message or f"The converter service answered {answer.status_code}: {answer.text[:200]}", hint)
