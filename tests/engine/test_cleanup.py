@@ -1,7 +1,6 @@
 from engine.cleanup import normalise, running_lines, strip_running_lines
 from engine.pages import Page
 
-
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
 
 
