@@ -126,9 +126,9 @@ def _rss_mb() -> float:
 
 def run_onnx(studio: Studio, model: str, variant: str, provider: str, batch_size: int, texts: list[str],
              tokens: int) -> tuple[BenchResult, np.ndarray]:
-    embedder = studio.embedder(model, variant, provider)
-    embedder.batch_size = batch_size
-    embedder.max_batch_tokens = max(studio.settings.max_batch_tokens, batch_size * embedder.tokenizer.max_seq_length)
+    shared = studio.embedder(model, variant, provider)
+    embedder = shared.with_batching(batch_size, max(studio.settings.max_batch_tokens,
+                                                    batch_size * shared.tokenizer.max_seq_length))
     started = time.perf_counter()
     cached = embedder.session()
     cold = time.perf_counter() - started

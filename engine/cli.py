@@ -181,9 +181,8 @@ def read_texts(path: Path) -> list[str]:
 def cmd_embed(args: argparse.Namespace) -> tuple[object, str]:
     studio = _studio(args)
     texts = read_texts(args.input)
-    embedder = studio.embedder(args.model, args.variant, args.provider)
-    if args.batch_size:
-        embedder.batch_size = args.batch_size
+    embedder = studio.embedder(args.model, args.variant, args.provider).with_batching(args.batch_size)
+    embedder.session()  # load and warm up before the clock starts
     started = time.perf_counter()
     vectors = embedder.embed(texts, prompt_name=args.prompt_name, dimensions=args.dimensions)
     seconds = time.perf_counter() - started

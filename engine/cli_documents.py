@@ -132,9 +132,7 @@ def cmd_eval(args: argparse.Namespace) -> tuple[object, str]:
 
     studio = _studio(args)
     dataset = load_beir(args.dataset, args.split)
-    embedder = studio.embedder(args.model, args.variant, args.provider)
-    if args.batch_size:
-        embedder.batch_size = args.batch_size
+    embedder = studio.embedder(args.model, args.variant, args.provider).with_batching(args.batch_size)
     embedder.session()
     labels = {"model": embedder.spec.name, "variant": embedder.variant, "provider": embedder.session().active_provider}
     result = evaluate(dataset, embedder.embed_documents, embedder.embed_queries, labels)

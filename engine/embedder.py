@@ -8,6 +8,7 @@ length, batches by count and by a token budget, and restores the input order.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,8 @@ from engine.tokenize import Batch, Encoded, TextTokenizer
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
+# sentence-transformers' encode_document takes the first of document, passage, corpus
+PROMPT_NAMES = {"query": ("query",), "document": ("document", "passage", "corpus"), "passage": ("passage", "document", "corpus")}
 _ONNX_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
@@ -103,6 +106,14 @@ class Embedder:
         # the model's own (non-empty) prompts win; the registry fills in roles the model leaves empty
         self.prompts = {**spec.prompts, **{k: v for k, v in self.manifest.prompts.items() if v}}
 
+    def with_batching(self, batch_size: int | None = None, max_batch_tokens: int | None = None) -> Embedder:
+        """A copy with other batch limits that shares the session, tokenizer and weights (the cached
+        embedder other callers use keeps its own limits)."""
+        clone = copy.copy(self)
+        clone.batch_size = batch_size or self.batch_size
+        clone.max_batch_tokens = max_batch_tokens or self.max_batch_tokens
+        return clone
+
     # -- session --------------------------------------------------------------------------------
     @property
     def key(self) -> SessionKey:
@@ -178,18 +189,19 @@ class Embedder:
             vectors = pooling.l2_normalize(vectors)
         return vectors
 
+    def _prompt(self, name: str) -> str | None:
+        """The model's prompt for a name or role; a document role accepts the passage/corpus spellings."""
+        return next((self.prompts[n] for n in PROMPT_NAMES.get(name, (name,)) if n in self.prompts), None)
+
     def resolve_prompt(self, prompt_name: str | None = None, prompt: str | None = None) -> str:
         if prompt is not None:
             return prompt
         name = prompt_name or self.manifest.default_prompt_name
         if name is None:
             return ""
-        if name in self.prompts:
-            return self.prompts[name]
-        aliases = {"document": ("passage", "corpus"), "passage": ("document", "corpus")}
-        for alias in aliases.get(name, ()):
-            if alias in self.prompts:
-                return self.prompts[alias]
+        found = self._prompt(name)
+        if found is not None:
+            return found
         if prompt_name is None:
             return ""
         raise InputError(
@@ -248,5 +260,5 @@ class Embedder:
         return self.embed(texts, prompt=self.prompt_for("document"), **kwargs)
 
     def prompt_for(self, role: str) -> str:
-        names = {"query": ("query",), "document": ("document", "passage", "corpus")}[role]
-        return next((self.prompts[n] for n in names if n in self.prompts), "")
+        """The prompt sentence-transformers' encode_query / encode_document would use ('' if none)."""
+        return self._prompt(role) or ""

@@ -23,6 +23,8 @@ def test_benchmark_onnx_against_the_torch_baseline(studio, tmp_path):
     assert 0.9 < int8.min_cosine < 1.0
     assert fp32.speedup_vs_baseline == pytest.approx(fp32.texts_per_second / torch.texts_per_second)
     assert fp32.latency_ms_p50 <= fp32.latency_ms_p99
+    shared = studio.embedder("all-minilm-l6-v2", "fp32", "cpu")  # the benchmark's batch size stayed its own
+    assert (shared.batch_size, shared.max_batch_tokens) == (studio.settings.batch_size, studio.settings.max_batch_tokens)
     json_path, csv_path = save_report(report, tmp_path)
     assert load_report(json_path).results == report.results
     with open(csv_path) as handle:
