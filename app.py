@@ -97,6 +97,22 @@ def choose_collection(engine, key: str, extra: tuple[str, ...] = ()) -> str | No
     return name
 
 
+def open_collection(engine, key: str):
+    """The picked collection and its info, or a message and the end of the page run when there is none."""
+    from engine import pipeline
+
+    name = choose_collection(engine, key)
+    if name is None:
+        st.info("No collection yet: upload PDFs on the **Documents** page.", icon=":material/inbox:")
+        st.stop()
+    target = pipeline.collection(engine, name)
+    try:
+        return target, target.info()
+    except StudioError as exc:
+        show_error(exc)
+        st.stop()
+
+
 def _hardware(engine) -> None:
     import onnxruntime as ort
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import choose_collection, guarded, page_setup, show_error
+from app import guarded, open_collection, page_setup, show_error
 from engine import pipeline, ui
 from engine.errors import StudioError
 
@@ -40,13 +40,9 @@ def legend() -> None:
             f'</div>')
 
 
-collection_name = choose_collection(studio, "chunks_collection")
-if collection_name is None:
-    st.info("No collection yet: upload PDFs on the **Documents** page.", icon=":material/inbox:")
-    st.stop()
-target = pipeline.collection(studio, collection_name)
+target, info = open_collection(studio, "chunks_collection")
+collection_name = info.name
 try:
-    info = target.info()
     if not info.documents:
         st.info("This collection has no documents.")
         st.stop()

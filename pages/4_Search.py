@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import choose_collection, page_setup, show_error
+from app import open_collection, page_setup, show_error
 from engine import pipeline, providers, ui
 from engine.errors import StudioError
 
@@ -20,16 +20,8 @@ def page_image(path: str, mtime: float, number: int, dpi: int, password: str | N
     return ui.page_png(Path(path), number, dpi, password, highlight)
 
 
-collection_name = choose_collection(studio, "search_collection")
-if collection_name is None:
-    st.info("No collection yet: upload PDFs on the **Documents** page.", icon=":material/inbox:")
-    st.stop()
-target = pipeline.collection(studio, collection_name)
-try:
-    info = target.info()
-except StudioError as exc:
-    show_error(exc)
-    st.stop()
+target, info = open_collection(studio, "search_collection")
+collection_name = info.name
 
 with st.form("search"):
     query = st.text_input("Your question", key="search_query", placeholder="What are you looking for?")
