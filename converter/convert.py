@@ -52,12 +52,6 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def default_name(source: str) -> str:
-    raw = source.split(":", 1)[-1].rstrip("/").split("/")[-1].lower()
-    name = "".join(c if c.isalnum() or c in "._-" else "-" for c in raw).strip("-._")[:64]
-    return name or "model"
-
-
 def resolve_source(source: str, trust_remote_code: bool) -> tuple[Path, str]:
     """(local folder, revision) for a hub id, a local folder or pypi:<package>."""
     if source.startswith("pypi:"):

@@ -199,7 +199,7 @@ def rechunk(studio: Studio, collection_name: str, doc_id: str, options: IngestOp
     started = time.perf_counter()
     target = collection(studio, collection_name)
     info = target.info()
-    record = target.info().document(doc_id)
+    record = info.document(doc_id)
     if record is None:
         raise InputError(f"Collection {collection_name!r} has no document {doc_id!r}.")
     embedder = studio.embedder(info.model, info.variant, options.provider)
@@ -239,7 +239,7 @@ def search(studio: Studio, collection_name: str, query: str, k: int = 5, documen
     embedder = studio.embedder(info.model, info.variant, provider)
     vector = embedder.embed_queries([query])[0]
     embedded = time.perf_counter()
-    hits = target.search(vector, k=k, documents=documents, model=info.model)
+    hits = target.search(vector, k=k, documents=documents)
     done = time.perf_counter()
     return SearchResult(hits, {"embed": embedded - started, "search": done - embedded, "total": done - started},
                         info.model, embedder.session().active_provider)
