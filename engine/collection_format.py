@@ -16,7 +16,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from engine.chunking import Chunk
-from engine.errors import CollectionError, ModelMismatchError, VariantMismatchError
+from engine.errors import CollectionError, InputError, ModelMismatchError, VariantMismatchError
 from engine.pages import Page
 
 FORMAT = 1
@@ -126,6 +126,28 @@ def pages_to_json(pages) -> bytes:
 
 def pages_from_json(raw: bytes) -> list[Page]:
     return [Page(**{**p, "notes": tuple(p.get("notes", ()))}) for p in json.loads(raw.decode("utf-8"))]
+
+
+def encoded_segment(record: DocumentRecord, chunks, pages) -> tuple[bytes, bytes]:
+    """The chunk and page files of a document, or an InputError if any text of it is not valid Unicode.
+
+    A lone surrogate (``"a\\ud800b"``, e.g. from a file name in a foreign encoding or broken extraction)
+    has no UTF-8 form; it is refused here, before anything is written, rather than half-way through."""
+    parts = {"the document's name or notes": lambda: json.dumps(asdict(record), ensure_ascii=False),
+             "a chunk text or heading": lambda: chunks_to_jsonl(list(chunks)),
+             "a page text": lambda: pages_to_json(pages)}
+    encoded = {}
+    for what, encode in parts.items():
+        try:
+            value = encode()
+            encoded[what] = value if isinstance(value, bytes) else value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = ascii(exc.object[exc.start:exc.end])
+            name = record.name.encode("utf-8", "backslashreplace").decode("utf-8")
+            raise InputError(f"{name} cannot be stored: {what} holds a lone surrogate ({bad}), which is not valid "
+                             "Unicode and has no UTF-8 form.",
+                             "re-save or rename the file so that its text and name are valid Unicode") from None
+    return encoded["a chunk text or heading"], encoded["a page text"]
 
 
 def require_same_model(info: CollectionInfo, collection: str, model: str | None, variant: str | None = None) -> None:

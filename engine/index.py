@@ -42,11 +42,10 @@ from engine.collection_format import (
     CollectionInfo,
     DocumentRecord,
     chunks_from_jsonl,
-    chunks_to_jsonl,
+    encoded_segment,
     info_from_json,
     info_to_json,
     pages_from_json,
-    pages_to_json,
     require_same_model,
 )
 from engine.errors import CollectionError, CollectionNotFoundError, InputError, ModelMismatchError, StudioError
@@ -323,6 +322,7 @@ class Collection:
         ``model`` (and ``variant`` when given) must be the collection's, checked under the lock."""
         if vectors.ndim != 2 or vectors.shape[0] != len(chunks):
             raise CollectionError(f"{len(chunks)} chunks but {vectors.shape[0]} vectors for {record.name}.")
+        chunks_data, pages_data = encoded_segment(record, chunks, pages)
         with self._locked():
             info = self.info()
             require_same_model(info, self.name, model, variant)
@@ -337,8 +337,8 @@ class Collection:
             with storage.transaction(f"Storing {record.name} in collection {self.name!r}", self.path) as files:
                 (self.path / "segments").mkdir(exist_ok=True)
                 files.write(vectors_file, buffer.getvalue())
-                files.write(chunks_file, chunks_to_jsonl(list(chunks)))
-                files.write(self._pages_file(stem), pages_to_json(pages))
+                files.write(chunks_file, chunks_data)
+                files.write(self._pages_file(stem), pages_data)
                 if original is not None:
                     (self.path / "files").mkdir(exist_ok=True)
                     files.write(self.path / "files" / f"{record.doc_id}{suffix}", original)
@@ -378,6 +378,8 @@ class Collection:
         """Read every file the manifest names; report what is missing or unreadable and what to do."""
         try:
             info = self.info()
+        except CollectionNotFoundError:
+            raise
         except StudioError as exc:
             return CheckReport(self.name, False, problems=(exc.message,), hint=exc.hint)
         for _ in range(READ_ATTEMPTS):
