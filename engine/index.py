@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -50,6 +50,9 @@ from engine.collection_format import (
 )
 from engine.errors import CollectionError, CollectionNotFoundError, InputError, ModelMismatchError, StudioError
 from engine.pages import Page
+
+if TYPE_CHECKING:
+    from engine.collection_check import CheckReport
 
 __all__ = ["FORMAT", "MANIFEST", "Collection", "CollectionInfo", "DocumentRecord", "SearchHit", "list_collections",
            "scan_collections"]
@@ -77,22 +80,6 @@ class SearchHit:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "heading_path": list(self.heading_path)}
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    """What ``python -m engine check-collection`` prints: problems found and what to do."""
-
-    name: str
-    ok: bool
-    documents: int = 0
-    chunks: int = 0
-    problems: tuple[str, ...] = ()
-    hint: str = ""
-    leftovers: int = 0  # temporary or unreferenced files a later write removes
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "problems": list(self.problems)}
 
 
 class _SegmentGone(CollectionError):
@@ -376,47 +363,9 @@ class Collection:
     # -- checking -----------------------------------------------------------------------------------
     def check(self) -> CheckReport:
         """Read every file the manifest names; report what is missing or unreadable and what to do."""
-        try:
-            info = self.info()
-        except CollectionNotFoundError:
-            raise
-        except StudioError as exc:
-            return CheckReport(self.name, False, problems=(exc.message,), hint=exc.hint)
-        for _ in range(READ_ATTEMPTS):
-            problems = [problem for record in info.documents if (problem := self._check_document(info, record))]
-            newer = self.info()
-            if not problems or (newer.uid, newer.generation) == (info.uid, info.generation):
-                break
-            info = newer  # a writer changed the collection meanwhile: check its new state
-        leftovers = len(self._unnamed_files(info))
-        hint = ""
-        if problems:
-            hint = (f"delete the damaged documents (python -m engine delete --collection {self.name} NAME) and ingest "
-                    "them again; the other documents stay searchable")
-        return CheckReport(self.name, not problems, len(info.documents), info.chunk_count, tuple(problems), hint,
-                           leftovers)
+        from engine.collection_check import check_collection
 
-    def _unnamed_files(self, info: CollectionInfo) -> list[Path]:
-        named = {d.segment for d in info.documents}
-        segments = self.path / "segments"
-        return [f for f in (segments.iterdir() if segments.is_dir() else ())
-                if f.name.split(".", 1)[0] not in named]
-
-    def _check_document(self, info: CollectionInfo, record: DocumentRecord) -> str:
-        try:
-            vectors, chunks = self._load_segment(record.segment)
-            pages = pages_from_json(self._read_file(self._pages_file(record.segment), record.segment))
-        except _SegmentGone:
-            return f"{record.name}: a file of its segment {record.segment} is missing"
-        except StudioError as exc:
-            return f"{record.name}: {exc.message}"
-        except (ValueError, TypeError) as exc:
-            return f"{record.name}: its page texts are unreadable ({exc})"
-        if vectors.shape != (record.chunks, info.dim):
-            return f"{record.name}: {vectors.shape[0]}x{vectors.shape[1]} vectors, the manifest says {record.chunks}x{info.dim}"
-        if any(c.get("page", 0) > len(pages) for c in chunks):
-            return f"{record.name}: chunks point past its {len(pages)} page(s)"
-        return ""
+        return check_collection(self)
 
 
 @dataclass(frozen=True)

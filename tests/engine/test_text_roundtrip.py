@@ -134,3 +134,17 @@ def test_a_lone_surrogate_is_an_input_error_before_anything_is_written(tmp_path,
     json.dumps(caught.value.to_dict()).encode("utf-8")  # the error itself can be shown and sent
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     assert (col.path / "collection.json").read_bytes() == manifest
+
+
+def test_beir_jsonl_with_raw_line_separators_loads(tmp_path):
+    """engine/evaluation.py read BEIR JSONL with splitlines(): a raw U+2028 inside a text broke the line."""
+    from engine.evaluation import load_beir
+
+    docs = [{"_id": "d1", "title": "T\u2028itle", "text": "one\u2029two\x85three\x0bfour"}, {"_id": "d2", "text": "plain"}]
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), "utf-8")
+    (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "a\u2028query"}, ensure_ascii=False) + "\n",
+                                            "utf-8")
+    (tmp_path / "qrels-test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n", "utf-8")
+    dataset = load_beir(tmp_path)
+    assert dataset.doc_ids == ["d1", "d2"] and dataset.doc_texts[0] == "T\u2028itle one\u2029two\x85three\x0bfour"
+    assert dataset.query_texts == ["a\u2028query"]
