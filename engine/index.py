@@ -290,6 +290,12 @@ class Collection:
                     file.unlink()
             except OSError as exc:  # a later commit tries again
                 log.debug("segment cleanup of %s: %s", file.name, exc)
+        originals = self.path / "files"
+        documents = {d.doc_id for d in after.documents}
+        for file in originals.iterdir() if originals.is_dir() else ():  # copies a killed writer stored
+            with contextlib.suppress(OSError):
+                if file.name.split(".", 1)[0] not in documents and now - file.stat().st_mtime > RETAIN_SECONDS:
+                    file.unlink()
 
     def create(self, model: str, variant: str, dim: int, chunking: dict) -> CollectionInfo:
         """Make the collection; one that exists already is returned as it is (add_document checks the fit)."""

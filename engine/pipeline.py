@@ -17,10 +17,9 @@ from pathlib import Path
 from engine.chunking import Chunk, ChunkingOptions, chunk_pages
 from engine.cleanup import strip_running_lines
 from engine.collection_format import CollectionInfo, require_same_model
-from engine.errors import EmptyDocumentError, InputError, StudioError
+from engine.errors import EmptyDocumentError, InputError, StorageError, StudioError
 from engine.index import Collection, DocumentRecord, SearchHit, _now
 from engine.pages import Page
-from engine.storage import storage_error
 from engine.studio import Studio
 
 log = logging.getLogger(__name__)
@@ -168,6 +167,12 @@ def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str
                         seconds={k: round(v, 3) for k, v in seconds.items()})
 
 
+def _unconverted(exc: OSError, name: str) -> StudioError:
+    """Collections convert their own OSErrors; one from elsewhere is most likely reading the source file."""
+    return StorageError(f"{name} could not be read: {exc.strerror or type(exc).__name__}.",
+                        "check that the file exists and that this user may read it")
+
+
 def ingest_many(studio: Studio, collection_name: str, sources: Sequence[Path | tuple[str, bytes]],
                 options: IngestOptions = IngestOptions(), progress: Progress = _quiet) -> list[IngestResult]:
     """Ingest several files; one that fails is reported with its reason and the others go on."""
@@ -177,7 +182,7 @@ def ingest_many(studio: Studio, collection_name: str, sources: Sequence[Path | t
         try:
             results.append(ingest(studio, collection_name, data, name, options, progress))
         except (StudioError, OSError) as exc:  # an OSError not converted where it arose still names the file
-            error = exc if isinstance(exc, StudioError) else storage_error(exc, f"Ingesting {name}", Path(name))
+            error = exc if isinstance(exc, StudioError) else _unconverted(exc, name)
             log.warning("could not ingest %s: %s", name, error.message)
             progress(ProgressEvent("error", name, message=error.message))
             results.append(IngestResult(name, False, error=error.to_dict()))

@@ -158,3 +158,19 @@ def test_a_drop_waits_for_the_writer_and_an_ingest_after_it_starts_afresh(tmp_pa
     with pytest.raises(CollectionNotFoundError):
         col.drop()
     np.testing.assert_equal(col.create("model-a", "fp32", DIM, {}).documents, ())
+
+
+def test_files_a_killed_writer_left_are_removed_once_their_time_is_up(tmp_path, monkeypatch):
+    col = Collection(tmp_path, "orphans")
+    col.create("model-a", "fp32", DIM, {})
+    (col.path / "segments").mkdir()
+    (col.path / "files").mkdir()
+    orphans = [col.path / "segments" / "0123456789abcdef-g7.npy", col.path / "files" / ("f" * 64 + ".pdf")]
+    for path in orphans:
+        path.write_bytes(b"left by a writer killed before its commit")
+    record, vectors, chunks, pages = _doc("a" * 64, "a.pdf", 2, 1)
+    col.add_document(record, vectors, chunks, "model-a", pages=pages, original=b"%PDF-a")
+    assert all(p.exists() for p in orphans)  # young: a writer of another process may be about to commit them
+    monkeypatch.setattr(index, "RETAIN_SECONDS", -1.0)
+    col.delete_document("a.pdf")
+    assert not any(p.exists() for p in orphans)

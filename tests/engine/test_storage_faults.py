@@ -248,3 +248,19 @@ def test_cli_ingest_on_a_full_disk_reports_the_file_and_goes_on(studio, default_
         col = Collection(disk / "collections", "small-disk")
         assert [d.name for d in col.info().documents] == ["table_small.pdf"] and col.check().ok
         assert not [p for p in disk.rglob("*") if ".tmp-" in p.name]
+
+
+def test_an_unreadable_source_file_is_reported_and_the_next_one_is_still_tried(studio):
+    """An OSError from outside the collection still becomes a per-file error. /proc/self/mem is a real
+    file whose read fails (EIO at offset 0) for root too, unlike a chmod 000 file."""
+    from engine.pipeline import ingest_many
+
+    unreadable = Path("/proc/self/mem")
+    try:
+        unreadable.read_bytes()
+        pytest.skip("/proc/self/mem is readable here")
+    except OSError:
+        pass
+    results = ingest_many(studio, "unreadable", [unreadable, shared_data("pdfs", "table_small.pdf")])
+    assert [r.ok for r in results] == [False, True]
+    assert "mem" in results[0].error["message"] and results[0].error["hint"], results[0].error
