@@ -170,7 +170,7 @@ def test_files_a_killed_writer_left_are_removed_once_their_time_is_up(tmp_path, 
         path.write_bytes(b"left by a writer killed before its commit")
     record, vectors, chunks, pages = _doc("a" * 64, "a.pdf", 2, 1)
     col.add_document(record, vectors, chunks, "model-a", pages=pages, original=b"%PDF-a")
-    assert all(p.exists() for p in orphans)  # young: a writer of another process may be about to commit them
+    assert all(p.exists() for p in orphans)  # young: every file no manifest names gets RETAIN_SECONDS
     monkeypatch.setattr(index, "RETAIN_SECONDS", -1.0)
     col.delete_document("a.pdf")
     assert not any(p.exists() for p in orphans)
