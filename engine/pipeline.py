@@ -17,7 +17,7 @@ from pathlib import Path
 from engine.chunking import Chunk, ChunkingOptions, chunk_pages
 from engine.cleanup import strip_running_lines
 from engine.collection_format import CollectionInfo, require_same_model
-from engine.errors import EmptyDocumentError, InputError, StorageError, StudioError
+from engine.errors import CollectionNotFoundError, EmptyDocumentError, InputError, StorageError, StudioError
 from engine.index import Collection, DocumentRecord, SearchHit, _now
 from engine.pages import Page
 from engine.studio import Studio
@@ -95,11 +95,17 @@ def chunk_document(embedder, pages: Sequence[Page], options: ChunkingOptions) ->
 def _open_or_create(studio: Studio, name: str, options: IngestOptions) -> tuple[Collection, CollectionInfo | None, object]:
     """The collection, its manifest (None while it does not exist yet) and the embedder that fits it."""
     target = studio.collection(name)
-    if target.exists:
+    try:
         info = target.info()
-        require_same_model(info, name, options.model or None, options.variant or None)
-        return target, info, studio.embedder(info.model, info.variant, options.provider)
-    return target, None, studio.embedder(options.model, options.variant, options.provider)
+    except CollectionNotFoundError:
+        return target, None, studio.embedder(options.model, options.variant, options.provider)
+    require_same_model(info, name, options.model or None, options.variant or None)
+    return target, info, studio.embedder(info.model, info.variant, options.provider)
+
+
+def _displayable(name: str) -> str:
+    """A file name as valid Unicode: bytes that were not UTF-8 (surrogate escapes) become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str | None = None,
@@ -112,6 +118,7 @@ def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str
     settings = studio.settings
     limits = Limits.from_settings(settings)
     data, label = read_source(source, name, limits)
+    label = _displayable(label)
     target, info, embedder = _open_or_create(studio, collection_name, options)
     progress(ProgressEvent("open", label, message="opening"))
     doc_id = hashlib.sha256(data).hexdigest()

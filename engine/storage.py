@@ -126,7 +126,7 @@ def storage_error(exc: OSError, what: str, where: Path) -> StorageError:
     if number in (errno.EACCES, errno.EPERM):
         user = f"uid {os.getuid()}" if hasattr(os, "getuid") else "this user"
         return StorageError(f"{what} failed: permission denied in {where}.",
-                            f"give the user running the studio ({user}) write access to that folder, "
+                            f"give the user running the studio ({user}) read and write access to that folder, "
                             "or point STUDIO_DATA_DIR at one it owns", code="storage_permission")
     if number == errno.ENAMETOOLONG:
         return StorageError(f"{what} failed: a file path under {where} is longer than the file system allows.",

@@ -9,6 +9,7 @@ Run with ``--hypothesis-show-statistics`` to see how many examples each property
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -148,3 +149,16 @@ def test_beir_jsonl_with_raw_line_separators_loads(tmp_path):
     dataset = load_beir(tmp_path)
     assert dataset.doc_ids == ["d1", "d2"] and dataset.doc_texts[0] == "T\u2028itle one\u2029two\x85three\x0bfour"
     assert dataset.query_texts == ["a\u2028query"]
+
+
+def test_a_file_name_that_is_not_utf8_is_stored_with_a_replacement_character(studio, tmp_path):
+    """A Latin-1 name on a POSIX disk reaches Python as a surrogate escape; it is stored, readable, as U+FFFD."""
+    from conftest import shared_data
+
+    from engine.pipeline import ingest, search
+
+    path = tmp_path / os.fsdecode(b"caf\xe9.pdf")
+    path.write_bytes(shared_data("pdfs", "table_small.pdf").read_bytes())
+    result = ingest(studio, "names", path)
+    assert result.ok and result.file == "caf\ufffd.pdf"
+    assert search(studio, "names", "boiling point", k=1).hits[0].document == "caf\ufffd.pdf"
