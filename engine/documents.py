@@ -341,8 +341,11 @@ def open_document(
     name: str | None = None,
     password: str | None = None,
     limits: Limits | None = None,
+    sha256: str | None = None,
 ) -> Document:
-    """Open a PDF or a PNG/JPEG image (a one-page document). Every failure is a DocumentError naming the file."""
+    """Open a PDF or a PNG/JPEG image (a one-page document). Every failure is a DocumentError naming the file.
+
+    ``sha256``: the digest of the bytes when the caller computed it already (an ingest hashes once)."""
     limits = limits or Limits.from_settings()
     data, name = read_source(source, name, limits)
     kind = detect_kind(data[:1024], name)
@@ -353,13 +356,14 @@ def open_document(
         raise CorruptDocumentError(f"{name} is damaged and cannot be opened as a {kind.upper()}.",
                                    "try re-saving it from the program that made it") from None
     try:
-        return _checked(doc, data, name, kind, password, limits)
+        return _checked(doc, data, name, kind, password, limits, sha256)
     except BaseException:
         doc.close()
         raise
 
 
-def _checked(doc: pymupdf.Document, data: bytes, name: str, kind: str, password: str | None, limits: Limits) -> Document:
+def _checked(doc: pymupdf.Document, data: bytes, name: str, kind: str, password: str | None, limits: Limits,
+             sha256: str | None = None) -> Document:
     decrypted = False
     if doc.needs_pass:
         if not password:
@@ -387,7 +391,7 @@ def _checked(doc: pymupdf.Document, data: bytes, name: str, kind: str, password:
     if doc.is_repaired:
         log.info("%s was damaged; MuPDF repaired it on opening", name)
     encryption = (doc.metadata or {}).get("encryption") or ""
-    info = DocumentInfo(name=name, sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data), page_count=pages,
+    info = DocumentInfo(name=name, sha256=sha256 or hashlib.sha256(data).hexdigest(), size_bytes=len(data), page_count=pages,
                         kind=kind, encrypted=decrypted or bool(encryption))
     return Document(doc, data, info, limits, decrypted)
 
