@@ -1,7 +1,8 @@
 """The one object every entry point shares: settings, registry, session cache, embedders.
 
 The Streamlit app keeps one per process (``st.cache_resource``), the HTTP server one per worker,
-the CLI one per command. Embedders are cached per (model, variant, provider).
+the CLI one per command. Embedders are cached per (model, variant, provider); background ingest jobs
+(the app's) live here too, so they outlast the page run that started them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Studio:
         self.sessions = SessionCache(self.settings.session_cache_size)
         self._embedders: dict[tuple[str, str, str], Embedder] = {}
         self._lock = threading.Lock()
+        self._jobs = None  # engine.jobs.IngestJobs, made on first use
 
     @property
     def session_options(self) -> SessionOptions:
@@ -56,6 +58,16 @@ class Studio:
         with self._lock:
             self._embedders[key] = embedder
         return embedder
+
+    @property
+    def jobs(self):
+        """The background ingest jobs of this Studio (engine.jobs.IngestJobs), created on first use."""
+        with self._lock:
+            if self._jobs is None:
+                from engine.jobs import IngestJobs
+
+                self._jobs = IngestJobs(self)
+            return self._jobs
 
     def forget(self, model: str) -> None:
         """Drop cached embedders and sessions of a model (after it was re-converted or deleted)."""
