@@ -6,8 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from engine import cliargs
 from engine.cli import _studio, _table, command
 from engine.errors import InputError
+from engine.manifest import VARIANTS
 
 
 def _ingest_args(p: argparse.ArgumentParser) -> None:
@@ -16,10 +18,10 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ocr", default="auto", help="auto, text, tesseract, rapidocr, mistral, deepseek-ocr, hunyuan-ocr")
     p.add_argument("--password", help="password of encrypted PDFs")
     p.add_argument("--model", help="embedding model of a NEW collection (default: the registry default)")
-    p.add_argument("--variant", choices=["fp32", "optimized", "fp16", "int8"], help="variant of a new collection")
+    p.add_argument("--variant", choices=VARIANTS, help="variant of a new collection")
     p.add_argument("--provider", help="execution provider (default: STUDIO_PROVIDER or auto)")
-    p.add_argument("--chunk-size", type=int, default=128, help="tokens per chunk (default 128)")
-    p.add_argument("--chunk-overlap", type=int, default=16, help="tokens of overlap (default 16)")
+    p.add_argument("--chunk-size", type=cliargs.int_range(8), default=128, help="tokens per chunk (default 128)")
+    p.add_argument("--chunk-overlap", type=cliargs.non_negative_int, default=16, help="tokens of overlap (default 16)")
     p.add_argument("--headings", action="store_true", help="prepend the heading path to each chunk for embedding")
     p.add_argument("--force", action="store_true", help="re-ingest files already in the collection")
 
@@ -64,7 +66,7 @@ def cmd_ingest(args: argparse.Namespace) -> tuple[object, str]:
 def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("query", help="what to look for")
     p.add_argument("--collection", required=True)
-    p.add_argument("--k", type=int, default=5, help="number of hits (default 5)")
+    p.add_argument("--k", type=cliargs.positive_int, default=5, help="number of hits (default 5)")
     p.add_argument("--document", action="append", help="only search this document (name or id); repeatable")
     p.add_argument("--model", help="must be the collection's model (checked)")
     p.add_argument("--provider")
@@ -120,8 +122,10 @@ def cmd_check_collection(args: argparse.Namespace) -> tuple[object, str]:
 
 def _delete_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--collection", required=True)
-    p.add_argument("document", nargs="?", help="document name or id to delete")
-    p.add_argument("--all", action="store_true", help="delete the whole collection")
+    # one or the other: "delete --collection C doc.pdf --all" is refused rather than guessed
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("document", nargs="?", help="document name or id to delete")
+    which.add_argument("--all", action="store_true", help="delete the whole collection")
 
 
 @command("delete", "delete a document from a collection, or the whole collection", _delete_args)
@@ -137,12 +141,12 @@ def cmd_delete(args: argparse.Namespace) -> tuple[object, str]:
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True, type=Path, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels")
+    p.add_argument("--dataset", required=True, type=cliargs.input_folder, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels")
     p.add_argument("--model", help="model (default: the registry default)")
-    p.add_argument("--variant", choices=["fp32", "optimized", "fp16", "int8"])
+    p.add_argument("--variant", choices=VARIANTS)
     p.add_argument("--provider")
     p.add_argument("--split", default="test")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=cliargs.positive_int)
 
 
 @command("eval", "retrieval quality on a BEIR dataset (nDCG@10, Recall@100)", _eval_args)
@@ -174,7 +178,7 @@ def _chunk_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", type=Path, help="PDFs with a text layer")
     p.add_argument("--settings", default="96:16,128:16,200:30",
                    help="comma list of SIZE:OVERLAP[:h] (h = heading path prepended), default 96:16,128:16,200:30")
-    p.add_argument("--per-page", type=int, default=1, help="sentences sampled per page (default 1)")
+    p.add_argument("--per-page", type=cliargs.positive_int, default=1, help="sentences sampled per page (default 1)")
 
 
 @command("chunk-eval", "which chunk size/overlap finds the right page for sentences from your PDFs", _chunk_eval_args)

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from engine import cliargs
 from engine.cli import _table, command
 
 DEFAULT_BENCH_PDFS = Path(os.environ.get("STUDIO_SHARED_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
@@ -30,7 +31,7 @@ def _progress(args: argparse.Namespace):
 
 # --- ocr -----------------------------------------------------------------------------------------------
 def _ocr_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", type=Path, help="a PDF, PNG or JPEG file")
+    p.add_argument("file", type=cliargs.input_file, help="a PDF, PNG or JPEG file")
     p.add_argument("--engine", default="auto", help="auto (default), text, tesseract, rapidocr, or another engine")
     p.add_argument("--pages", help="pages to read, e.g. 1-3,5 (default: all)")
     p.add_argument("--password", help="password of an encrypted PDF")
@@ -76,10 +77,11 @@ def cmd_ocr_engines(args: argparse.Namespace) -> tuple[object, str]:
 
 # --- ocr-bench ------------------------------------------------------------------------------------------------
 def _bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pdfs", type=Path, default=DEFAULT_BENCH_PDFS / "pdfs", help="folder of PDFs (default: shared/data/pdfs)")
+    p.add_argument("--pdfs", type=cliargs.input_folder, default=DEFAULT_BENCH_PDFS / "pdfs",
+                   help="folder of PDFs (default: shared/data/pdfs)")
     p.add_argument("--engines", default="tesseract,rapidocr", help="comma list of OCR engines")
-    p.add_argument("--dpi", type=int, default=170, help="resolution of the scanned copies (default 170)")
-    p.add_argument("--max-pages", type=int, default=2, help="pages per document (default 2)")
+    p.add_argument("--dpi", type=cliargs.int_range(36, 600), default=170, help="resolution of the scanned copies (default 170)")
+    p.add_argument("--max-pages", type=cliargs.positive_int, default=2, help="pages per document (default 2)")
     p.add_argument("--files", help="comma list of file names in --pdfs to use (default: all)")
 
 

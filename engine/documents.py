@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
+import stat
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -305,6 +307,82 @@ class Document:
 
 
 # --- opening ---------------------------------------------------------------------------------------------
+READ_CHUNK = 1024 * 1024
+SPOOL_IN_MEMORY = 8 * 1024 * 1024  # a pipe's bytes beyond this wait on disk until the limit is known to hold
+
+
+def _limit_error(name: str, limit: int, size: int | None = None) -> DocumentLimitError:
+    megabytes = f"{limit / 1024 / 1024:.0f} MB"
+    told = f"{name} is {size / 1024 / 1024:.1f} MB; the limit is {megabytes}." if size is not None else \
+        f"{name} is larger than the limit of {megabytes} (refused after reading {megabytes})."
+    return DocumentLimitError(told,
+                              "split the file, or raise STUDIO_MAX_UPLOAD_MB")
+
+
+def read_limited(source: Path | str, max_bytes: int | None, what: str = "file") -> bytes:
+    """The bytes of a file, a pipe, a device or a socket, refused with a DocumentLimitError as soon as
+    more than ``max_bytes`` arrive: at most ``max_bytes + 1`` bytes are ever read, whatever ``stat`` says
+    (a pipe's size is 0, /dev/zero never ends). A regular file over the limit is refused unread; the
+    bytes of anything else are spooled to a temporary file while they arrive, so refusing a pipe costs
+    one read buffer of memory, not the limit."""
+    path = Path(source)
+    try:
+        handle = open(path, "rb", buffering=0)
+    except FileNotFoundError:
+        raise InputError(f"The {what} {path} does not exist.", "check the path") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder, not a {what}.", "give a file") from None
+    except PermissionError:
+        raise InputError(f"The {what} {path} cannot be read (permission denied).", "check the file's permissions"
+                         ) from None
+    except OSError as exc:
+        raise InputError(f"The {what} {path} cannot be opened: {exc.strerror or exc}.", "check the path") from None
+    with handle:
+        info = os.fstat(handle.fileno())
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError(f"{path} is a folder, not a {what}.", "give a file")
+        if max_bytes is None:
+            return handle.read()
+        if stat.S_ISREG(info.st_mode):
+            if info.st_size > max_bytes:
+                raise _limit_error(path.name, max_bytes, info.st_size)
+            data = _read_exactly(handle, info.st_size + 1)  # +1: a file that grew since stat() is still caught
+            if len(data) > max_bytes:
+                raise _limit_error(path.name, max_bytes)
+            return data
+        return _read_stream(handle, max_bytes, path.name)
+
+
+def _read_exactly(handle, size: int) -> bytes:
+    """Up to ``size`` bytes of a regular file: one read (one buffer) unless the kernel returns less."""
+    parts = []
+    while size > 0:
+        part = handle.read(size)
+        if not part:
+            break
+        parts.append(part)
+        size -= len(part)
+    return b"".join(parts) if len(parts) != 1 else parts[0]
+
+
+def _read_stream(handle, max_bytes: int, name: str) -> bytes:
+    import tempfile
+
+    total = 0
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+        while True:
+            part = handle.read(min(READ_CHUNK, max_bytes + 1 - total))
+            if not part:
+                break
+            total += len(part)
+            if total > max_bytes:
+                log.info("refused %s: more than %d bytes arrived", name, max_bytes)
+                raise _limit_error(name, max_bytes)
+            spool.write(part)
+        spool.seek(0)
+        return spool.read()
+
+
 def read_source(source: bytes | bytearray | Path | str, name: str | None, limits: Limits) -> tuple[bytes, str]:
     """The bytes and display name of a document, with the size limit and the empty-file check."""
     if isinstance(source, (bytes, bytearray)):
@@ -313,15 +391,7 @@ def read_source(source: bytes | bytearray | Path | str, name: str | None, limits
     else:
         path = Path(source)
         name = name or path.name
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise InputError(f"{path} does not exist.", "check the path") from None
-        if path.is_dir():
-            raise InputError(f"{path} is a folder, not a document.", "give a PDF, PNG or JPEG file")
-        if size > limits.max_bytes:
-            raise _too_big(name, size, limits)
-        data = path.read_bytes()
+        data = read_limited(path, limits.max_bytes, what="document")
     if len(data) > limits.max_bytes:
         raise _too_big(name, len(data), limits)
     if not data:
