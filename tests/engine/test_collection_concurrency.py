@@ -174,3 +174,34 @@ def test_files_a_killed_writer_left_are_removed_once_their_time_is_up(tmp_path, 
     monkeypatch.setattr(index, "RETAIN_SECONDS", -1.0)
     col.delete_document("a.pdf")
     assert not any(p.exists() for p in orphans)
+
+
+@pytest.mark.parametrize("kind", ["native", "lock-file fallback"])
+def test_the_lock_excludes_other_holders(tmp_path, monkeypatch, kind):
+    """engine/locking.py: fcntl here; the O_EXCL lock file where neither fcntl nor msvcrt exists."""
+    import threading
+    import time
+
+    from engine import locking
+
+    if kind != "native":
+        monkeypatch.setattr(locking, "fcntl", None)
+        monkeypatch.setattr(locking, "msvcrt", None)
+    inside, overlaps = [], []
+
+    def hold():
+        for _ in range(5):
+            with locking.exclusive(tmp_path / ".x.lock"):
+                inside.append(1)
+                if len(inside) > 1:
+                    overlaps.append(len(inside))
+                time.sleep(0.005)
+                inside.pop()
+
+    threads = [threading.Thread(target=hold) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not overlaps and not inside
+    assert not (tmp_path / ".x.lock.held").exists()

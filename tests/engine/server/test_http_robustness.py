@@ -33,7 +33,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture()
-def data_dir(default_model, tmp_path):
+def race_dir(default_model, tmp_path):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / default_model.name).symlink_to(default_model)
     return tmp_path
@@ -52,7 +52,8 @@ def _upload(base, name, force=True):
 
 
 @pytest.mark.slow
-def test_searches_never_fail_while_http_and_cli_delete_and_reingest(data_dir):
+def test_searches_never_fail_while_http_and_cli_delete_and_reingest(race_dir):
+    data_dir = race_dir
     port = _free_port()
     env = {**os.environ, "STUDIO_DATA_DIR": str(data_dir), "STUDIO_PROVIDER": "cpu"}
     server = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--host", "127.0.0.1", "--port", str(port)],
