@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print the result as JSON")
-    common.add_argument("--data-dir", type=Path, help="data directory (default: STUDIO_DATA_DIR or ./data)")
+    common.add_argument("--data-dir", type=cliargs.data_folder, help="data directory (default: STUDIO_DATA_DIR or ./data)")
     common.add_argument("--log-json", action="store_true", help="log as JSON lines on stderr")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=cliargs.OneLineParser)

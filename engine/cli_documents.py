@@ -75,7 +75,10 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 @command("search", "semantic search in a collection (cosine top-k)", _search_args)
 def cmd_search(args: argparse.Namespace) -> tuple[object, str]:
     from engine.pipeline import search
+    from engine.textcheck import check_encodable
 
+    # bytes that are not UTF-8 in argv arrive as lone surrogates (PEP 383): a clear error, not a tokenizer crash
+    check_encodable(args.query, "The query")
     result = search(_studio(args), args.collection, args.query, k=args.k, documents=args.document,
                     model=args.model, provider=args.provider)
     lines = [f"{len(result.hits)} hits in {result.seconds['total'] * 1000:.0f} ms ({result.model} on {result.provider})"]

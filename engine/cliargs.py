@@ -113,6 +113,14 @@ def output_file(text: str) -> Path:
     return path
 
 
+def data_folder(text: str) -> Path:
+    """The data folder: it may not exist yet (it is created on first write), but it cannot be a file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    return path
+
+
 def input_folder(text: str) -> Path:
     """A folder that exists."""
     path = Path(text)

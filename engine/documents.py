@@ -311,7 +311,7 @@ READ_CHUNK = 1024 * 1024
 SPOOL_IN_MEMORY = 8 * 1024 * 1024  # a pipe's bytes beyond this wait on disk until the limit is known to hold
 
 
-def _limit_error(name: str, limit: int, size: int | None = None) -> DocumentLimitError:
+def size_limit_error(name: str, limit: int, size: int | None = None) -> DocumentLimitError:
     megabytes = f"{limit / 1024 / 1024:.0f} MB"
     told = f"{name} is {size / 1024 / 1024:.1f} MB; the limit is {megabytes}." if size is not None else \
         f"{name} is larger than the limit of {megabytes} (refused after reading {megabytes})."
@@ -345,10 +345,10 @@ def read_limited(source: Path | str, max_bytes: int | None, what: str = "file") 
             return handle.read()
         if stat.S_ISREG(info.st_mode):
             if info.st_size > max_bytes:
-                raise _limit_error(path.name, max_bytes, info.st_size)
+                raise size_limit_error(path.name, max_bytes, info.st_size)
             data = _read_exactly(handle, info.st_size + 1)  # +1: a file that grew since stat() is still caught
             if len(data) > max_bytes:
-                raise _limit_error(path.name, max_bytes)
+                raise size_limit_error(path.name, max_bytes)
             return data
         return _read_stream(handle, max_bytes, path.name)
 
@@ -377,7 +377,7 @@ def _read_stream(handle, max_bytes: int, name: str) -> bytes:
             total += len(part)
             if total > max_bytes:
                 log.info("refused %s: more than %d bytes arrived", name, max_bytes)
-                raise _limit_error(name, max_bytes)
+                raise size_limit_error(name, max_bytes)
             spool.write(part)
         spool.seek(0)
         return spool.read()

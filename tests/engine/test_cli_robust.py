@@ -196,3 +196,18 @@ def test_refusing_a_250_mb_pipe_stays_under_300_mb(default_model, tmp_path):
     peak_kb = next(int(line.split()[-1]) for line in result.stderr.splitlines() if "Maximum resident" in line)
     print(f"peak RSS refusing a 250 MB pipe: {peak_kb / 1024:.0f} MB")
     assert peak_kb < 300 * 1024, peak_kb
+
+
+def test_search_with_a_query_that_is_not_utf8_is_a_clear_error(tmp_path):
+    """Bytes that are not UTF-8 reach Python's argv as lone surrogates; the tokenizer used to crash on them."""
+    environment = {**os.environ, "STUDIO_DATA_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "engine", "search", "--collection", "c", b"a\xed\xa0\x80b"],
+                            cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "The query holds a lone surrogate" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_data_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "f").write_text("x")
+    result = run("collections", "--data-dir", str(tmp_path / "f"))
+    assert result.returncode == 2 and "--data-dir" in result.stderr and "is a file" in result.stderr

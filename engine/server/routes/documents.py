@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.errors import RequestError, StudioError
+from engine.errors import EmptyDocumentError, RequestError, StudioError
 from engine.server.state import ServerState, get_state
 from engine.textcheck import check_encodable
 
@@ -59,7 +59,7 @@ def upload_name(filename: str | None, fallback: str = "upload.pdf") -> str:
 async def read_upload(upload: UploadFile, max_bytes: int) -> tuple[str, bytes]:
     """The upload's base name and bytes, read in chunks and refused (DocumentLimitError) as soon as more
     than ``max_bytes`` arrive; an empty file is an EmptyDocumentError naming it."""
-    from engine.documents import EmptyDocumentError, _limit_error
+    from engine.documents import size_limit_error
 
     name = upload_name(upload.filename)
     parts, total = [], 0
@@ -69,7 +69,7 @@ async def read_upload(upload: UploadFile, max_bytes: int) -> tuple[str, bytes]:
             break
         total += len(part)
         if total > max_bytes:
-            raise _limit_error(name, max_bytes)
+            raise size_limit_error(name, max_bytes)
         parts.append(part)
     if not total:
         raise EmptyDocumentError(f"{name} is empty (0 bytes).", "the upload was cut off; send the file again")
