@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine import cliargs
 from engine.cli import _studio, _table, command
+from engine.cli import args as cliargs
 from engine.errors import InputError
 from engine.manifest import VARIANTS
 
