@@ -320,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from engine import log as studio_log
+    from engine.conversion import ERROR, PROGRESS, RESULT, event_line
 
     # the ONNX tools log every fusion at INFO on their own and the root logger: keep ours only
     level = os.environ.get("STUDIO_LOG_LEVEL", "INFO").upper()
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = None
     if args.progress_jsonl:
         def progress(step: str, fraction: float) -> None:
-            print(json.dumps({"event": "progress", "step": step, "fraction": round(fraction, 3)}), flush=True)
+            print(event_line(PROGRESS, step=step, fraction=round(fraction, 3)), flush=True)
     try:
         manifest = convert(
             args.model, args.out, name=args.name,
@@ -343,13 +344,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     except StudioError as exc:
         if args.json or args.progress_jsonl:
-            print(json.dumps({"event": "error", **exc.to_dict()}), flush=True)
+            print(event_line(ERROR, **exc.to_dict()), flush=True)
         else:
             print(f"error: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
         return 2
     result = summary(manifest, args.out.resolve())
     if args.progress_jsonl:
-        print(json.dumps({"event": "result", **result}), flush=True)
+        print(event_line(RESULT, **result), flush=True)
     elif args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -63,6 +63,40 @@ def plan(registry: Registry, model: str, name: str | None = None, variants: tupl
     return ConversionRequest(model, target, variants or VARIANTS, trust_remote_code, force, requested=model)
 
 
+# --- the converter's command line and its progress-line protocol (convert.py --progress-jsonl) -----
+# Every stdout line that is a JSON object with an "event" key is an event: PROGRESS (step, fraction),
+# then one RESULT (the summary) or one ERROR (error, message, hint). Other lines are plain log.
+PROGRESS, RESULT, ERROR = "progress", "result", "error"
+
+
+def converter_command(request: ConversionRequest, models_dir: Path, python: str = sys.executable) -> list[str]:
+    """The command line that runs converter/convert.py for ``request``, writing into ``models_dir``."""
+    command = [python, str(CONVERTER), request.source, "--out", str(Path(models_dir) / request.name),
+               "--name", request.name, "--variants", ",".join(request.variants), "--progress-jsonl"]
+    if request.trust_remote_code:
+        command.append("--trust-remote-code")
+    if request.force:
+        command.append("--force")
+    return command
+
+
+def event_line(kind: str, **fields: object) -> str:
+    """One protocol line (what convert.py prints)."""
+    return json.dumps({"event": kind, **fields})
+
+
+def parse_event(line: str) -> dict | None:
+    """The event a converter output line carries, or None for a plain log line."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and event.get("event") in (PROGRESS, RESULT, ERROR) else None
+
+
 def converter_installed() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("torch", "optimum", "sentence_transformers"))
 
@@ -80,12 +114,7 @@ def run(request: ConversionRequest, models_dir: Path, progress: Progress | None 
             "pip install -r converter/requirements.txt, or run the converter service (docker compose --profile converter) "
             "and set STUDIO_CONVERTER_URL",
         )
-    command = [sys.executable, str(CONVERTER), request.source, "--out", str(Path(models_dir) / request.name),
-               "--name", request.name, "--variants", ",".join(request.variants), "--progress-jsonl"]
-    if request.trust_remote_code:
-        command.append("--trust-remote-code")
-    if request.force:
-        command.append("--force")
+    command = converter_command(request, models_dir)
     log.info("converting %s -> %s (%s)", request.source, request.name, ",".join(request.variants))
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
     stderr_tail: deque[str] = deque(maxlen=20)
@@ -101,15 +130,14 @@ def run(request: ConversionRequest, models_dir: Path, progress: Progress | None 
     reader.start()
     try:
         for line in process.stdout:  # type: ignore[union-attr]
-            try:
-                event = json.loads(line)
-            except ValueError:
+            event = parse_event(line)
+            if event is None:
                 continue
-            if event.get("event") == "progress" and progress is not None:
+            if event["event"] == PROGRESS and progress is not None:
                 progress(event.get("step", ""), float(event.get("fraction", 0.0)))
-            elif event.get("event") == "result":
+            elif event["event"] == RESULT:
                 result = event
-            elif event.get("event") == "error":
+            elif event["event"] == ERROR:
                 error = event
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -77,6 +77,25 @@ class Settings(BaseSettings):
         return self.max_upload_mb * 1024 * 1024
 
 
+class ConverterSettings(BaseSettings):
+    """The converter service's STUDIO_CONVERTER_* settings (plus API_TOKEN, shared with the main API)."""
+
+    model_config = SettingsConfigDict(env_prefix="STUDIO_CONVERTER_", extra="ignore", frozen=True)
+
+    allowed_dir: Path | None = Field(None, description="local model folders may be converted only from inside this one")
+    remote_code_allowlist: str = Field("", description="comma list of model ids (or registry names, or folders) "
+                                                       "whose own Python code may run")
+    max_queue: int = Field(16, ge=1, description="jobs waiting at most; more are refused with 429")
+    job_timeout_s: float = Field(3600.0, gt=0, description="a conversion running longer is stopped")
+    log_lines: int = Field(2000, ge=10, description="log lines kept per job")
+    keep_jobs: int = Field(200, ge=1, description="finished jobs remembered")
+    api_token: SecretStr | None = Field(None, validation_alias=AliasChoices("API_TOKEN", "STUDIO_CONVERTER_API_TOKEN"))
+
+    @property
+    def allowlist(self) -> frozenset[str]:
+        return frozenset(item.strip().lower() for item in self.remote_code_allowlist.split(",") if item.strip())
+
+
 def build(settings_class: type[BaseSettings], label: str = "settings", **overrides: object):
     """``settings_class`` from the environment plus explicit overrides (None values ignored); invalid
     values are a ConfigError that names the environment variables."""
