@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     max_batch_tokens: int = Field(16384, ge=64)
     log_json: bool = False
     log_level: str = "INFO"
+    shared_data: Path = Field(REPO_ROOT.parent / "shared" / "data",
+                              description="The shared corpus (PDFs, SciFact) benchmarks and evaluations read by default")
     converter_url: str | None = Field(None, description="Converter service (converter/server.py); unset: run it locally")
 
     # who may use the app: with either set, the app asks for it before anything else (API_TOKEN is the

@@ -2,6 +2,11 @@
 
 Errors print a message and a hint (or a JSON object with ``--json``) and exit with status 2;
 no traceback reaches the user.
+
+The package, one module per command group (each registers its commands on import):
+``__init__`` (the entry point and the model commands: providers, models, convert, embed),
+``documents`` (ingest, search, collections, delete, check-collection, eval, chunk-eval), ``ocr``,
+``bench``, ``checks`` and ``service`` (serve); ``args`` holds the argument types argparse checks.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import __version__, cliargs
+from engine import __version__
+from engine.cli import args as cliargs
 from engine.errors import InputError, StudioError
 from engine.manifest import VARIANTS
 from engine.textcheck import check_encodable
@@ -262,7 +268,7 @@ def _load_commands() -> None:
     """Subcommands of other modules register themselves on import."""
     import importlib
 
-    for module in ("engine.cli_documents", "engine.cli_ocr", "engine.cli_bench", "engine.cli_checks", "engine.cli_service"):
+    for module in ("engine.cli.documents", "engine.cli.ocr", "engine.cli.bench", "engine.cli.checks", "engine.cli.service"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

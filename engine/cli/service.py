@@ -12,8 +12,8 @@ import argparse
 import logging
 import os
 
-from engine import cliargs
 from engine.cli import _studio, command
+from engine.cli import args as cliargs
 from engine.errors import InputError, ModelNotConvertedError
 from engine.manifest import VARIANTS
 

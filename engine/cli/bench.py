@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine import cliargs
 from engine.cli import _studio, _table, command
+from engine.cli import args as cliargs
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:

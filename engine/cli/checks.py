@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from engine import cliargs
 from engine.cli import _studio, _table, command
+from engine.cli import args as cliargs
 
 
 def _check_args(p: argparse.ArgumentParser) -> None:
