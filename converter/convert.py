@@ -26,14 +26,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from converter import export, stconfig, validate, variants  # noqa: E402
-from engine import hub  # noqa: E402
-from engine.errors import ConversionError, InputError, ModelNotFoundError, StudioError, UnsupportedModelError  # noqa: E402
-from engine.manifest import VARIANTS, DenseLayer, Manifest, VariantInfo  # noqa: E402
-from engine.registry import NAME_PATTERN  # noqa: E402
+from converter import export, stconfig, validate, variants
+from engine import hub
+from engine.errors import ConversionError, InputError, ModelNotFoundError, StudioError, UnsupportedModelError
+from engine.manifest import VARIANTS, DenseLayer, Manifest, VariantInfo
+from engine.registry import NAME_PATTERN
 
 log = logging.getLogger("converter")
 Progress = Callable[[str, float], None]
@@ -318,7 +315,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress-jsonl", action="store_true", help="progress events as JSON lines on stdout")
     args = parser.parse_args(argv)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from engine import log as studio_log
     from engine.conversion import ERROR, PROGRESS, RESULT, event_line
 

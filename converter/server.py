@@ -29,27 +29,24 @@ import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
-from fastapi import Depends, FastAPI, Request  # noqa: E402
-from fastapi.exceptions import RequestValidationError  # noqa: E402
-from fastapi.responses import JSONResponse  # noqa: E402
-from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
-
-from converter.jobs import JobRunner, Rejection  # noqa: E402
-from engine import conversion, hub  # noqa: E402
-from engine.errors import (  # noqa: E402
+from converter.jobs import JobRunner, Rejection
+from engine import conversion, hub
+from engine.errors import (
     ConversionError,
     InputError,
     ModelNotFoundError,
     RemoteCodeRefusedError,
     StudioError,
 )
-from engine.httpauth import BEARER_HINT, authorized, error_body  # noqa: E402
-from engine.manifest import MANIFEST_FILE, VARIANTS  # noqa: E402
-from engine.registry import Registry  # noqa: E402
-from engine.settings import ConverterSettings, Settings, build, load_settings  # noqa: E402
+from engine.httpauth import BEARER_HINT, authorized, error_body
+from engine.manifest import MANIFEST_FILE, VARIANTS
+from engine.registry import Registry
+from engine.settings import ConverterSettings, Settings, build, load_settings
 
 log = logging.getLogger("converter.server")
 

@@ -65,13 +65,15 @@ fi
 requirements=(requirements.txt converter/requirements.txt)
 [ "$mode" = dev ] && requirements=(requirements-dev.txt)
 stamp=".venv/.installed-$mode"
-digest=$(cat requirements.txt converter/requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+digest=$(cat requirements.txt converter/requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
   say "installing Python packages (${requirements[*]})"
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
   args=()
   for file in "${requirements[@]}"; do args+=(-r "$file"); done
   .venv/bin/python -m pip install -q --disable-pip-version-check "${args[@]}"
+  # the project itself (engine, converter), editable: importable from any folder, scripts included
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
   echo "$digest" > "$stamp"
 fi
 

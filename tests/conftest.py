@@ -11,9 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
-for path in (ROOT, TESTS):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(TESTS) not in sys.path:  # the tests' own helpers (tiny_models, servers); the project is pip-installed
+    sys.path.insert(0, str(TESTS))
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
