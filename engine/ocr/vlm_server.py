@@ -412,7 +412,12 @@ def load_runner(model_id: str, device: str, dtype: str, trust_remote_code: bool,
                 f"DeepSeek-OCR's remote code failed to load with transformers {transformers.__version__}: {exc}"[:400],
                 "its code targets transformers==4.46.3 + torch 2.6: use that environment, or serve the model with vLLM",
             ) from None
-    return ProcessorRunner(model_id, device, dtype, trust_remote_code, revision)
+    try:
+        return ProcessorRunner(model_id, device, dtype, trust_remote_code, revision)
+    except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:  # missing files, a processor that cannot be built
+        raise OCRUnavailableError(f"Cannot load {model_id} with transformers {transformers.__version__}: "
+                                  f"{type(exc).__name__}: {exc}"[:400],
+                                  "check that the folder (or hub repository) holds the weights and processor files") from None
 
 
 # --- HTTP --------------------------------------------------------------------------------------------

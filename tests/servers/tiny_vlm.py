@@ -102,7 +102,12 @@ DS_SPECIAL = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<
 
 def build_tiny_deepseek_ocr2(out: Path, seed: int = 0, loop: bool = True) -> Path:
     import torch
-    from transformers import DeepseekOcr2Config, DeepseekOcr2ForConditionalGeneration, DeepseekOcr2Processor, PreTrainedTokenizerFast
+    from transformers import (
+        DeepseekOcr2Config,
+        DeepseekOcr2ForConditionalGeneration,
+        DeepseekOcr2Processor,
+        PreTrainedTokenizerFast,
+    )
     from transformers.models.deepseek_ocr2.image_processing_pil_deepseek_ocr2 import DeepseekOcr2ImageProcessorPil
 
     bos, eos, pad = DS_SPECIAL[:3]
@@ -137,7 +142,8 @@ HY_TEMPLATE = (  # the shape of HunyuanOCR's template: system text, image span w
     "{% elif m['role'] == 'user' %}{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for p in m['content'] %}"
     "{% if p['type'] == 'image' %}" + HY_IMAGE_START + HY_IMAGE + HY_IMAGE_END +
     "{% elif p['type'] == 'text' %}{{ p['text'] }}{% endif %}{% endfor %}{% endif %}" + HY_USER +
-    "{% else %}{{ m['content'] }}" + HY_EOS + "{% endif %}{% endfor %}{% if add_generation_prompt %}" + HY_ASSISTANT + "{% endif %}"
+    "{% else %}{{ m['content'] }}" + HY_EOS + "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}" + HY_ASSISTANT + "{% endif %}"
 )
 
 
