@@ -23,7 +23,7 @@ from pathlib import Path
 
 from engine.documents import Limits, open_document
 from engine.ocr.base import usable_cores
-from engine.ocr.evaluate import MIN_REFERENCE_CHARS, make_scan, score_page, summarize
+from engine.ocr.evaluate import MIN_REFERENCE_CHARS, make_scan, pick_pages, score_page, summarize
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +44,16 @@ class Run:
 
 
 def clean_pages(pdf: Path, count: int) -> tuple[list[int], list[str]]:
-    """The first ``count`` pages whose text layer is clean ("ok", >= 100 characters), and their texts."""
-    numbers, references = [], []
+    """``count`` pages spread over the document whose text layer is clean ("ok", >= 100 characters), and
+    their texts (spread as ocr-bench picks them: a cover and a table of contents are not typical pages)."""
+    texts: dict[int, str] = {}
     with open_document(pdf, limits=Limits(max_pages=100_000)) as document:
         for number in document.page_numbers():
             layer = document.inspect(number)
             if not layer.quality.needs_ocr and len(layer.page.text.strip()) >= MIN_REFERENCE_CHARS:
-                numbers.append(number)
-                references.append(layer.page.text)
-            if len(numbers) == count:
-                break
-    return numbers, references
+                texts[number] = layer.page.text
+    numbers = pick_pages(sorted(texts), count)
+    return numbers, [texts[n] for n in numbers]
 
 
 def measure(scan: bytes, references: Sequence[str], engine: str, workers: int, dpi: int, repeat: int = 0) -> Run:

@@ -12,7 +12,6 @@ system-wide), otherwise ``<repo>/.venv-vlm/bin/python``, created on first use wh
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
@@ -87,6 +86,8 @@ def ensure() -> Path:
     reason = problem()
     if reason is not None:
         raise OCRUnavailableError(f"The VLM OCR environment is not available: {reason[0]}", reason[1])
+    import fcntl  # Unix only, like scripts/setup.sh; imported here so the engine still imports elsewhere
+
     env.venv.parent.mkdir(parents=True, exist_ok=True)
     lock_path = env.venv.parent / f".{env.venv.name}.lock"
     with open(lock_path, "w") as lock:
