@@ -99,14 +99,12 @@ def choose_collection(engine, key: str, extra: tuple[str, ...] = ()) -> str | No
 
 def open_collection(engine, key: str):
     """The picked collection and its info, or a message and the end of the page run when there is none."""
-    from engine import pipeline
-
     name = choose_collection(engine, key)
     if name is None:
         st.info("No collection yet: upload PDFs on the **Documents** page.", icon=":material/inbox:")
         st.stop()
-    target = pipeline.collection(engine, name)
     try:
+        target = engine.collection(name)
         return target, target.info()
     except StudioError as exc:
         show_error(exc)
@@ -156,18 +154,26 @@ def _default_model(engine) -> None:
 
 
 def _collections(engine) -> None:
-    from engine.index import list_collections
+    from engine.index import scan_collections
 
     st.subheader("Collections")
-    found = list_collections(engine.settings.collections_dir)
-    if not found:
+    try:
+        found, broken = scan_collections(engine.settings.collections_dir)
+    except StudioError as exc:
+        show_error(exc)
+        return
+    if not found and not broken:
         st.info("No collection yet: upload PDFs on the **Documents** page.", icon=":material/description:")
         return
-    st.dataframe(
-        [{"collection": c.name, "model": c.model, "documents": len(c.documents), "chunks": c.chunk_count,
-          "pages": sum(d.pages for d in c.documents), "created": c.created_at} for c in found],
-        hide_index=True, width="stretch",
-    )
+    if found:
+        st.dataframe(
+            [{"collection": c.name, "model": c.model, "documents": len(c.documents), "chunks": c.chunk_count,
+              "pages": sum(d.pages for d in c.documents), "created": c.created_at} for c in found],
+            hide_index=True, width="stretch",
+        )
+    for item in broken:
+        st.warning(f"**{item.name}** is broken: {item.error.message}"
+                   + (f"\n\n**What to do:** {item.error.hint}" if item.error.hint else ""), icon=":material/error:")
 
 
 def _try_it(engine) -> None:
@@ -214,10 +220,66 @@ PAGES = [
 ]
 
 
+# --- who may come in ------------------------------------------------------------------------------------
+LOGIN_DELAY_S = (1.0, 2.0, 4.0, 8.0)  # after the 1st, 2nd, 3rd, 4th and later wrong password of a browser session
+
+
+def _app_secret() -> str | None:
+    from engine.settings import get_settings
+
+    try:
+        return get_settings().app_secret
+    except StudioError:  # broken settings: the pages show the error; the secret, if any, is unreadable anyway
+        import os
+
+        return (os.environ.get("STUDIO_APP_PASSWORD") or os.environ.get("API_TOKEN") or "").strip() or "\0unreadable"
+
+
+def signed_in() -> bool:
+    """True when no password is configured, or this browser session has given it."""
+    return _app_secret() is None or bool(st.session_state.get("signed_in"))
+
+
+def sign_in() -> None:
+    """The only page there is until the password (STUDIO_APP_PASSWORD, else API_TOKEN) was given: compared in
+    constant time, with a growing delay after each wrong attempt, remembered for this browser session only."""
+    from engine.httpauth import secret_matches
+
+    st.title(TITLE)
+    st.caption("This studio is protected: give its password (STUDIO_APP_PASSWORD, or the API token).")
+    with st.form("sign_in"):
+        given = st.text_input("Password", type="password", key="sign_in_password")
+        submitted = st.form_submit_button("Sign in", type="primary")
+    if not submitted:
+        return
+    secret = _app_secret()
+    if secret is not None and secret_matches(given, secret):
+        st.session_state["signed_in"] = True
+        st.session_state.pop("sign_in_failures", None)
+        log.info("app: a browser session signed in")
+        st.rerun()
+    failures = st.session_state.get("sign_in_failures", 0) + 1
+    st.session_state["sign_in_failures"] = failures
+    log.warning("app: wrong password (attempt %d of this browser session)", failures)
+    time.sleep(LOGIN_DELAY_S[min(failures, len(LOGIN_DELAY_S)) - 1])
+    st.error("Wrong password.", icon=":material/lock:")
+
+
+@st.fragment(run_every=2.0)
+def _ingest_jobs(engine) -> None:
+    """Background ingests of this process, on every page's sidebar while they run."""
+    for state in engine.jobs.running():
+        st.progress(state.fraction, text=f"Ingesting into '{state.collection}': {state.describe()}")
+
+
 def main() -> None:
     # st.navigation replaces Streamlit's pages/ auto-discovery: named pages, icons, lower-case URLs,
     # and this entry script runs before every page (page config, sidebar).
     st.set_page_config(page_title=TITLE, page_icon=":material/explore:", layout="wide")
+    if not signed_in():
+        # before anything else: one page, whatever URL was asked for
+        st.navigation([st.Page(sign_in, title="Sign in", icon=":material/lock:", default=True)], position="hidden").run()
+        st.stop()
     navigation = st.navigation(
         [st.Page(home, title="Home", icon=":material/home:", default=True)]
         + [st.Page(script, title=title, icon=icon, url_path=title) for script, title, icon, _ in PAGES]
@@ -228,6 +290,9 @@ def main() -> None:
         engine = None  # the page shows the error
     if engine is not None:
         st.sidebar.caption(f"Data folder: `{engine.settings.data_dir}`")
+        if engine.jobs.running():
+            with st.sidebar:
+                _ingest_jobs(engine)
     navigation.run()
 
 

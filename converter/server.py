@@ -3,7 +3,8 @@
 
     python converter/server.py --host 0.0.0.0 --port 8001 [--data-dir DIR]
 
-Routes (JSON; every route but /health needs ``Authorization: Bearer $API_TOKEN`` when API_TOKEN is set):
+Routes (JSON; every route but /health needs ``Authorization: Bearer $API_TOKEN`` when API_TOKEN is set,
+the interactive documentation /docs, /redoc and /openapi.json included):
     GET    /health                   alive
     POST   /v1/jobs                  {"model", "name"?, "variants"?, "trust_remote_code"?, "force"?} -> 202 job
     GET    /v1/jobs                  all jobs, newest first
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hmac
 import json
 import logging
 import queue
@@ -56,6 +56,7 @@ from engine.errors import (  # noqa: E402
     RemoteCodeRefusedError,
     StudioError,
 )
+from engine.httpauth import BEARER_HINT, authorized, error_body  # noqa: E402
 from engine.manifest import MANIFEST_FILE, VARIANTS  # noqa: E402
 from engine.registry import Registry  # noqa: E402
 from engine.settings import Settings, load_settings  # noqa: E402
@@ -413,8 +414,25 @@ def _event(line: str) -> dict | None:
 def _error_response(status: int, error: StudioError | dict) -> JSONResponse:
     body = error.to_dict() if isinstance(error, StudioError) else error
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(status_code=status, headers=headers, content={
-        "error": {"message": body.get("message", ""), "type": body.get("error", "error"), "hint": body.get("hint", "")}})
+    return JSONResponse(status_code=status, headers=headers,
+                        content=error_body(status, body.get("message", ""), body.get("error"), hint=body.get("hint", "")))
+
+
+def _protected_docs(app: FastAPI, authorize) -> None:
+    """/openapi.json, /docs and /redoc behind the bearer token (FastAPI's own ones are switched off)."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(authorize)])
+    def openapi() -> dict:
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(authorize)])
+    def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=[Depends(authorize)])
+    def redoc():
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
 
 
 def model_rows(registry: Registry) -> list[dict]:
@@ -459,15 +477,16 @@ def create_app(settings: ConverterSettings | None = None, studio_settings: Setti
         return Registry(studio_settings.registry, models_dir)
 
     def authorize(request: Request) -> None:
-        if not token:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise Rejection(401, InputError("Missing or wrong bearer token.", "send Authorization: Bearer $API_TOKEN"))
+        if not authorized(request.headers.get("authorization"), token):
+            raise Rejection(401, InputError("Missing or wrong bearer token.", BEARER_HINT))
 
-    app = FastAPI(title="ONNX Embedding Studio converter", version="1", lifespan=lifespan)
+    # with a token, the documentation is served only by the token-checked routes below: the request
+    # shapes are no one else's business
+    docs = {} if not token else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="ONNX Embedding Studio converter", version="1", lifespan=lifespan, **docs)
     app.state.runner = runner
+    if token:
+        _protected_docs(app, authorize)
 
     @app.exception_handler(Rejection)
     async def _rejection(request: Request, exc: Rejection) -> JSONResponse:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InputError, StudioError
+from engine.httpauth import mask_url, mask_urls
 from engine.settings import REPO_ROOT
 from engine.studio import Studio
 
@@ -103,7 +104,7 @@ def workload_texts(name: str, count: int) -> list[str]:
                 if len(texts) >= count:
                     break
         return texts
-    return [t for t in path.read_text(encoding="utf-8").splitlines() if t.strip()][:count]
+    return [t.rstrip("\r") for t in path.read_text(encoding="utf-8").split("\n") if t.strip()][:count]  # \n only
 
 
 def _percentiles(latencies: Sequence[float]) -> tuple[float, float, float]:
@@ -191,9 +192,11 @@ def run_http(url: str, model: str, batch_size: int, texts: list[str], tokens: in
             try:
                 response = client.post(endpoint, json={"model": model, "input": batch})
             except httpx.HTTPError as exc:
-                raise StudioError(f"The embedding server at {url} did not answer: {exc}") from None
+                raise StudioError(f"The embedding server at {mask_url(url)} did not answer: "
+                                  f"{mask_urls(str(exc))}") from None
             if response.status_code != 200:
-                raise StudioError(f"The embedding server at {url} answered {response.status_code}: {response.text[:200]}")
+                raise StudioError(f"The embedding server at {mask_url(url)} answered {response.status_code}: "
+                                  f"{response.text[:200]}")
             data = sorted(response.json()["data"], key=lambda d: d["index"])
             return np.array([d["embedding"] for d in data], dtype=np.float32)
 
@@ -207,7 +210,7 @@ def run_http(url: str, model: str, batch_size: int, texts: list[str], tokens: in
             latencies.append(time.perf_counter() - t0)
         seconds = time.perf_counter() - begin
     p50, p90, p99 = _percentiles(latencies)
-    return (BenchResult("openai-http", model, model, url, batch_size, len(texts), seconds, len(texts) / seconds,
+    return (BenchResult("openai-http", model, model, mask_url(url), batch_size, len(texts), seconds, len(texts) / seconds,
                         tokens / seconds, p50, p90, p99, cold), np.concatenate(parts))
 
 
@@ -266,11 +269,12 @@ def run_benchmark(studio: Studio, models: Sequence[str], variants: Sequence[str]
                         reference, baseline_speed))
         for url in http_urls:
             for batch_size in batch_sizes:
-                report_progress(f"{url}, batch {batch_size}", step / steps)
+                report_progress(f"{mask_url(url)}, batch {batch_size}", step / steps)
                 step += 1
                 results.append(_measured(
                     partial(run_http, url, http_model or model, batch_size, texts, tokens),
-                    BenchResult("openai-http", model, http_model or model, url, batch_size, len(texts), 0, 0, 0, 0, 0, 0, 0),
+                    BenchResult("openai-http", model, http_model or model, mask_url(url), batch_size, len(texts),
+                                0, 0, 0, 0, 0, 0, 0),
                     reference, baseline_speed))
     report_progress("done", 1.0)
     lengths = [len(t) for t in texts]

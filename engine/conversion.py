@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import ConversionError, InputError
+from engine.httpauth import mask_url, mask_urls
 from engine.manifest import VARIANTS
 from engine.registry import NAME_PATTERN, Registry
 from engine.settings import REPO_ROOT, get_settings
@@ -160,7 +161,7 @@ def run_remote(url: str, request: ConversionRequest, progress: Progress | None =
                     client.delete(f"/v1/jobs/{job['id']}")
                 raise
     except httpx.HTTPError as exc:
-        raise ConversionError(f"The converter service at {url} cannot be reached: {exc}",
+        raise ConversionError(f"The converter service at {mask_url(url)} cannot be reached: {mask_urls(str(exc))}",
                               "start it (docker compose --profile converter up) or unset STUDIO_CONVERTER_URL") from None
     if job["status"] != "succeeded":
         error = job.get("error") or {}

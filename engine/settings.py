@@ -11,7 +11,7 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.errors import ConfigError
@@ -34,12 +34,31 @@ class Settings(BaseSettings):
     max_batch_tokens: int = Field(16384, ge=64)
     log_json: bool = False
     log_level: str = "INFO"
+    shared_data: Path = Field(REPO_ROOT.parent / "shared" / "data",
+                              description="The shared corpus (PDFs, SciFact) benchmarks and evaluations read by default")
     converter_url: str | None = Field(None, description="Converter service (converter/server.py); unset: run it locally")
+
+    # who may use the app: with either set, the app asks for it before anything else (API_TOKEN is the
+    # HTTP API's bearer token; STUDIO_APP_PASSWORD, when set, is the app's password instead)
+    app_password: SecretStr | None = Field(None, description="The app's password (default: API_TOKEN)")
+    api_token: SecretStr | None = Field(None, validation_alias=AliasChoices("API_TOKEN", "STUDIO_API_TOKEN"),
+                                        description="The HTTP API's bearer token; the app's password when no other is set")
 
     # documents
     max_upload_mb: int = Field(200, ge=1)
     max_pages: int = Field(2000, ge=1)
     render_dpi: int = Field(200, ge=36, le=600)
+
+    @field_validator("app_password", "api_token", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def app_secret(self) -> str | None:
+        """What the app asks for before anything else, or None (an open app, as on a laptop)."""
+        secret = self.app_password or self.api_token
+        return secret.get_secret_value() if secret is not None else None
 
     @property
     def models_dir(self) -> Path:

@@ -1,18 +1,24 @@
 """The one object every entry point shares: settings, registry, session cache, embedders.
 
 The Streamlit app keeps one per process (``st.cache_resource``), the HTTP server one per worker,
-the CLI one per command. Embedders are cached per (model, variant, provider).
+the CLI one per command. Embedders are cached per (model, variant, provider); collections per name,
+so that one Collection object (and its in-memory vectors) serves every query of the process; background
+ingest jobs (the app's) live here too, so they outlast the page run that started them.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from engine.embedder import Embedder
 from engine.registry import Registry
 from engine.sessions import SessionCache, SessionOptions
 from engine.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from engine.index import Collection
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +29,19 @@ class Studio:
         self.registry = Registry(self.settings.registry, self.settings.models_dir)
         self.sessions = SessionCache(self.settings.session_cache_size)
         self._embedders: dict[tuple[str, str, str], Embedder] = {}
+        self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
+        self._jobs = None  # engine.jobs.IngestJobs, made on first use
+
+    def collection(self, name: str) -> Collection:
+        """The one Collection object of this Studio for ``name`` (an invalid name is an InputError)."""
+        from engine.index import Collection
+
+        with self._lock:
+            found = self._collections.get(name)
+            if found is None:
+                found = self._collections[name] = Collection(self.settings.collections_dir, name)
+            return found
 
     @property
     def session_options(self) -> SessionOptions:
@@ -56,6 +74,16 @@ class Studio:
         with self._lock:
             self._embedders[key] = embedder
         return embedder
+
+    @property
+    def jobs(self):
+        """The background ingest jobs of this Studio (engine.jobs.IngestJobs), created on first use."""
+        with self._lock:
+            if self._jobs is None:
+                from engine.jobs import IngestJobs
+
+                self._jobs = IngestJobs(self)
+            return self._jobs
 
     def forget(self, model: str) -> None:
         """Drop cached embedders and sessions of a model (after it was re-converted or deleted)."""

@@ -1,9 +1,10 @@
 """Documents: drag-and-drop PDFs (or page images) into a collection, with the OCR engine of your choice,
-progress per page, a status per file, page thumbnails, and deletion."""
+progress per page, a status per file, page thumbnails, and deletion. The ingest runs as a background
+job of the Studio (engine/jobs.py): opening another page does not stop it, and this page shows its
+progress or its result when the user comes back."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import streamlit as st
@@ -13,7 +14,6 @@ from engine import pipeline, ui
 from engine.errors import StudioError
 from engine.ocr.extract import list_engines
 
-log = logging.getLogger("pages.documents")
 studio = page_setup()
 NEW = "+ new collection"
 st.title("Documents")
@@ -83,36 +83,59 @@ can_ingest = bool(uploads) and picked.available and bool(collection_name)
 if st.button(f"Ingest {len(uploads or [])} file(s) into '{collection_name or '…'}'", type="primary", disabled=not can_ingest):
     options = pipeline.IngestOptions(ocr=picked.engine, password=password or None, model=model,
                                      chunk_size=int(chunk_size), chunk_overlap=int(chunk_overlap), force=force)
-    results = []
-    with st.status(f"Ingesting {len(uploads)} file(s)…", expanded=True) as status:
-        for upload in uploads:
-            bar = st.progress(0.0, text=f"{upload.name}: waiting")
+    try:
+        # a background job of the Studio: it goes on when the user opens another page meanwhile
+        job = studio.jobs.start(collection_name, [(upload.name, upload.getvalue()) for upload in uploads], options,
+                                extra={"password": password or None})
+    except StudioError as exc:
+        show_error(exc)
+    else:
+        st.session_state["ingest_job"] = job.id
+        st.session_state.pop("ingest_results", None)
 
-            def on_progress(event: pipeline.ProgressEvent, bar=bar) -> None:
-                bar.progress(ui.ingest_fraction(event), text=ui.describe_event(event))
 
-            try:
-                result = pipeline.ingest(studio, collection_name, upload.getvalue(), upload.name, options, on_progress)
-            except StudioError as exc:
-                bar.progress(1.0, text=f"{upload.name}: failed")
-                result = pipeline.IngestResult(upload.name, False, error=exc.to_dict())
-            except Exception as exc:  # noqa: BLE001 - one broken file must not stop the others
-                log.exception("ingesting %s failed", upload.name)
-                bar.progress(1.0, text=f"{upload.name}: failed")
-                result = pipeline.IngestResult(upload.name, False, error={
-                    "message": f"{upload.name} could not be ingested ({type(exc).__name__}: {str(exc)[:200]}).",
-                    "hint": "the details are in the server log"})
-            if result.ok and password and result.doc_id:
-                st.session_state.setdefault("doc_passwords", {})[result.doc_id] = password
-            results.append(result)
-        failed = sum(not r.ok for r in results)
-        status.update(label=f"Ingested {len(results) - failed} of {len(results)} file(s)",
-                      state="error" if failed == len(results) else "complete", expanded=bool(failed))
-    st.session_state["ingest_results"] = results
-    if any(r.ok for r in results):  # show the collection that now exists instead of "new collection"
-        st.session_state["current_collection"] = collection_name
+def finish(state) -> None:
+    """A job of this session has ended: keep its results for display and show its collection."""
+    secret = studio.jobs.extra(state.id).get("password")
+    for result in state.results:
+        if result.ok and secret and result.doc_id:
+            st.session_state.setdefault("doc_passwords", {})[result.doc_id] = secret
+    st.session_state["ingest_results"] = list(state.results)
+    if state.message:
+        st.session_state["ingest_results"].append(
+            pipeline.IngestResult("(ingest)", False, error={"message": state.message, "hint": "see the server log"}))
+    st.session_state.pop("ingest_job", None)
+    if state.ok_count:  # show the collection that now exists instead of "new collection"
+        st.session_state["current_collection"] = state.collection
         st.session_state.pop("documents_collection", None)  # the picker re-selects from current_collection
-        st.rerun()
+
+
+@st.fragment(run_every=1.0)
+def job_progress(job_id: str) -> None:
+    state = studio.jobs.get(job_id)
+    if state is None:
+        st.session_state.pop("ingest_job", None)
+        return
+    if state.running:
+        with st.status(f"Ingesting {ui.plural(len(state.files), 'file')} into '{state.collection}'…", expanded=True):
+            st.progress(state.fraction, text=state.describe())
+            for result in state.results:
+                st.caption(f"{'✓' if result.ok else '✗'} {result.file}")
+            st.caption("You can open other pages meanwhile: the ingest goes on, and this page shows the result.")
+        return
+    finish(state)
+    st.rerun()  # the whole page: the collection below now holds the new documents
+
+
+job_id = st.session_state.get("ingest_job")
+if job_id is None:  # an ingest another browser session started into this collection
+    other = studio.jobs.latest(collection_name) if collection_name and collection_name != NEW else None
+    if other is not None and other.running:
+        st.info(f"Another session is ingesting into '{other.collection}': {other.describe()}", icon=":material/sync:")
+elif studio.jobs.get(job_id) is not None:
+    job_progress(job_id)
+else:
+    st.session_state.pop("ingest_job", None)
 
 for result in st.session_state.get("ingest_results", []):
     if result.ok and result.skipped:

@@ -38,6 +38,7 @@ from engine.errors import (
     OCRServiceError,
     OCRUnavailableError,
 )
+from engine.httpauth import mask_url
 from engine.log import redact
 from engine.ocr import register
 from engine.ocr.base import Availability, OCRBackend, OCRText, PageImage
@@ -297,7 +298,7 @@ class MistralOCR(OCRBackend):
             return OCRServiceError(f"Mistral OCR did not answer within {self.settings.timeout_s:g} s",
                                    "raise STUDIO_MISTRAL_TIMEOUT_S, or OCR fewer pages at a time")
         if "Connect" in name or "Network" in name or "NoResponse" in name:
-            return OCRServiceError(f"Cannot reach Mistral OCR at {url} ({name})",
+            return OCRServiceError(f"Cannot reach Mistral OCR at {mask_url(url)} ({name})",
                                    "check the network and STUDIO_MISTRAL_URL")
         return OCRServiceError(f"Mistral OCR request failed ({name}): {redact(str(exc))[:200]}",
                                "retry; report it if it persists")

@@ -35,6 +35,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.errors import OCRAuthError, OCRRateLimitError, OCRServiceError, OCRUnavailableError
+from engine.httpauth import mask_url
 from engine.log import redact
 from engine.ocr import vlm_env
 from engine.ocr.base import Availability, OCRBackend, OCRText, PageImage
@@ -435,13 +436,14 @@ class VLMBackend(OCRBackend):
         try:
             models = served_models(base, timeout=self.settings.probe_timeout_s, api_key=self._api_key())
         except httpx.HTTPStatusError as exc:
-            return Availability(self.name, False, f"the server at {base} answered HTTP {exc.response.status_code}",
+            return Availability(self.name, False, f"the server at {mask_url(base)} answered HTTP {exc.response.status_code}",
                                 f"check {self.env_prefix}URL and {self.env_prefix}API_KEY")
         except (httpx.HTTPError, ValueError) as exc:
-            return Availability(self.name, False, f"no answer from {base} within {self.settings.probe_timeout_s:g} s "
+            return Availability(self.name, False, f"no answer from {mask_url(base)} within {self.settings.probe_timeout_s:g} s "
                                 f"({type(exc).__name__})", self._setup_hint())
         if models and self.settings.model not in models:
-            return Availability(self.name, False, f"the server at {base} serves {', '.join(models)}, not {self.settings.model}",
+            return Availability(self.name, False, f"the server at {mask_url(base)} serves {', '.join(models)}, "
+                                f"not {self.settings.model}",
                                 f"set {self.env_prefix}MODEL={models[0]}")
         return Availability(self.name, True)
 
@@ -479,25 +481,26 @@ class VLMBackend(OCRBackend):
             response = self._http().post(url, json=body)
         except httpx.TimeoutException:
             raise OCRServiceError(
-                f"The {label} server at {base} did not answer within {self.settings.timeout_s:g} s",
+                f"The {label} server at {mask_url(base)} did not answer within {self.settings.timeout_s:g} s",
                 f"raise {self.env_prefix}TIMEOUT_S, or check the server's load",
             ) from None
         except httpx.HTTPError as exc:
-            raise OCRServiceError(f"Cannot reach the {label} server at {base} ({type(exc).__name__})",
+            raise OCRServiceError(f"Cannot reach the {label} server at {mask_url(base)} ({type(exc).__name__})",
                                   f"is it running? start one with: {self.recipe.serve_hint}; "
                                   f"or check {self.env_prefix}URL") from None
         if response.status_code == 200:
             try:
                 return response.json()
             except ValueError:
-                raise OCRServiceError(f"The {label} server at {base} sent a body that is not JSON", "check the URL") from None
+                raise OCRServiceError(f"The {label} server at {mask_url(base)} sent a body that is not JSON",
+                                      "check the URL") from None
         detail, status = _error_detail(response), response.status_code
         if status in (401, 403):
             raise OCRAuthError(f"The {label} server rejected the request (HTTP {status}): {detail}",
                                f"set {self.env_prefix}API_KEY to the server's --api-key")
         if status == 404:
             raise OCRServiceError(f"The {label} server has no model {self.settings.model!r} (HTTP 404): {detail}",
-                                  f"set {self.env_prefix}MODEL to a model the server lists at {base}/v1/models")
+                                  f"set {self.env_prefix}MODEL to a model the server lists at {mask_url(base)}/v1/models")
         if status == 429:
             raise OCRRateLimitError(f"The {label} server is overloaded (HTTP 429): {detail}",
                                     "retry later or lower the concurrency")

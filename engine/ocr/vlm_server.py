@@ -44,6 +44,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import OCRUnavailableError, RemoteCodeRefusedError, StudioError
+from engine.httpauth import authorized
 
 log = logging.getLogger(__name__)
 DEEPSEEK_OCR_ARCHITECTURE = "DeepseekOCRForCausalLM"  # v1, remote code
@@ -435,7 +436,7 @@ def create_app(runner: Runner, served_name: str, model_id: str, api_key: str | N
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next):
-        if api_key and request.url.path.startswith("/v1/") and request.headers.get("authorization") != f"Bearer {api_key}":
+        if request.url.path.startswith("/v1/") and not authorized(request.headers.get("authorization"), api_key):
             return error("Unauthorized", 401, "AuthenticationError")
         return await call_next(request)
 

@@ -71,8 +71,8 @@ def create_app(studio: Studio | None = None, api: ApiSettings | None = None) -> 
         app.include_router(router)
     # added innermost first: each add_middleware wraps the ones before it
     upload_limit = studio.settings.max_upload_bytes + 1024 * 1024  # one file plus the multipart envelope
-    app.add_middleware(BodyLimitMiddleware, max_bytes=api.max_body_bytes,
-                       prefix_limits={prefix: upload_limit for prefix in documents.UPLOAD_PREFIXES})
+    app.add_middleware(BodyLimitMiddleware, max_bytes=api.max_body_bytes, upload_bytes=upload_limit,
+                       upload_paths=documents.UPLOAD_PATHS)
     token = api.token.get_secret_value() if api.token is not None else None
     app.add_middleware(BearerAuthMiddleware, token=token, open_paths=OPEN_PATHS)
     # the routers' own routes carry the templates used as labels (the app wraps included routers)

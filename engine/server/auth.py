@@ -7,11 +7,12 @@ ever logged.
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from engine.httpauth import bearer_token as _parse_bearer
+from engine.httpauth import token_matches
 from engine.server.errors import error_response
 
 log = logging.getLogger(__name__)
@@ -21,17 +22,11 @@ def bearer_token(scope: Scope) -> bytes | None:
     """The token of an ``Authorization: Bearer ...`` header, or None."""
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
-            scheme, _, token = value.strip().partition(b" ")
-            if scheme.lower() == b"bearer" and token.strip():
-                return token.strip()
-            return None
+            return _parse_bearer(value)
     return None
 
 
-def token_matches(presented: bytes | None, expected: bytes) -> bool:
-    # compare_digest runs in time independent of where the bytes differ; a missing token is
-    # compared against the expected one too, so its answer takes as long as a wrong one's
-    return hmac.compare_digest(presented if presented is not None else b"", expected) and presented is not None
+__all__ = ["BearerAuthMiddleware", "bearer_token", "token_matches"]
 
 
 class BearerAuthMiddleware:

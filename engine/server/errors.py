@@ -39,11 +39,17 @@ from engine.errors import (
     ProviderError,
     RemoteCodeRefusedError,
     ServiceBusyError,
+    StorageError,
+    StorageFullError,
     StudioError,
     UnsupportedModelError,
 )
+from engine.httpauth import error_body, error_type
 
 log = logging.getLogger(__name__)
+__all__ = ["error_body", "error_response", "error_type", "install", "status_for", "studio_error_response"]
+# a message that quotes what the client sent is cut to this many characters, in the body and in the log
+MAX_MESSAGE_CHARS = 2000
 
 
 # The one table. Looked up along the exception's class hierarchy, so the most specific entry wins
@@ -70,6 +76,8 @@ STATUS_BY_ERROR: dict[type[StudioError], int] = {
     HubError: 502,
     ProviderError: 503,
     ServiceBusyError: 503,
+    StorageFullError: 507,  # Insufficient Storage (RFC 4918): the data folder's disk is full
+    StorageError: 500,  # read-only, permission denied, path too long: the server's folder, not the client's request
     ModelFileError: 500,
     InferenceError: 500,
     ConfigError: 500,
@@ -84,26 +92,6 @@ def status_for(exc: StudioError) -> int:
     return 500
 
 
-def error_type(status: int) -> str:
-    """OpenAI's ``type`` field: clients branch on it (and the openai client on the status)."""
-    if status == 401:
-        return "authentication_error"
-    if status == 403:
-        return "permission_error"
-    if status == 429:
-        return "rate_limit_error"
-    if status >= 500:
-        return "server_error"
-    return "invalid_request_error"
-
-
-def error_body(status: int, message: str, code: str | None, param: str | None = None, hint: str = "") -> dict:
-    body = {"message": message, "type": error_type(status), "param": param, "code": code}
-    if hint:
-        body["hint"] = hint
-    return {"error": body}
-
-
 def error_response(status: int, message: str, code: str | None, param: str | None = None, hint: str = "",
                    headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(error_body(status, message, code, param, hint), status_code=status, headers=headers)
@@ -113,22 +101,29 @@ def error_response(status: int, message: str, code: str | None, param: str | Non
 _PARAM_BY_CODE = {ModelNotFoundError.code: "model", ModelNotConvertedError.code: "model"}
 
 
+def bounded(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """A message cut to ``limit`` characters: an error that quotes a client's 25 MB list must not send it back."""
+    return message if len(message) <= limit else f"{message[:limit]}… (message cut: {len(message)} characters)"
+
+
 def studio_error_response(exc: StudioError) -> JSONResponse:
     status = status_for(exc)
     headers = {"Retry-After": "1"} if status in (429, 503) else None
     param = getattr(exc, "param", None) or _PARAM_BY_CODE.get(exc.code)
-    return error_response(status, exc.message, exc.code, param, exc.hint, headers)
+    return error_response(status, bounded(exc.message), exc.code, param, bounded(exc.hint), headers)
 
 
 def _location(loc: tuple) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    # the first element says where (body, query, path, header); only it is dropped, so a body field
+    # that is itself called "query" (the search route's) is still named
+    parts = [str(p) for p in (loc[1:] if loc and loc[0] in ("body", "query", "path", "header", "form") else loc)]
     return ".".join(parts) or "body"
 
 
 async def _on_studio_error(request: Request, exc: StudioError) -> JSONResponse:
     status = status_for(exc)
     log.log(logging.ERROR if status >= 500 else logging.INFO, "%s %s -> %d %s: %s",
-            request.method, request.url.path, status, exc.code, exc.message)
+            request.method, request.url.path, status, exc.code, bounded(exc.message, 300))
     return studio_error_response(exc)
 
 
@@ -144,7 +139,7 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
 
 
 async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    codes = {404: "not_found", 405: "method_not_allowed"}
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
     if exc.status_code == 404:
         message = f"No route {request.method} {request.url.path}."

@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA = Path(os.environ.get("STUDIO_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,9 @@ def load_texts(source: str, count: int) -> list[str]:
     with one text per line."""
     if source in ("scifact", "queries"):
         name = "corpus.jsonl" if source == "scifact" else "queries.jsonl"
-        path = SHARED_DATA / "scifact" / name
+        from engine.settings import get_settings
+
+        path = get_settings().shared_data / "scifact" / name
         texts = []
         with path.open(encoding="utf-8") as handle:
             for line in handle:
@@ -65,7 +66,7 @@ def load_texts(source: str, count: int) -> list[str]:
                 if len(texts) == count:
                     break
         return texts
-    lines = [line.strip() for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line.strip() for line in Path(source).read_text(encoding="utf-8").split("\n") if line.strip()]  # \n only
     return lines[:count]
 
 

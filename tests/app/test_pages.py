@@ -150,6 +150,10 @@ def test_documents_page_ingests_uploads_reports_bad_files_and_deletes(engine):
     ingest = next(b for b in at.button if b.label.startswith("Ingest 3 file"))
     ingest.click().run()
     ok(at)
+    for state in engine.jobs.running():  # the ingest is a background job of the Studio: let it finish
+        engine.jobs.wait(state.id, timeout=300)
+    at.run()
+    ok(at)
     assert any(s.startswith("Ingested **table_small.pdf**: 1 page,") for s in texts(at.success)), texts(at.success)
     errors = texts(at.error)
     assert any(e.startswith("not_a_pdf_oops.pdf:") and "not a PDF" in e for e in errors), errors

@@ -92,6 +92,32 @@ def test_secrets_pass_through_only_when_set():
     assert [p["published"] for p in given["api"]["ports"]] == ["9000"]
 
 
+ALL_PROFILES = [arg for profile in sorted(PROFILES) for arg in ("--profile", profile)]
+
+
+def test_every_port_is_published_on_loopback_unless_studio_bind_says_otherwise():
+    rendered = services("-f", str(STUDIO_FILE), *ALL_PROFILES)
+    published = {name: service.get("ports", []) for name, service in rendered.items()}
+    assert set(published) == set().union(*PROFILES.values()) and all(published.values()), published
+    for name, ports in published.items():
+        assert [p.get("host_ip") for p in ports] == ["127.0.0.1"] * len(ports), (name, ports)
+    exposed = services("-f", str(STUDIO_FILE), *ALL_PROFILES, env={"STUDIO_BIND": "0.0.0.0"})
+    for name, service in exposed.items():
+        assert [p.get("host_ip") for p in service["ports"]] == ["0.0.0.0"] * len(service["ports"]), name
+    # the app's password passes through to the app containers only when it is set
+    assert rendered["ui"]["environment"].get("STUDIO_APP_PASSWORD") is None
+    given = services("-f", str(STUDIO_FILE), "--profile", "cpu", env={"STUDIO_APP_PASSWORD": "s3cret"})
+    assert given["ui"]["environment"]["STUDIO_APP_PASSWORD"] == "s3cret"
+
+
+def test_the_dgx_spark_files_publish_no_ports_and_use_the_host_network():
+    for path in sorted(VLLM_DIR.glob("docker-compose.spark-*.yml")):
+        rendered = services("--env-file", str(VLLM_DIR / ".env.example"), "-f", str(path),
+                            "--profile", "ray", "--profile", "replicas")
+        for name, service in rendered.items():
+            assert not service.get("ports") and service.get("network_mode") == "host", (path.name, name)
+
+
 def test_vllm_services_use_the_pinned_image_and_the_pooling_runner():
     rendered = services("-f", str(STUDIO_FILE), "--profile", "vllm")
     for service in rendered.values():

@@ -1,21 +1,32 @@
 """``POST /v1/ocr`` (a PDF or image -> page texts with the engine of choice) and the collection
 routes: list, inspect, ingest uploaded PDFs, search, delete. Uploads may be as large as the
-engine's own limit (STUDIO_MAX_UPLOAD_MB); the work runs in a worker thread so the event loop
-keeps answering embeddings requests meanwhile."""
+engine's own limit (STUDIO_MAX_UPLOAD_MB), checked while each file is read; the work runs in a worker
+thread so the event loop keeps answering embeddings requests meanwhile.
+
+An ingest of several files answers 200 with one result per file, like the CLI: a file that cannot be
+ingested (empty, too large, not a PDF) is reported in ``results`` with its reason and the others are
+still ingested; ``failed`` counts them. Only a request that is wrong as a whole (an invalid collection
+name, an unknown option) is a 4xx. Stored document names are the upload's base name."""
 
 from __future__ import annotations
 
 import time
+from pathlib import PurePosixPath, PureWindowsPath
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from engine.errors import InputError, RequestError
+from engine.errors import EmptyDocumentError, RequestError, StudioError
 from engine.server.state import ServerState, get_state
+from engine.textcheck import check_encodable
 
 router = APIRouter(tags=["documents"])
-UPLOAD_PREFIXES = ("/v1/ocr", "/ocr", "/v1/collections")
+# the routes that take file uploads: the only ones allowed STUDIO_MAX_UPLOAD_MB instead of the JSON body limit
+UPLOAD_PATHS = r"/(v1/)?ocr|/v1/collections/[^/]+/documents"
+UPLOAD_CHUNK = 1024 * 1024
+MAX_FILENAME_CHARS = 255
 
 
 def _ocr(studio, data: bytes, name: str, engine: str, pages: str | None, password: str | None) -> dict:
@@ -35,18 +46,41 @@ def _ocr(studio, data: bytes, name: str, engine: str, pages: str | None, passwor
             "pages": extracted, "seconds": round(time.perf_counter() - started, 3)}
 
 
-async def _read_upload(upload: UploadFile) -> tuple[str, bytes]:
-    data = await upload.read()
-    if not data:
-        raise RequestError(f"The uploaded file {upload.filename or '(unnamed)'} is empty.", param="file")
-    return upload.filename or "upload.pdf", data
+def upload_name(filename: str | None, fallback: str = "upload.pdf") -> str:
+    """The base name of an upload's file name: a client may send ``/abs/path/evil2.pdf`` or
+    ``C:\\docs\\a.pdf``; the collection stores ``evil2.pdf`` / ``a.pdf``, so delete-by-name works."""
+    name = (filename or "").replace("\x00", "").strip()
+    name = PureWindowsPath(PurePosixPath(name).name).name.strip()
+    if name in ("", ".", ".."):
+        return fallback
+    return name[:MAX_FILENAME_CHARS]
+
+
+async def read_upload(upload: UploadFile, max_bytes: int) -> tuple[str, bytes]:
+    """The upload's base name and bytes, read in chunks and refused (DocumentLimitError) as soon as more
+    than ``max_bytes`` arrive; an empty file is an EmptyDocumentError naming it."""
+    from engine.documents import size_limit_error
+
+    name = upload_name(upload.filename)
+    parts, total = [], 0
+    while True:
+        part = await upload.read(min(UPLOAD_CHUNK, max_bytes + 1 - total))
+        if not part:
+            break
+        total += len(part)
+        if total > max_bytes:
+            raise size_limit_error(name, max_bytes)
+        parts.append(part)
+    if not total:
+        raise EmptyDocumentError(f"{name} is empty (0 bytes).", "the upload was cut off; send the file again")
+    return name, b"".join(parts)
 
 
 @router.post("/v1/ocr")
 @router.post("/ocr", include_in_schema=False)
 async def ocr(file: UploadFile = File(...), engine: str = Form("auto"), pages: str | None = Form(None),
               password: str | None = Form(None), state: ServerState = Depends(get_state)) -> dict:
-    name, data = await _read_upload(file)
+    name, data = await read_upload(file, state.studio.settings.max_upload_bytes)
     return await run_in_threadpool(_ocr, state.studio, data, name, engine, pages, password)
 
 
@@ -60,38 +94,50 @@ def _collection_info(info) -> dict:
 
 @router.get("/v1/collections")
 async def list_all(state: ServerState = Depends(get_state)) -> dict:
-    from engine.index import list_collections
+    """Every collection; one that cannot be read is listed with ``broken: true`` and its error."""
+    from engine.index import scan_collections
 
-    infos = await run_in_threadpool(list_collections, state.studio.settings.collections_dir)
-    return {"object": "list", "data": [_collection_info(i) for i in infos]}
+    infos, broken = await run_in_threadpool(scan_collections, state.studio.settings.collections_dir)
+    return {"object": "list", "data": [_collection_info(i) for i in infos]
+            + [{"name": b.name, "broken": True, "error": b.error.to_dict(), "documents": []} for b in broken]}
 
 
 @router.get("/v1/collections/{name}")
 async def get_one(name: str, state: ServerState = Depends(get_state)) -> dict:
-    from engine.pipeline import collection
-
-    return _collection_info(await run_in_threadpool(lambda: collection(state.studio, name).info()))
+    return _collection_info(await run_in_threadpool(lambda: state.studio.collection(name).info()))
 
 
 @router.post("/v1/collections/{name}/documents")
 async def ingest_documents(name: str, files: list[UploadFile] = File(...), ocr: str = Form("auto"),
                           password: str | None = Form(None), model: str | None = Form(None),
-                          chunk_size: int = Form(128), chunk_overlap: int = Form(16), force: bool = Form(False),
-                          state: ServerState = Depends(get_state)) -> dict:
-    from engine.pipeline import IngestOptions, ingest_many
+                          chunk_size: int = Form(128, ge=8, le=8192), chunk_overlap: int = Form(16, ge=0, le=8191),
+                          force: bool = Form(False), state: ServerState = Depends(get_state)) -> dict:
+    from engine.pipeline import IngestOptions, IngestResult, collection, ingest_many
 
-    uploads = [await _read_upload(f) for f in files]
+    collection(state.studio, name)  # the name first: '.x' is a 400 before any file is read
+    limit = state.studio.settings.max_upload_bytes
+    uploads, refused = [], {}
+    for position, upload in enumerate(files):
+        try:
+            uploads.append(await read_upload(upload, limit))
+        except StudioError as exc:  # empty or too large: reported in its place, the other files go on
+            refused[position] = IngestResult(upload_name(upload.filename), False, error=exc.to_dict())
     options = IngestOptions(ocr=ocr, password=password, model=model, chunk_size=chunk_size,
                             chunk_overlap=chunk_overlap, force=force)
-    results = await run_in_threadpool(ingest_many, state.studio, name, uploads, options)
+    ingested = iter(await run_in_threadpool(ingest_many, state.studio, name, uploads, options) if uploads else [])
+    results = [refused[i] if i in refused else next(ingested) for i in range(len(files))]
     return {"collection": name, "ingested": sum(r.ok for r in results), "failed": sum(not r.ok for r in results),
             "results": [r.to_dict() for r in results]}
 
 
 class SearchBody(BaseModel):
+    # strict: true is not 1 and "12" is not 12 at the HTTP boundary
+    model_config = ConfigDict(strict=True)
+
     query: str = Field(min_length=1, max_length=10_000)
     k: int = Field(5, ge=1, le=1000)
-    documents: list[str] | None = None
+    documents: list[Annotated[str, Field(max_length=512)]] | None = Field(
+        None, max_length=1000, description="document names or ids to search in")
 
 
 @router.post("/v1/collections/{name}/search")
@@ -99,7 +145,8 @@ async def search_collection(name: str, body: SearchBody, state: ServerState = De
     from engine.pipeline import search
 
     if not body.query.strip():
-        raise InputError("The query is empty.")
+        raise RequestError("The query is empty.", "query")
+    check_encodable(body.query, "query", param="query")
     result = await run_in_threadpool(search, state.studio, name, body.query, body.k, body.documents)
     return {"collection": name, "model": result.model, "provider": result.provider,
             "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
@@ -108,15 +155,11 @@ async def search_collection(name: str, body: SearchBody, state: ServerState = De
 
 @router.delete("/v1/collections/{name}/documents/{document}")
 async def delete_document(name: str, document: str, state: ServerState = Depends(get_state)) -> dict:
-    from engine.pipeline import collection
-
-    record = await run_in_threadpool(lambda: collection(state.studio, name).delete_document(document))
+    record = await run_in_threadpool(lambda: state.studio.collection(name).delete_document(document))
     return {"deleted": record.name, "doc_id": record.doc_id}
 
 
 @router.delete("/v1/collections/{name}")
 async def drop(name: str, state: ServerState = Depends(get_state)) -> dict:
-    from engine.pipeline import collection
-
-    await run_in_threadpool(lambda: collection(state.studio, name).drop())
+    await run_in_threadpool(lambda: state.studio.collection(name).drop())
     return {"deleted": name}

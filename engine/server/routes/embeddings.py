@@ -28,6 +28,7 @@ from engine.embedder import Embedder
 from engine.errors import InputError, RequestError
 from engine.registry import ModelSpec
 from engine.server.state import ServerState, get_state
+from engine.textcheck import check_encodable
 
 router = APIRouter(tags=["openai"])
 # small requests are tokenized on the event loop (~0.1 ms for a sentence): a hop to a thread costs
@@ -43,7 +44,8 @@ class EmbeddingRequest(BaseModel):
     input: Any = Field(..., description="A string or a list of strings")
     model: str | None = Field(None, description="Registry name, optionally name:variant")
     encoding_format: Literal["float", "base64"] | None = "float"
-    dimensions: int | None = Field(None, ge=1, description="Matryoshka: keep this many dimensions, re-normalised")
+    # strict: JSON true or "12" is a 400, not 1 or 12
+    dimensions: int | None = Field(None, ge=1, strict=True, description="Matryoshka: keep this many dimensions, re-normalised")
     user: str | None = None  # accepted and ignored, like OpenAI's abuse-monitoring id
     prompt_name: str | None = Field(None, description="One of the model's prompts, e.g. query or document")
 
@@ -74,6 +76,7 @@ def parse_input(value: object, max_items: int, max_chars: int) -> list[str]:
             raise RequestError(f"input[{index}] is not a string.", "input")
         if not text:
             raise RequestError(f"input[{index}] is an empty string.", "input")
+        check_encodable(text, f"input[{index}]", param="input")
         if len(text) > max_chars:
             raise RequestError(f"input[{index}] has {len(text)} characters; this server takes at most {max_chars}.",
                                "input", "split long texts into chunks (STUDIO_API_MAX_CHARS sets the limit)")

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from engine.cli import _studio, _table, command
+from engine.cli import args as cliargs
 from engine.errors import InputError
+from engine.manifest import VARIANTS
 
 
 def _ingest_args(p: argparse.ArgumentParser) -> None:
@@ -16,10 +18,10 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ocr", default="auto", help="auto, text, tesseract, rapidocr, mistral, deepseek-ocr, hunyuan-ocr")
     p.add_argument("--password", help="password of encrypted PDFs")
     p.add_argument("--model", help="embedding model of a NEW collection (default: the registry default)")
-    p.add_argument("--variant", choices=["fp32", "optimized", "fp16", "int8"], help="variant of a new collection")
+    p.add_argument("--variant", choices=VARIANTS, help="variant of a new collection")
     p.add_argument("--provider", help="execution provider (default: STUDIO_PROVIDER or auto)")
-    p.add_argument("--chunk-size", type=int, default=128, help="tokens per chunk (default 128)")
-    p.add_argument("--chunk-overlap", type=int, default=16, help="tokens of overlap (default 16)")
+    p.add_argument("--chunk-size", type=cliargs.int_range(8), default=128, help="tokens per chunk (default 128)")
+    p.add_argument("--chunk-overlap", type=cliargs.non_negative_int, default=16, help="tokens of overlap (default 16)")
     p.add_argument("--headings", action="store_true", help="prepend the heading path to each chunk for embedding")
     p.add_argument("--force", action="store_true", help="re-ingest files already in the collection")
 
@@ -64,7 +66,7 @@ def cmd_ingest(args: argparse.Namespace) -> tuple[object, str]:
 def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("query", help="what to look for")
     p.add_argument("--collection", required=True)
-    p.add_argument("--k", type=int, default=5, help="number of hits (default 5)")
+    p.add_argument("--k", type=cliargs.positive_int, default=5, help="number of hits (default 5)")
     p.add_argument("--document", action="append", help="only search this document (name or id); repeatable")
     p.add_argument("--model", help="must be the collection's model (checked)")
     p.add_argument("--provider")
@@ -73,7 +75,10 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 @command("search", "semantic search in a collection (cosine top-k)", _search_args)
 def cmd_search(args: argparse.Namespace) -> tuple[object, str]:
     from engine.pipeline import search
+    from engine.textcheck import check_encodable
 
+    # bytes that are not UTF-8 in argv arrive as lone surrogates (PEP 383): a clear error, not a tokenizer crash
+    check_encodable(args.query, "The query")
     result = search(_studio(args), args.collection, args.query, k=args.k, documents=args.document,
                     model=args.model, provider=args.provider)
     lines = [f"{len(result.hits)} hits in {result.seconds['total'] * 1000:.0f} ms ({result.model} on {result.provider})"]
@@ -83,28 +88,52 @@ def cmd_search(args: argparse.Namespace) -> tuple[object, str]:
     return [hit.to_dict() for hit in result.hits], "\n".join(lines)
 
 
-@command("collections", "list collections and their documents", lambda p: None)
+@command("collections", "list collections and their documents (broken ones are marked)", lambda p: None)
 def cmd_collections(args: argparse.Namespace) -> tuple[object, str]:
-    from engine.index import list_collections
+    from engine.index import scan_collections
 
-    infos = list_collections(_studio(args).settings.collections_dir)
+    infos, broken = scan_collections(_studio(args).settings.collections_dir)
     rows = [[i.name, i.model, i.variant, str(len(i.documents)), str(i.chunk_count), i.created_at] for i in infos]
     data = [{"name": i.name, "model": i.model, "variant": i.variant, "dim": i.dim, "chunks": i.chunk_count,
              "documents": [d.__dict__ for d in i.documents]} for i in infos]
-    return data, _table(rows, ["collection", "model", "variant", "documents", "chunks", "created"]) if rows else "no collections"
+    data += [{"name": b.name, "broken": True, "error": b.error.to_dict(), "documents": []} for b in broken]
+    text = _table(rows, ["collection", "model", "variant", "documents", "chunks", "created"]) if rows else "no collections"
+    if broken:
+        text = "\n".join([text if rows else "no readable collections",
+                          *(f"BROKEN  {b.name}: {b.error.message}" + (f" ({b.error.hint})" if b.error.hint else "")
+                            for b in broken)])
+    return data, text
+
+
+def _check_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="the collection to check")
+
+
+@command("check-collection", "read every file of a collection; report missing or unreadable segments (exit 1 if any)",
+         _check_args)
+def cmd_check_collection(args: argparse.Namespace) -> tuple[object, str]:
+    report = _studio(args).collection(args.name).check()
+    args.exit_status = 0 if report.ok else 1
+    if report.ok:
+        extra = f"; {report.leftovers} unreferenced file(s) a later write removes" if report.leftovers else ""
+        return report.to_dict(), f"{report.name}: ok, {report.documents} documents, {report.chunks} chunks readable{extra}"
+    lines = [f"{report.name}: BROKEN"] + [f"  - {p}" for p in report.problems]
+    if report.hint:
+        lines.append(f"what to do: {report.hint}")
+    return report.to_dict(), "\n".join(lines)
 
 
 def _delete_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--collection", required=True)
-    p.add_argument("document", nargs="?", help="document name or id to delete")
-    p.add_argument("--all", action="store_true", help="delete the whole collection")
+    # one or the other: "delete --collection C doc.pdf --all" is refused rather than guessed
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("document", nargs="?", help="document name or id to delete")
+    which.add_argument("--all", action="store_true", help="delete the whole collection")
 
 
 @command("delete", "delete a document from a collection, or the whole collection", _delete_args)
 def cmd_delete(args: argparse.Namespace) -> tuple[object, str]:
-    from engine.pipeline import collection
-
-    target = collection(_studio(args), args.collection)
+    target = _studio(args).collection(args.collection)
     if args.all:
         target.drop()
         return {"deleted": args.collection}, f"deleted collection {args.collection!r}"
@@ -115,12 +144,12 @@ def cmd_delete(args: argparse.Namespace) -> tuple[object, str]:
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True, type=Path, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels")
+    p.add_argument("--dataset", required=True, type=cliargs.input_folder, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels")
     p.add_argument("--model", help="model (default: the registry default)")
-    p.add_argument("--variant", choices=["fp32", "optimized", "fp16", "int8"])
+    p.add_argument("--variant", choices=VARIANTS)
     p.add_argument("--provider")
     p.add_argument("--split", default="test")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=cliargs.positive_int)
 
 
 @command("eval", "retrieval quality on a BEIR dataset (nDCG@10, Recall@100)", _eval_args)
@@ -152,7 +181,7 @@ def _chunk_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", type=Path, help="PDFs with a text layer")
     p.add_argument("--settings", default="96:16,128:16,200:30",
                    help="comma list of SIZE:OVERLAP[:h] (h = heading path prepended), default 96:16,128:16,200:30")
-    p.add_argument("--per-page", type=int, default=1, help="sentences sampled per page (default 1)")
+    p.add_argument("--per-page", type=cliargs.positive_int, default=1, help="sentences sampled per page (default 1)")
 
 
 @command("chunk-eval", "which chunk size/overlap finds the right page for sentences from your PDFs", _chunk_eval_args)

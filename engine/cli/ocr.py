@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
 from engine.cli import _table, command
-
-DEFAULT_BENCH_PDFS = Path(os.environ.get("STUDIO_SHARED_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
+from engine.cli import args as cliargs
 
 
 def _settings(args: argparse.Namespace):
@@ -30,7 +27,7 @@ def _progress(args: argparse.Namespace):
 
 # --- ocr -----------------------------------------------------------------------------------------------
 def _ocr_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", type=Path, help="a PDF, PNG or JPEG file")
+    p.add_argument("file", type=cliargs.input_file, help="a PDF, PNG or JPEG file")
     p.add_argument("--engine", default="auto", help="auto (default), text, tesseract, rapidocr, or another engine")
     p.add_argument("--pages", help="pages to read, e.g. 1-3,5 (default: all)")
     p.add_argument("--password", help="password of an encrypted PDF")
@@ -76,10 +73,11 @@ def cmd_ocr_engines(args: argparse.Namespace) -> tuple[object, str]:
 
 # --- ocr-bench ------------------------------------------------------------------------------------------------
 def _bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pdfs", type=Path, default=DEFAULT_BENCH_PDFS / "pdfs", help="folder of PDFs (default: shared/data/pdfs)")
+    p.add_argument("--pdfs", type=cliargs.input_folder, default=None,
+                   help="folder of PDFs (default: STUDIO_SHARED_DATA/pdfs, i.e. ../shared/data/pdfs)")
     p.add_argument("--engines", default="tesseract,rapidocr", help="comma list of OCR engines")
-    p.add_argument("--dpi", type=int, default=170, help="resolution of the scanned copies (default 170)")
-    p.add_argument("--max-pages", type=int, default=2, help="pages per document (default 2)")
+    p.add_argument("--dpi", type=cliargs.int_range(36, 600), default=170, help="resolution of the scanned copies (default 170)")
+    p.add_argument("--max-pages", type=cliargs.positive_int, default=2, help="pages per document (default 2)")
     p.add_argument("--files", help="comma list of file names in --pdfs to use (default: all)")
 
 
@@ -87,13 +85,14 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 def cmd_ocr_bench(args: argparse.Namespace) -> tuple[object, str]:
     from engine.errors import InputError
     from engine.ocr.evaluate import BenchConfig, markdown, run_benchmark, write_report
+    from engine.settings import load_settings
 
     if not 36 <= args.dpi <= 600:
         raise InputError(f"--dpi {args.dpi} is out of range.", "use 36 to 600 (scanners use 150-300)")
     if args.max_pages < 1:
         raise InputError("--max-pages must be at least 1.", "pages are taken per document")
     config = BenchConfig(
-        pdfs=args.pdfs,
+        pdfs=args.pdfs or load_settings(data_dir=args.data_dir).shared_data / "pdfs",
         engines=tuple(e.strip() for e in args.engines.split(",") if e.strip()),
         dpi=args.dpi,
         max_pages=args.max_pages,

@@ -2,6 +2,11 @@
 
 Errors print a message and a hint (or a JSON object with ``--json``) and exit with status 2;
 no traceback reaches the user.
+
+The package, one module per command group (each registers its commands on import):
+``__init__`` (the entry point and the model commands: providers, models, convert, embed),
+``documents`` (ingest, search, collections, delete, check-collection, eval, chunk-eval), ``ocr``,
+``bench``, ``checks`` and ``service`` (serve); ``args`` holds the argument types argparse checks.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from engine import __version__
+from engine.cli import args as cliargs
 from engine.errors import InputError, StudioError
+from engine.manifest import VARIANTS
+from engine.textcheck import check_encodable
 
 log = logging.getLogger(__name__)
 Handler = Callable[[argparse.Namespace], tuple[object, str]]
@@ -112,7 +120,8 @@ def cmd_models(args: argparse.Namespace) -> tuple[object, str]:
 def _convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="registry name, Hugging Face id (owner/name) or local folder")
     p.add_argument("--name", help="name for the converted model (default: from the id)")
-    p.add_argument("--variants", help="comma list of fp32,optimized,fp16,int8 (default: the registry's)")
+    p.add_argument("--variants", type=cliargs.variant_list,
+                   help="comma list of fp32,optimized,fp16,int8 (default: the registry's)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
     p.add_argument("--force", action="store_true", help="replace an existing conversion")
 
@@ -122,7 +131,7 @@ def cmd_convert(args: argparse.Namespace) -> tuple[object, str]:
     from engine import conversion
 
     studio = _studio(args)
-    variants = tuple(v.strip() for v in args.variants.split(",")) if args.variants else None
+    variants = tuple(args.variants) if args.variants else None
     request = conversion.plan(studio.registry, args.model, args.name, variants, args.trust_remote_code, args.force)
 
     def progress(step: str, fraction: float) -> None:
@@ -144,50 +153,93 @@ def cmd_convert(args: argparse.Namespace) -> tuple[object, str]:
 # --- embed ----------------------------------------------------------------------------------------
 def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model name (default: the registry's default)")
-    p.add_argument("--in", dest="input", required=True, type=Path, help="text file (one text per line) or JSONL with 'text'")
-    p.add_argument("--out", required=True, type=Path, help="output .npy (float32, input order)")
+    p.add_argument("--in", dest="input", required=True, type=cliargs.input_file,
+                   help="UTF-8 text file, one text per line (lines end at \\n only; a blank line is an empty text), "
+                        "or JSONL with a string 'text' field")
+    p.add_argument("--out", required=True, type=cliargs.output_file,
+                   help="output file, written exactly as named (.npy format: float32, input order); its folder must exist")
     p.add_argument("--provider", help="auto, cpu, cuda, tensorrt, ... (default: STUDIO_PROVIDER or auto)")
-    p.add_argument("--variant", choices=["fp32", "optimized", "fp16", "int8"])
+    p.add_argument("--variant", choices=VARIANTS)
     p.add_argument("--prompt-name", help="a prompt of the model, e.g. query or document")
-    p.add_argument("--dimensions", type=int, help="Matryoshka: keep this many dimensions (re-normalised)")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--dimensions", type=cliargs.positive_int, help="Matryoshka: keep this many dimensions (re-normalised)")
+    p.add_argument("--batch-size", type=cliargs.positive_int, help="texts per inference call")
 
 
-def read_texts(path: Path) -> list[str]:
-    """One text per line, or JSONL objects with a 'text' field (chosen by the first non-empty line)."""
+def split_lines(raw: str) -> list[str]:
+    """Lines that end at ``\\n`` and nowhere else (U+2028, U+2029, U+0085, \\v, \\f stay inside the text, unlike
+    ``str.splitlines``); a final ``\\n`` ends the last line rather than starting an empty one, and a ``\\r``
+    before the ``\\n`` (Windows line endings) is dropped."""
+    lines = raw.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _json_text(path: Path, number: int, line: str) -> str:
     try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"The input file {path} does not exist.") from None
-    except UnicodeDecodeError:
-        raise InputError(f"The input file {path} is not UTF-8 text.") from None
-    lines = raw.splitlines()
-    first = next((line for line in lines if line.strip()), "")
-    if first.lstrip().startswith("{"):
-        texts = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                texts.append(str(record["text"]))
-            except (ValueError, KeyError, TypeError):
-                raise InputError(f"{path}:{number} is not a JSON object with a 'text' field.") from None
-        return texts
-    return lines
+        record = json.loads(line)
+    except ValueError:
+        raise InputError(f"{path}:{number} is not valid JSON.", "each line must be a JSON object like {\"text\": \"...\"}"
+                         ) from None
+    if not isinstance(record, dict) or "text" not in record:
+        raise InputError(f"{path}:{number} is not a JSON object with a 'text' field.",
+                         "each line must be a JSON object like {\"text\": \"...\"}")
+    text = record["text"]
+    if not isinstance(text, str):
+        kind = "null" if text is None else type(text).__name__
+        raise InputError(f"{path}:{number}: 'text' is {kind}, not a string.", "give every record a text to embed")
+    return text
+
+
+def read_texts(path: Path, max_bytes: int | None = None) -> list[str]:
+    """The texts of an ``embed --in`` file, in order: one per line, or JSONL objects with a 'text' field
+    (JSONL when the first line starts with '{'). Nothing is skipped, so row N of the output is always line N:
+    a blank line of a text file is the empty text (embedded as such); in JSONL a blank line, a record without
+    a string 'text' (null, a number) or a lone surrogate anywhere is an InputError naming the line."""
+    from engine.documents import read_limited
+
+    data = read_limited(path, max_bytes, what="input file")
+    try:
+        raw = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"{path}:{line} is not UTF-8 text.", "save the file as UTF-8") from None
+    if raw.startswith("\ufeff"):  # a byte-order mark some editors write
+        raw = raw[1:]
+    lines = split_lines(raw)
+    if not lines:
+        raise InputError(f"The input file {path} is empty.", "put one text per line")
+    jsonl = lines[0].lstrip().startswith("{")
+    texts = []
+    for number, line in enumerate(lines, 1):
+        if jsonl and not line.strip():
+            raise InputError(f"{path}:{number} is blank, not a JSON object.",
+                             "remove blank lines from JSONL: row N of the output is line N")
+        text = _json_text(path, number, line) if jsonl else line
+        texts.append(check_encodable(text, f"{path}:{number}"))
+    return texts
+
+
+def write_npy(path: Path, vectors: np.ndarray) -> None:
+    """``vectors`` in .npy format at exactly ``path`` (np.save given a name would append '.npy')."""
+    try:
+        with open(path, "wb") as handle:
+            np.save(handle, vectors)
+    except OSError as exc:
+        raise InputError(f"Cannot write {path}: {exc.strerror or exc}.", "check the path and the folder's permissions"
+                         ) from None
 
 
 @command("embed", "embed texts from a file into a .npy array", _embed_args)
 def cmd_embed(args: argparse.Namespace) -> tuple[object, str]:
     studio = _studio(args)
-    texts = read_texts(args.input)
+    texts = read_texts(args.input, studio.settings.max_upload_bytes)
     embedder = studio.embedder(args.model, args.variant, args.provider).with_batching(args.batch_size)
     embedder.session()  # load and warm up before the clock starts
     started = time.perf_counter()
     vectors = embedder.embed(texts, prompt_name=args.prompt_name, dimensions=args.dimensions)
     seconds = time.perf_counter() - started
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(args.out, vectors.astype(np.float32))
+    write_npy(args.out, vectors.astype(np.float32))
     info = embedder.info()
     data = {**info, "count": len(texts), "dim": int(vectors.shape[1]), "out": str(args.out),
             "seconds": round(seconds, 3), "texts_per_second": round(len(texts) / seconds, 1) if seconds else None}
@@ -198,14 +250,14 @@ def cmd_embed(args: argparse.Namespace) -> tuple[object, str]:
 
 # --- entry point ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine", description="ONNX Embedding Studio engine")
+    parser = cliargs.OneLineParser(prog="python -m engine", description="ONNX Embedding Studio engine")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print the result as JSON")
-    common.add_argument("--data-dir", type=Path, help="data directory (default: STUDIO_DATA_DIR or ./data)")
+    common.add_argument("--data-dir", type=cliargs.data_folder, help="data directory (default: STUDIO_DATA_DIR or ./data)")
     common.add_argument("--log-json", action="store_true", help="log as JSON lines on stderr")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=cliargs.OneLineParser)
     for name, (help_text, configure, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
         configure(p)
@@ -216,7 +268,7 @@ def _load_commands() -> None:
     """Subcommands of other modules register themselves on import."""
     import importlib
 
-    for module in ("engine.cli_documents", "engine.cli_ocr", "engine.cli_bench", "engine.cli_checks", "engine.cli_service"):
+    for module in ("engine.cli.documents", "engine.cli.ocr", "engine.cli.bench", "engine.cli.checks", "engine.cli.service"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -13,20 +13,23 @@ import logging
 import os
 
 from engine.cli import _studio, command
+from engine.cli import args as cliargs
 from engine.errors import InputError, ModelNotConvertedError
+from engine.manifest import VARIANTS
 
 log = logging.getLogger(__name__)
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all interfaces)")
-    p.add_argument("--port", type=int, default=8000, help="port to bind (0: any free port)")
+    p.add_argument("--port", type=cliargs.port, default=8000, help="port to bind (0: any free port)")
     p.add_argument("--model", help="default model, warmed up at start (default: STUDIO_API_MODEL or the registry's)")
-    p.add_argument("--variant", choices=["fp32", "optimized", "fp16", "int8"], help="variant of the default model")
+    p.add_argument("--variant", choices=VARIANTS, help="variant of the default model")
     p.add_argument("--provider", help="auto, cpu, cuda, tensorrt, ... (default: STUDIO_API_PROVIDER, STUDIO_PROVIDER)")
-    p.add_argument("--workers", type=int, default=1, help="server processes (default 1; see the module notes)")
+    p.add_argument("--workers", type=cliargs.int_range(1, 64), default=1,
+                   help="server processes (default 1; see the module notes)")
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
-    p.add_argument("--keep-alive", type=float, default=75.0,
+    p.add_argument("--keep-alive", type=cliargs.positive_float, default=75.0,
                    help="seconds an idle client connection stays open (default 75)")
 
 

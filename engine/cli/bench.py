@@ -6,15 +6,16 @@ import argparse
 from pathlib import Path
 
 from engine.cli import _studio, _table, command
+from engine.cli import args as cliargs
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", help="comma list (default: the registry default)")
-    p.add_argument("--variants", default="fp32,int8", help="comma list (default fp32,int8)")
+    p.add_argument("--variants", type=cliargs.variant_list, default="fp32,int8", help="comma list (default fp32,int8)")
     p.add_argument("--providers", default="auto", help="comma list (default auto)")
-    p.add_argument("--batch-sizes", default="1,32", help="comma list (default 1,32)")
+    p.add_argument("--batch-sizes", type=cliargs.int_list(1, 4096), default="1,32", help="comma list (default 1,32)")
     p.add_argument("--workload", default="sentences", help="'sentences' or a corpus.jsonl / .txt path")
-    p.add_argument("--texts", type=int, default=256, help="number of texts (default 256)")
+    p.add_argument("--texts", type=cliargs.positive_int, default=256, help="number of texts (default 256)")
     p.add_argument("--baseline", action="store_true", help="also run sentence-transformers (torch) as the baseline")
     p.add_argument("--vllm-url", action="append", default=[], help="an OpenAI-compatible server to include (repeatable)")
     p.add_argument("--vllm-model", help="model name to send to that server")
@@ -29,8 +30,7 @@ def cmd_bench(args: argparse.Namespace) -> tuple[object, str]:
     split = lambda value: [v.strip() for v in value.split(",") if v.strip()]  # noqa: E731
     models = split(args.models) if args.models else [studio.registry.default_model]
     texts = workload_texts(args.workload, args.texts)
-    report = run_benchmark(studio, models, split(args.variants), split(args.providers),
-                           [int(b) for b in split(args.batch_sizes)], texts, baseline=args.baseline,
+    report = run_benchmark(studio, models, args.variants, split(args.providers), args.batch_sizes, texts, baseline=args.baseline,
                            http_urls=args.vllm_url, http_model=args.vllm_model, workload=args.workload)
     json_path, csv_path = save_report(report, args.out or studio.settings.reports_dir / "bench")
     rows = [[r.backend, r.model, r.variant, r.provider, str(r.batch_size),

@@ -10,13 +10,14 @@ import argparse
 from dataclasses import asdict
 
 from engine.cli import _studio, _table, command
+from engine.cli import args as cliargs
 
 
 def _check_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", dest="models", help="check only this model (repeatable)")
     p.add_argument("--provider", help="auto, cpu, cuda, ... (default: STUDIO_PROVIDER or auto); a named GPU provider "
                                       "that falls back to the CPU fails the check")
-    p.add_argument("--variants", help="comma list: check only these variants")
+    p.add_argument("--variants", type=cliargs.variant_list, help="comma list: check only these variants")
     p.add_argument("--no-load", action="store_true", help="files and parity figures only; do not load the ONNX files")
 
 
@@ -47,8 +48,7 @@ def cmd_check(args: argparse.Namespace) -> tuple[object, str]:
     from engine import checks
 
     studio = _studio(args)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
-    results = checks.check_models(studio, args.models, args.provider, variants, load=not args.no_load)
+    results = checks.check_models(studio, args.models, args.provider, args.variants, load=not args.no_load)
     counts = checks.summary(results)
     failed = counts[checks.FAIL] > 0
     args.exit_status = 1 if failed else 0

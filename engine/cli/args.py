@@ -1,0 +1,129 @@
+"""Argument types for ``python -m engine``: every value is checked by argparse itself, so a wrong one
+ends the command at once with exit status 2 and one line naming the argument, before any model loads.
+
+Each function takes the raw string and returns the parsed value or raises
+``argparse.ArgumentTypeError`` (argparse then says ``argument --x: <message>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from engine.manifest import VARIANTS
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser, but a usage error is one line (``error: ...; see --help``), not the usage dump."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's signature
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except (ValueError, AttributeError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    """A whole number in [low, high] (high None: no upper bound)."""
+
+    def parse(text: str) -> int:
+        value = _int(text)
+        if value < low or (high is not None and value > high):
+            span = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range: it must be {span}")
+        return value
+
+    parse.__name__ = "number"  # argparse names the type in its 'invalid <type> value' fallback
+    return parse
+
+
+positive_int = int_range(1)
+non_negative_int = int_range(0)
+port = int_range(0, 65535)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
+
+
+def int_list(low: int = 1, high: int | None = None) -> Callable[[str], list[int]]:
+    """A comma list of whole numbers in range: '1, 8,32' -> [1, 8, 32] (duplicates dropped)."""
+    item = int_range(low, high)
+
+    def parse(text: str) -> list[int]:
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError("give at least one number, e.g. 1,32")
+        return list(dict.fromkeys(item(part) for part in parts))
+
+    parse.__name__ = "list"
+    return parse
+
+
+def choice_list(choices: Iterable[str]) -> Callable[[str], list[str]]:
+    """A comma list whose items must each be one of ``choices``."""
+    allowed = tuple(choices)
+
+    def parse(text: str) -> list[str]:
+        items = [part.strip().lower() for part in text.split(",") if part.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"give at least one of {', '.join(allowed)}")
+        unknown = [item for item in items if item not in allowed]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {', '.join(map(repr, unknown))}: choose from {', '.join(allowed)}")
+        return list(dict.fromkeys(items))
+
+    parse.__name__ = "list"
+    return parse
+
+
+variant_list = choice_list(VARIANTS)
+
+
+def input_file(text: str) -> Path:
+    """A file that exists and is not a folder (pipes and devices are allowed: they are read with a limit)."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text} does not exist")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file")
+    return path
+
+
+def output_file(text: str) -> Path:
+    """A file path to write exactly: not a folder, and its folder must already exist."""
+    if not text or text.endswith(("/", "\\")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file name")
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name, e.g. {path / 'vectors.npy'}")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder {path.parent} does not exist; create it first")
+    return path
+
+
+def data_folder(text: str) -> Path:
+    """The data folder: it may not exist yet (it is created on first write), but it cannot be a file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    return path
+
+
+def input_folder(text: str) -> Path:
+    """A folder that exists."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a folder" if path.exists() else f"{text} does not exist")
+    return path

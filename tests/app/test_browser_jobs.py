@@ -1,0 +1,162 @@
+"""In a real browser (Playwright + Debian's chromium), two things a user of a shared studio relies on:
+
+- an ingest started on the Documents page goes on while the user opens another page (it is a background
+  job of the process's Studio): Search shows it in the sidebar, and back on Documents it finishes;
+- with ``STUDIO_APP_PASSWORD`` (or ``API_TOKEN``) set, the app asks for it before anything else, whatever
+  page is asked for; a wrong password is refused after a delay; the right one is kept for the browser session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, shared_data
+
+CHROMIUM = Path(os.environ.get("STUDIO_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+BOOK = "report_nist_sp800-223.pdf"  # 34 pages, ~25 s on 2 cores: still running when the user leaves the page
+PASSWORD = "open-sesame-42"
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} missing: apt-get install -y chromium")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def streamlit_app(default_model, data: Path, **env: str):
+    """``streamlit run app.py`` on 127.0.0.1 over ``data`` (with a link to the converted default model)."""
+    (data / "models").mkdir(parents=True, exist_ok=True)
+    (data / "models" / default_model.name).symlink_to(default_model, target_is_directory=True)
+    port = _free_port()
+    environment = {**os.environ, "STUDIO_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **env}
+    for name in ("API_TOKEN", "STUDIO_API_TOKEN", "STUDIO_APP_PASSWORD"):
+        if name not in env:
+            environment.pop(name, None)
+    log_path = data / "streamlit.log"
+    with open(log_path, "w+") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1", "--server.port",
+             str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                        if response.read().strip() == b"ok":
+                            break
+                except OSError:
+                    time.sleep(0.3)
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log_file.seek(0)
+                    pytest.fail(f"streamlit did not start: {log_file.read()[-2000:]}")
+            yield url, log_path
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+def _open(browser, url: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(90_000)
+    page.goto(url)
+    page.wait_for_selector('[data-testid="stApp"]')
+    return page
+
+
+def _idle(page) -> None:
+    page.wait_for_timeout(300)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
+
+
+def _nav(page, title: str) -> None:
+    """Switch page the way a user does, through the sidebar (same browser session, unlike a reload)."""
+    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+
+
+def _no_traceback(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert "Traceback (most recent call last)" not in page.content()
+
+
+def test_an_ingest_goes_on_while_the_user_opens_another_page(default_model, browser, tmp_path):
+    book = shared_data("pdfs", BOOK)
+    with streamlit_app(default_model, tmp_path / "data") as (url, _log):
+        page = _open(browser, f"{url}/Documents")
+        page.get_by_text("Drop PDFs here").wait_for()
+        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(book))
+        ingest = page.get_by_role("button", name=re.compile(r"Ingest 1 file"))
+        ingest.wait_for()
+        _idle(page)
+        ingest.click()
+        page.get_by_text(re.compile(r"Ingesting 1 file into 'documents'")).wait_for(timeout=60_000)
+
+        # the user goes to Search while the ingest runs: the sidebar says it is still going
+        _nav(page, "Search")
+        page.get_by_role("heading", name="Search").wait_for()
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        sidebar.get_by_text(re.compile(r"Ingesting into 'documents'")).wait_for(timeout=30_000)
+        _no_traceback(page)
+
+        # and comes back: the ingest finished (or finishes) and its result is shown
+        _nav(page, "Documents")
+        page.get_by_text(re.compile(rf"Ingested {re.escape(BOOK)}: 34 pages")).wait_for(timeout=600_000)
+        _no_traceback(page)
+        assert page.get_by_text("Collection 'documents'").count() == 1
+        page.close()
+
+
+def test_the_app_asks_for_its_password_before_anything_else(default_model, browser, tmp_path):
+    with streamlit_app(default_model, tmp_path / "data", STUDIO_APP_PASSWORD=PASSWORD) as (url, log_path):
+        for path in ("", "/Documents", "/Search"):  # whatever URL is asked for, only the sign-in page answers
+            page = _open(browser, f"{url}{path}")
+            page.get_by_role("button", name="Sign in").wait_for()
+            _idle(page)
+            assert page.get_by_text("Drop PDFs here").count() == 0 and page.get_by_text("Your question").count() == 0
+            assert page.locator('[data-testid="stSidebarNav"]').count() == 0
+            page.close()
+
+        page = _open(browser, url)
+        box = page.get_by_label("Password", exact=True)
+        box.fill("wrong-password")
+        started = time.monotonic()
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_text("Wrong password.").wait_for()
+        assert time.monotonic() - started >= 1.0  # a delay after a wrong attempt
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_text("Really runs on").wait_for()  # the home page
+        _nav(page, "Search")  # kept for this browser session: no second sign-in
+        page.get_by_role("heading", name="Search").wait_for()
+        assert page.get_by_role("button", name="Sign in").count() == 0
+        _no_traceback(page)
+        page.close()
+        assert PASSWORD not in log_path.read_text()
