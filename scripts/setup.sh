@@ -2,7 +2,9 @@
 # Idempotent set-up shared by startup.sh and test.sh:
 #   .venv with the Python dependencies, system packages (Tesseract OCR; Chromium for the browser
 #   tests), and the default model converted offline into the data directory.
-# Usage: scripts/setup.sh [--dev] [--skip-model]
+#   --vlm instead creates only .venv-vlm (requirements-vlm.txt: transformers 5 + torch) for the VLM OCR
+#   server (engine/ocr/vlm_server.py); STUDIO_VLM_VENV moves it. Nothing else is touched then.
+# Usage: scripts/setup.sh [--dev] [--skip-model] | scripts/setup.sh --vlm
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +14,7 @@ for arg in "$@"; do
   case "$arg" in
     --dev) mode=dev ;;
     --skip-model) convert_default=0 ;;
+    --vlm) mode=vlm ;;
     *) echo "unknown option: $arg" >&2; exit 64 ;;
   esac
 done
@@ -22,6 +25,35 @@ python_bin=${PYTHON:-python3}
 if ! "$python_bin" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
   echo "Python 3.10 or newer is needed (found: $("$python_bin" --version 2>&1))." >&2
   exit 1
+fi
+
+# .venv-vlm: torch first, as the CPU build unless an NVIDIA driver is present (a plain
+# `pip install torch` on Linux pulls the CUDA wheels, ~3 GB), then the pinned requirements.
+setup_vlm() {
+  local venv=${STUDIO_VLM_VENV:-.venv-vlm} req=requirements-vlm.txt
+  local stamp="$venv/.installed-vlm" digest torch_version pip
+  digest=$(sha256sum "$req" | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ] && [ -x "$venv/bin/python" ]; then return 0; fi
+  [ -x "$venv/bin/python" ] || { say "creating $venv"; "$python_bin" -m venv "$venv"; }
+  pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
+  torch_version=$(sed -n 's/^torch==//p' "$req")
+  if [ "$(uname -s)" = Linux ] && ! command -v nvidia-smi >/dev/null 2>&1 && [ ! -e /proc/driver/nvidia/version ]; then
+    say "installing torch $torch_version (CPU build) into $venv"
+    "${pip[@]}" "torch==$torch_version+cpu" 2>/dev/null \
+      || "${pip[@]}" --index-url https://download.pytorch.org/whl/cpu "torch==$torch_version+cpu"
+  fi
+  say "installing the VLM server's packages ($req) into $venv"
+  "${pip[@]}" -r "$req"
+  if [ "$(uname -s)" = Linux ] && ! command -v nvidia-smi >/dev/null 2>&1 \
+     && ! "$venv/bin/python" -c 'import sys, torch; sys.exit(torch.version.cuda is not None)'; then
+    echo "error: $venv got a CUDA build of torch on a machine without an NVIDIA GPU" >&2; exit 1
+  fi
+  echo "$digest" > "$stamp"
+}
+
+if [ "$mode" = vlm ]; then
+  setup_vlm
+  exit 0
 fi
 
 system_packages=(tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu tesseract-ocr-fra tesseract-ocr-spa

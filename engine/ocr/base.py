@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
@@ -38,6 +39,9 @@ class OCRBackend(ABC):
 
     name: ClassVar[str]
     local: ClassVar[bool] = True  # runs on this machine without network or GPU
+    # recognize() may run on several pages at once, in threads (a CPU engine whose work happens outside
+    # the GIL: a subprocess, ONNX Runtime); engine.ocr.extract then uses one worker per usable core
+    parallel: ClassVar[bool] = False
 
     @abstractmethod
     def availability(self) -> Availability:
@@ -47,6 +51,18 @@ class OCRBackend(ABC):
     def recognize(self, image: PageImage) -> OCRText:
         """Text of one rendered page, in reading order."""
 
+    def use_workers(self, workers: int) -> None:
+        """Called before pages are recognised ``workers`` at a time, so an engine can size its own threads."""
+        return None
+
     def recognize_pdf(self, pdf: bytes, pages: list[int]) -> dict[int, OCRText] | None:
         """Engines that take whole PDFs (Mistral) override this; None means: render pages and call recognize."""
         return None
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS, Windows
+        return max(1, os.cpu_count() or 1)

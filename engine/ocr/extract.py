@@ -1,7 +1,11 @@
 """Per-page text extraction: the text layer, an OCR engine, or ``auto`` (text where good, OCR where not).
 
-``extract_pages`` yields one ``Page`` at a time, so a caller can show progress and store pages as
-they come; nothing holds more than one rendered page. ``auto`` OCRs only the pages whose text layer
+``extract_pages`` yields one ``Page`` at a time, in page order, so a caller can show progress and
+store pages as they come. Engines that run on the CPU outside the GIL (Tesseract's subprocess,
+RapidOCR's ONNX Runtime: ``OCRBackend.parallel``) recognise several pages at once in a bounded pool
+of worker threads, one per core the process may use (STUDIO_OCR_WORKERS overrides): this thread
+renders the pages (PyMuPDF is not thread-safe) and hands them out, at most one rendered page per
+worker is held, and pages are yielded (and progress reported) in order. ``auto`` OCRs only the pages whose text layer
 ``engine.documents`` judged unusable (image-only scans, garbled fonts, a few characters over a
 page-sized image) with the first available engine of STUDIO_OCR_AUTO_ENGINES. Its default order,
 tesseract then rapidocr, comes from the measurement in engine/ocr/evaluate.py (``python -m engine
@@ -14,8 +18,11 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +31,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.documents import Document, Limits, TextLayer, open_document
 from engine.errors import ConfigError, InputError, OCRUnavailableError, StudioError
-from engine.ocr import Availability, OCRBackend, OCRText, get_backend, load_backends
+from engine.ocr import Availability, OCRBackend, OCRText, PageImage, get_backend, load_backends
+from engine.ocr.base import usable_cores
 from engine.pages import Page
 
 log = logging.getLogger(__name__)
@@ -39,6 +47,7 @@ class ExtractSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STUDIO_", extra="ignore", frozen=True)
 
     ocr_auto_engines: str = Field("tesseract,rapidocr", description="OCR engines auto tries, best first")
+    ocr_workers: int | None = Field(None, ge=1, le=256, description="pages OCR'd at once; default: usable cores")
 
 
 def auto_preference() -> list[str]:
@@ -123,15 +132,18 @@ def _no_ocr_error(document: Document, layer: TextLayer, tried: list[Availability
 
 def ocr_page(document: Document, layer: TextLayer, backend: OCRBackend, result: OCRText | None = None) -> Page:
     """OCR one page (or take the result an engine already returned for it) into a Page."""
+    if result is not None:
+        return page_from_ocr(layer, backend, result, None, result.seconds)
     started = time.perf_counter()
+    image = document.render(layer.page.number)
+    result = backend.recognize(image)
+    return page_from_ocr(layer, backend, result, image, time.perf_counter() - started)
+
+
+def page_from_ocr(layer: TextLayer, backend: OCRBackend, result: OCRText, image: PageImage | None, spent: float) -> Page:
     notes = list(layer.page.notes)
-    if result is None:
-        image = document.render(layer.page.number)
-        result = backend.recognize(image)
-        spent = time.perf_counter() - started
+    if image is not None:
         notes.append(f"rendered at {image.dpi} dpi ({image.width_px}x{image.height_px} px)")
-    else:
-        spent = result.seconds
     notes += result.notes
     text = result.text.strip()
     if not text and layer.quality.reason == "sparse_over_image" and layer.page.text:
@@ -147,6 +159,85 @@ def ocr_page(document: Document, layer: TextLayer, backend: OCRBackend, result: 
         seconds=round(layer.page.seconds + spent, 4),
         notes=tuple(dict.fromkeys(notes)),
     )
+
+
+# --- pages in parallel ------------------------------------------------------------------------------
+def worker_count(backend: OCRBackend, pages: int, requested: int | None = None) -> int:
+    """How many pages ``backend`` recognises at once: 1 unless it is parallel, then ``requested``, else
+    STUDIO_OCR_WORKERS, else the usable cores; never more than the pages that need it."""
+    if not backend.parallel or pages < 2:
+        return 1
+    if requested:
+        return max(1, min(requested, pages))
+    try:
+        configured = ExtractSettings().ocr_workers
+    except ValueError as exc:
+        raise ConfigError(f"Invalid STUDIO_OCR_WORKERS: {exc}", "use a whole number of workers, e.g. 2") from None
+    return max(1, min(configured or usable_cores(), pages))
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One long-lived pool per size, so per-thread engine state (RapidOCR's sessions) survives documents."""
+    with _pools_lock:
+        if workers not in _pools:
+            _pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ocr")
+        return _pools[workers]
+
+
+def _timed_recognize(backend: OCRBackend, image: PageImage) -> tuple[OCRText, float]:
+    started = time.perf_counter()
+    return backend.recognize(image), time.perf_counter() - started
+
+
+# A step of the stream: a page that is already known (text layer, or a whole-PDF engine's result), or a
+# layer whose page must be rendered and recognised.
+Step = tuple[TextLayer, Page | None]
+
+
+def ocr_in_order(document: Document, steps: Iterable[Step], backend: OCRBackend | None, workers: int) -> Iterator[Page]:
+    """Pages in the order of ``steps``; the pages to recognise run ``workers`` at a time in a pool, rendered
+    here just before they are handed out, so at most ``workers`` rendered pages wait at once."""
+    if workers <= 1:
+        for layer, page in steps:
+            yield page if page is not None else ocr_page(document, layer, backend)
+        return
+    pending: deque[tuple[TextLayer, Page | None, Future | None, PageImage | None, float]] = deque()
+    in_flight = 0
+    iterator = iter(steps)
+    exhausted = False
+    try:
+        while pending or not exhausted:
+            # keep every worker busy, but never read far ahead of what was yielded (progress, memory)
+            while not exhausted and in_flight < workers and len(pending) < 2 * workers:
+                step = next(iterator, None)
+                if step is None:
+                    exhausted = True
+                    break
+                layer, page = step
+                if page is not None:
+                    pending.append((layer, page, None, None, 0.0))
+                    continue
+                started = time.perf_counter()
+                image = document.render(layer.page.number)
+                render_s = time.perf_counter() - started
+                pending.append((layer, None, _pool(workers).submit(_timed_recognize, backend, image), image, render_s))
+                in_flight += 1
+            if not pending:
+                break
+            layer, page, future, image, render_s = pending.popleft()
+            if future is not None:
+                in_flight -= 1
+                result, ocr_s = future.result()
+                page = page_from_ocr(layer, backend, result, image, render_s + ocr_s)
+            yield page
+    finally:
+        for item in pending:  # a failure or an abandoned generator: do not leave pages running
+            if item[2] is not None:
+                item[2].cancel()
 
 
 def _text_only(layer: TextLayer) -> Page:
@@ -166,6 +257,7 @@ def extract_pages(
     progress: Progress | None = None,
     settings: object = None,
     backend_options: BackendOptions | None = None,
+    workers: int | None = None,
 ) -> Iterator[Page]:
     """Pages of a document, one at a time, as ``engine`` reads them.
 
@@ -174,10 +266,11 @@ def extract_pages(
     an OCR engine (every page OCR'd). ``document``: an open Document, or a path/bytes opened here
     with limits from ``settings``. ``backend_options``: constructor options per engine name, e.g.
     ``{"tesseract": {"languages": "eng+deu"}}``. ``progress(step, fraction)`` is called after each page.
+    ``workers``: pages recognised at once by a parallel engine (default: STUDIO_OCR_WORKERS or the cores).
     """
     if not isinstance(document, Document):
         with open_document(document, limits=Limits.from_settings(settings)) as opened:
-            yield from extract_pages(opened, engine, pages, progress, settings, backend_options)
+            yield from extract_pages(opened, engine, pages, progress, settings, backend_options, workers)
         return
     numbers = _selected(document, pages)
     total = len(numbers) or 1
@@ -194,7 +287,7 @@ def extract_pages(
         return
 
     if engine == AUTO:
-        yield from _auto(document, numbers, backend_options, report)
+        yield from _auto(document, numbers, backend_options, report, workers)
         return
 
     backend = _build(engine, backend_options)
@@ -203,8 +296,16 @@ def extract_pages(
         results: dict[int, OCRText] = {}
         if _overrides_pdf(backend):
             results = backend.recognize_pdf(document.pdf_bytes(), numbers) or {}
-        for done, number in enumerate(numbers, 1):
-            page = ocr_page(document, document.inspect(number), backend, results.get(number))
+        count = worker_count(backend, len(numbers) - len(results), workers)
+        backend.use_workers(count)
+
+        def steps() -> Iterator[Step]:
+            for number in numbers:
+                layer = document.inspect(number)
+                known = results.get(number)
+                yield layer, (page_from_ocr(layer, backend, known, None, known.seconds) if known is not None else None)
+
+        for done, page in enumerate(ocr_in_order(document, steps(), backend, count), 1):
             report(done, page)
             yield page
     finally:
@@ -219,25 +320,36 @@ def _close(backend: OCRBackend | None) -> None:
 
 
 def _auto(document: Document, numbers: list[int], options: BackendOptions | None,
-          report: Callable[[int, Page], None]) -> Iterator[Page]:
+          report: Callable[[int, Page], None], requested: int | None = None) -> Iterator[Page]:
+    layers = {number: document.inspect(number) for number in numbers}
+    wanted = [n for n in numbers if layers[n].quality.needs_ocr]
     backend: OCRBackend | None = None
-    tried: list[Availability] | None = None
+    tried: list[Availability] = []
     results: dict[int, OCRText] = {}
+    workers = 1
     try:
-        for done, number in enumerate(numbers, 1):
-            layer = document.inspect(number)
-            if not layer.quality.needs_ocr:
-                page = layer.page
-            else:
-                if tried is None:
-                    backend, tried = pick_auto_engine(options)
-                    if backend is not None and _overrides_pdf(backend):
-                        # Engines that read PDFs get every page that needs OCR in one request.
-                        wanted = [n for n in numbers if document.inspect(n).quality.needs_ocr]
-                        results = backend.recognize_pdf(document.pdf_bytes(), wanted) or {}
-                if backend is None:
+        if wanted:
+            backend, tried = pick_auto_engine(options)
+            if backend is not None and _overrides_pdf(backend):
+                # Engines that read PDFs get every page that needs OCR in one request.
+                results = backend.recognize_pdf(document.pdf_bytes(), wanted) or {}
+            if backend is not None:
+                workers = worker_count(backend, len(wanted) - len(results), requested)
+                backend.use_workers(workers)
+
+        def steps() -> Iterator[Step]:
+            for number in numbers:
+                layer = layers[number]
+                if not layer.quality.needs_ocr:
+                    yield layer, layer.page
+                elif backend is None:
                     raise _no_ocr_error(document, layer, tried)
-                page = ocr_page(document, layer, backend, results.get(number))
+                elif number in results:
+                    yield layer, page_from_ocr(layer, backend, results[number], None, results[number].seconds)
+                else:
+                    yield layer, None
+
+        for done, page in enumerate(ocr_in_order(document, steps(), backend, workers), 1):
             report(done, page)
             yield page
     finally:

@@ -2,6 +2,14 @@
 
 Recipe (notes: ocr-backends §3.3-§3.5, vllm-spark §3.2): an empty system message, the page image,
 the document-parsing prompt; ``temperature=0``, ``top_k=1``, ``repetition_penalty=1.0``.
+Locally, the transformers server loads it as the native ``hunyuan_vl`` architecture
+(``HunYuanVLForConditionalGeneration``, transformers >= 5.13) in the VLM environment, no remote code.
+
+Revision: the hub repository was overwritten by HunyuanOCR 1.5 (2026-07-07; same ``hunyuan_vl``
+architecture and processor, so both load natively). ``REVISION`` is None (the hub's newest, i.e.
+1.5 today) because no commit id of the pre-1.5 snapshot could be verified from this machine (no
+hub access); set ``STUDIO_HUNYUAN_OCR_REVISION`` to the commit you have validated to pin it.
+
 Licence: the Tencent Hunyuan Community License, which third-party readings say excludes the EU, the
 UK and South Korea; the back-end only runs when a user picks it.
 """
@@ -11,10 +19,10 @@ from __future__ import annotations
 from pydantic_settings import SettingsConfigDict
 
 from engine.ocr import register
-from engine.ocr.vlm import ChatRecipe, VLMBackend, VLMSettings, transformers_version
+from engine.ocr.vlm import ChatRecipe, VLMBackend, VLMSettings
 
 MODEL_ID = "tencent/HunyuanOCR"
-NATIVE_IN_TRANSFORMERS = (5, 13)  # HunYuanVLForConditionalGeneration
+REVISION: str | None = None  # see the module docstring: no verified pre-1.5 commit id
 
 DOC_PARSE_PROMPT = (
     "Extract all information from the main body of the document image and represent it in markdown format, "
@@ -31,6 +39,7 @@ RECIPE = ChatRecipe(
     # 1.5's guidance: 8192 rather than 32768, since degenerate runs hit the cap anyway
     default_max_tokens=8192,
     serve_hint=f"vllm serve {MODEL_ID} --no-enable-prefix-caching --mm-processor-cache-gb 0",
+    local_weights={MODEL_ID: (MODEL_ID, REVISION)},
 )
 
 
@@ -45,14 +54,3 @@ class HunyuanOCR(VLMBackend):
     name = "hunyuan-ocr"
     recipe = RECIPE
     settings_class = HunyuanOCRSettings
-
-    def local_problem(self) -> tuple[str, str] | None:
-        problem = super().local_problem()
-        version = transformers_version()
-        if problem is None and "hunyuan" in self.settings.model.lower() and version and version < NATIVE_IN_TRANSFORMERS:
-            installed = ".".join(str(part) for part in version)
-            return (
-                f"HunyuanOCR runs natively only in transformers >= 5.13 (installed: {installed})",
-                "or install transformers>=5.13 and torchvision in the GPU environment",
-            )
-        return problem

@@ -25,7 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from engine.errors import OCRError, OCRUnavailableError
 from engine.layout import layout_text
 from engine.ocr import register
-from engine.ocr.base import Availability, OCRBackend, OCRText, PageImage
+from engine.ocr.base import Availability, OCRBackend, OCRText, PageImage, usable_cores
 from engine.settings import build
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,9 @@ _ENGINES_LOCK = threading.Lock()
 
 
 def _engine(threads: int | None, text_score: float):
-    """One RapidOCR instance per configuration, shared: it loads three ONNX sessions on first use."""
-    key = (threads, text_score)
+    """One RapidOCR instance per configuration and thread (pages are recognised in parallel threads and
+    RapidOCR keeps per-call state on itself); it loads three ONNX sessions on first use."""
+    key = (threads, text_score, threading.get_ident())
     with _ENGINES_LOCK:
         if key not in _ENGINES:
             paths, missing = bundled_model_paths()
@@ -130,11 +131,17 @@ def _engine(threads: int | None, text_score: float):
 class RapidOCRBackend(OCRBackend):
     name = "rapidocr"
     local = True
+    parallel = True  # ONNX Runtime runs outside the GIL; one engine per worker thread
 
     def __init__(self, threads: int | None = None, text_score: float | None = None) -> None:
         settings = build(RapidOCRSettings, "RapidOCR settings")
         self.threads = threads or settings.rapidocr_threads
         self.text_score = settings.rapidocr_text_score if text_score is None else text_score
+
+    def use_workers(self, workers: int) -> None:
+        """Several pages at once: split the cores between them instead of every page asking ORT for all of them."""
+        if workers > 1 and self.threads is None:
+            self.threads = max(1, usable_cores() // workers)
 
     def availability(self) -> Availability:
         for module in ("rapidocr", "onnxruntime", "cv2"):

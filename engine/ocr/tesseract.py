@@ -92,6 +92,7 @@ def tsv_to_text(tsv: str) -> tuple[str, float | None]:
 class TesseractBackend(OCRBackend):
     name = "tesseract"
     local = True
+    parallel = True  # one tesseract process per page, each with OMP_THREAD_LIMIT (1 by default)
 
     def __init__(self, languages: str | None = None, cmd: str | None = None, psm: int | None = None,
                  threads: int | None = None, timeout_s: float | None = None) -> None:

@@ -6,27 +6,27 @@ Each model brings its own recipe (prompt, system message, decoding settings from
 vLLM recipe); the client adds a max-token cap and, on the way back, strips grounding tags and
 cuts a looping tail. A page that hit the cap or looped is marked degraded.
 
-Where to send requests: ``STUDIO_<MODEL>_URL`` when set. Otherwise, when torch and a GPU are
-present (or ``STUDIO_<MODEL>_DEVICE=cpu`` is set explicitly), the back-end starts the transformers
-server in a subprocess on 127.0.0.1 on first use and reuses it: torch never loads in this process.
+Where to send requests: ``STUDIO_<MODEL>_URL`` when set. Otherwise, when a GPU is present (or
+``STUDIO_<MODEL>_DEVICE=cpu`` is set explicitly), the back-end starts the transformers server in a
+subprocess on 127.0.0.1 on first use and reuses it. That subprocess runs in the VLM environment
+(``.venv-vlm``, transformers 5; engine.ocr.vlm_env creates it on first use): torch never loads in
+this process, and the converter's transformers 4.57 is never asked to run these models.
 """
 
 from __future__ import annotations
 
 import atexit
 import base64
-import importlib.util
 import logging
+import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,6 +37,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from engine.errors import OCRAuthError, OCRRateLimitError, OCRServiceError, OCRUnavailableError
 from engine.httpauth import mask_url
 from engine.log import redact
+from engine.ocr import vlm_env
 from engine.ocr.base import Availability, OCRBackend, OCRText, PageImage
 from engine.settings import build
 
@@ -50,7 +51,9 @@ class VLMSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     url: str | None = None  # OpenAI-compatible server (vLLM or engine.ocr.vlm_server); None: start one locally
-    model: str = ""  # model id the server serves, and what the local server loads
+    model: str = ""  # model id the server serves (what requests name)
+    weights: str | None = None  # what the local server loads (hub id or folder); default: the recipe's for `model`
+    revision: str | None = None  # hub commit the local server loads; default: the recipe's pin for `model`
     api_key: SecretStr | None = None  # vLLM --api-key, if the server was started with one
     prompt: str | None = None  # overrides the recipe's prompt
     max_tokens: int | None = Field(None, ge=1)  # overrides STUDIO_OCR_MAX_TOKENS and the recipe default
@@ -86,6 +89,8 @@ class ChatRecipe:
     decoding: Mapping[str, Any]  # top-level request fields: temperature, top_k, vllm_xargs, ...
     default_max_tokens: int
     serve_hint: str  # how to start a server for this model
+    # the local transformers server: hub id -> (weights it loads natively, pinned revision or None)
+    local_weights: Mapping[str, tuple[str, str | None]] = field(default_factory=dict)
 
 
 def build_chat_request(recipe: ChatRecipe, model: str, image: PageImage, max_tokens: int, prompt: str | None = None) -> dict:
@@ -256,13 +261,6 @@ def gpu_present() -> bool:
     return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
 
 
-def transformers_version() -> tuple[int, ...] | None:
-    try:
-        return tuple(int(part) for part in re.findall(r"\d+", metadata.version("transformers"))[:3])
-    except metadata.PackageNotFoundError:
-        return None
-
-
 @dataclass
 class LocalServer:
     """One ``engine.ocr.vlm_server`` subprocess, started on first use and stopped at exit."""
@@ -286,7 +284,8 @@ class LocalServer:
         log.info("starting the local VLM server: %s", " ".join(self.command))
         with open(self.log_path, "ab") as sink:
             self.process = subprocess.Popen(
-                [*self.command, "--port-file", str(port_file)], stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                [*self.command, "--port-file", str(port_file)], stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=vlm_env.REPO_ROOT, env=server_environment(),
             )
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
@@ -340,19 +339,29 @@ def stop_local_servers() -> None:
         _local_servers.clear()
 
 
-def local_server_command(settings: VLMSettings) -> list[str]:
-    command = [sys.executable, "-m", "engine.ocr.vlm_server", "--model", settings.model, "--served-model-name", settings.model,
+def server_environment() -> dict[str, str]:
+    """The server imports ``engine`` from this checkout, whatever interpreter runs it."""
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(vlm_env.REPO_ROOT), path) if p)}
+
+
+def local_server_command(settings: VLMSettings, recipe: ChatRecipe, python: str) -> list[str]:
+    weights, revision = recipe.local_weights.get(settings.model, (settings.model, None))
+    weights, revision = settings.weights or weights, settings.revision or revision
+    command = [python, "-m", "engine.ocr.vlm_server", "--model", weights, "--served-model-name", settings.model,
                "--host", "127.0.0.1", "--port", "0", "--device", settings.device, "--dtype", settings.dtype]
+    if revision:
+        command += ["--revision", revision]
     if settings.trust_remote_code:
         command.append("--trust-remote-code")
     return command
 
 
-def local_server_url(settings: VLMSettings) -> str:
+def local_server_url(settings: VLMSettings, recipe: ChatRecipe) -> str:
     """The base URL of a running local server for these settings (started if needed, then shared)."""
-    command = local_server_command(settings)
-    key = tuple(command)
     with _local_lock:
+        command = local_server_command(settings, recipe, str(vlm_env.ensure()))
+        key = tuple(command)
         server = _local_servers.get(key)
         if server is None:
             server = _local_servers[key] = LocalServer(command=command, start_timeout_s=settings.start_timeout_s)
@@ -393,9 +402,9 @@ class VLMBackend(OCRBackend):
     def local_problem(self) -> tuple[str, str] | None:
         """Why the local transformers path cannot run here (reason, hint), or None. No model loading."""
         s = self.settings
-        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
-            return ("torch and transformers (the local transformers path) are not installed here",
-                    "or install torch with CUDA and transformers to run the model here")
+        environment = vlm_env.problem()
+        if environment is not None:
+            return environment
         if s.device.startswith("cuda") and not gpu_present():
             return ("no NVIDIA GPU was found for the local transformers path",
                     f"or, for a small model, {self.env_prefix}DEVICE=cpu (slow)")
@@ -407,7 +416,7 @@ class VLMBackend(OCRBackend):
         problem = self.local_problem()
         if problem is not None:
             raise OCRUnavailableError(f"{self.recipe.label}: no server configured and {problem[0]}", self._setup_hint(problem[1]))
-        return local_server_url(self.settings)
+        return local_server_url(self.settings, self.recipe)
 
     def _setup_hint(self, extra: str = "") -> str:
         hint = f"set {self.env_prefix}URL to an OpenAI-compatible server, e.g. {self.recipe.serve_hint}"
@@ -420,7 +429,8 @@ class VLMBackend(OCRBackend):
             if problem is not None:
                 return Availability(self.name, False, f"no server configured ({self.env_prefix}URL) and {problem[0]}",
                                     self._setup_hint(problem[1]))
-            note = f"{self.settings.model} will run locally with transformers on {self.settings.device}"
+            weights = self.settings.weights or self.recipe.local_weights.get(self.settings.model, (self.settings.model,))[0]
+            note = f"{weights} will run locally with transformers on {self.settings.device} (in the VLM environment)"
             return Availability(self.name, True, "", note)
         base = normalise_base_url(self.settings.url)
         try:

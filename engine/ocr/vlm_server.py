@@ -9,10 +9,14 @@ shape vLLM takes (image parts as base64 data URIs, ``max_tokens``, ``temperature
 windowed n-gram ban), so the same client covers "local transformers" and "vLLM". One request
 runs at a time; for throughput use vLLM.
 
-Models: any image-text-to-text model native in the installed transformers (Idefics3 / SmolDocling,
-LLaVA, Qwen2-VL with torchvision, HunyuanOCR from transformers 5.13). DeepSeek-OCR is hub remote
-code (``--trust-remote-code``) written for transformers 4.46.3 and CUDA; it runs through its own
-``infer()`` with our token cap injected.
+Models: any image-text-to-text model native in the installed transformers. It runs in its own
+environment (``.venv-vlm`` from requirements-vlm.txt: transformers 5.24, torch 2.13), where
+DeepSeek-OCR 2 (``deepseek_ocr2``: deepseek-community/DeepSeek-OCR-2, the native-format copy of
+deepseek-ai/DeepSeek-OCR-2) and HunyuanOCR (``hunyuan_vl``) are built in: no remote code. Processors
+without a chat template (DeepSeek-OCR 2's model card feeds ``"<image>\n" + prompt`` straight to the
+processor) get that plain prompt. DeepSeek-OCR v1 is hub remote code (``--trust-remote-code``)
+written for transformers 4.46.3 and CUDA; in an environment pinned to that version it runs
+through its own ``infer()`` with our token cap injected.
 
 torch and transformers are imported only inside this process's functions, never when the module
 is imported, so the engine (which imports every module) stays light.
@@ -43,7 +47,10 @@ from engine.errors import OCRUnavailableError, RemoteCodeRefusedError, StudioErr
 from engine.httpauth import authorized
 
 log = logging.getLogger(__name__)
-DEEPSEEK_OCR_ARCHITECTURE = "DeepseekOCRForCausalLM"
+DEEPSEEK_OCR_ARCHITECTURE = "DeepseekOCRForCausalLM"  # v1, remote code
+DEEPSEEK_OCR2_REMOTE_ARCHITECTURE = "DeepseekOCR2ForCausalLM"  # deepseek-ai/DeepSeek-OCR-2 as published (remote code)
+DEEPSEEK_OCR2_NATIVE = "deepseek-community/DeepSeek-OCR-2"
+NATIVE_SINCE = {"hunyuan_vl": "5.13", "deepseek_ocr2": "5.10"}  # first transformers release with the model type
 
 
 # --- the request (what vLLM accepts, the part we honour) ------------------------------------------
@@ -166,6 +173,15 @@ def prompt_text(messages: list[dict[str, Any]]) -> str:
     return "\n".join(t for t in texts if t)
 
 
+def plain_prompt(messages: list[dict[str, Any]], image_count: int, image_token: str) -> str:
+    """For processors without a chat template (DeepSeek-OCR 2): one image token per image, then the prompt,
+    as the model card writes it: ``"<image>\\n<|grounding|>Convert the document to markdown."``."""
+    text = prompt_text(messages)
+    if image_token in text:
+        return text
+    return "".join(f"{image_token}\n" for _ in range(image_count)) + text
+
+
 def is_deepseek_ocr(config: dict[str, Any]) -> bool:
     return DEEPSEEK_OCR_ARCHITECTURE in (config.get("architectures") or [])
 
@@ -176,11 +192,17 @@ def support_problem(
     """Why this model cannot be served here (checked from config.json before any weights load), or None."""
     model_type = str(config.get("model_type", ""))
     remote_code = bool(config.get("auto_map"))
-    if model_type == "hunyuan_vl" and model_type not in known_model_types:
+    if model_type in NATIVE_SINCE and model_type not in known_model_types:
         return OCRUnavailableError(
-            f"HunyuanOCR (model type hunyuan_vl) is native in transformers >= 5.13; this environment has {transformers_version}",
-            "install transformers>=5.13 and torchvision in the GPU environment, or serve it with vLLM: "
-            "vllm serve tencent/HunyuanOCR --no-enable-prefix-caching --mm-processor-cache-gb 0",
+            f"The model type {model_type} is native in transformers >= {NATIVE_SINCE[model_type]}; "
+            f"this environment has {transformers_version}",
+            "run the server in the VLM environment (scripts/setup.sh --vlm creates .venv-vlm from requirements-vlm.txt), "
+            "or serve the model with vLLM",
+        )
+    if DEEPSEEK_OCR2_REMOTE_ARCHITECTURE in (config.get("architectures") or []) and not trust_remote_code:
+        return RemoteCodeRefusedError(
+            "This copy of DeepSeek-OCR 2 is the hub remote-code release (written for transformers 4.46)",
+            f"load {DEEPSEEK_OCR2_NATIVE} instead: the same model in transformers' native format, no remote code",
         )
     if remote_code and not trust_remote_code:
         return RemoteCodeRefusedError(
@@ -253,15 +275,16 @@ def _eos_ids(generation_config) -> set[int]:
 class ProcessorRunner(Runner):
     """Models native in transformers: AutoProcessor (chat template + image processor) and generate()."""
 
-    def __init__(self, model_id: str, device: str, dtype: str, trust_remote_code: bool) -> None:
+    def __init__(self, model_id: str, device: str, dtype: str, trust_remote_code: bool, revision: str | None = None) -> None:
         import inspect
 
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        self.processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
+        self.processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code, revision=revision)
         self.model = AutoModelForImageTextToText.from_pretrained(
-            model_id, dtype=_torch_dtype(dtype, device), trust_remote_code=trust_remote_code
+            model_id, dtype=_torch_dtype(dtype, device), trust_remote_code=trust_remote_code, revision=revision
         ).to(device).eval()
+        self.chat_template = getattr(self.processor, "chat_template", None)
         self.device = device
         text_config = getattr(self.model.config, "text_config", self.model.config)
         self.max_model_len = int(getattr(text_config, "max_position_embeddings", 0) or 0)
@@ -272,7 +295,10 @@ class ProcessorRunner(Runner):
         import torch
         from transformers import LogitsProcessorList
 
-        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if self.chat_template:
+            text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:
+            text = plain_prompt(messages, len(images), getattr(self.processor, "image_token", "<image>"))
         inputs = self.processor(text=[text], images=[images] if images else None, return_tensors="pt")
         if "token_type_ids" not in self.forward_args:
             inputs.pop("token_type_ids", None)
@@ -365,13 +391,13 @@ def finish(generated: list[int], max_new: int, eos_ids: set[int], prompt_tokens:
     return Generation(decode(generated), prompt_tokens, len(generated) + (1 if stopped else 0), reason)
 
 
-def load_runner(model_id: str, device: str, dtype: str, trust_remote_code: bool) -> Runner:
+def load_runner(model_id: str, device: str, dtype: str, trust_remote_code: bool, revision: str | None = None) -> Runner:
     import transformers
     from transformers import PretrainedConfig
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
     try:
-        config, _ = PretrainedConfig.get_config_dict(model_id)
+        config, _ = PretrainedConfig.get_config_dict(model_id, revision=revision)
     except OSError as exc:
         reason = str(exc).split(". ")[0][:200]
         raise OCRUnavailableError(f"Cannot read the config.json of {model_id!r}: {reason}",
@@ -387,7 +413,12 @@ def load_runner(model_id: str, device: str, dtype: str, trust_remote_code: bool)
                 f"DeepSeek-OCR's remote code failed to load with transformers {transformers.__version__}: {exc}"[:400],
                 "its code targets transformers==4.46.3 + torch 2.6: use that environment, or serve the model with vLLM",
             ) from None
-    return ProcessorRunner(model_id, device, dtype, trust_remote_code)
+    try:
+        return ProcessorRunner(model_id, device, dtype, trust_remote_code, revision)
+    except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:  # missing files, a processor that cannot be built
+        raise OCRUnavailableError(f"Cannot load {model_id} with transformers {transformers.__version__}: "
+                                  f"{type(exc).__name__}: {exc}"[:400],
+                                  "check that the folder (or hub repository) holds the weights and processor files") from None
 
 
 # --- HTTP --------------------------------------------------------------------------------------------
@@ -456,6 +487,7 @@ def create_app(runner: Runner, served_name: str, model_id: str, api_key: str | N
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m engine.ocr.vlm_server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="hub id or local folder")
+    parser.add_argument("--revision", help="the hub commit (or tag) to load; default: the newest")
     parser.add_argument("--served-model-name", help="the id clients send (default: --model)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8010, help="0 picks a free port (see --port-file)")
@@ -480,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not torch.cuda.is_available():
                 raise OCRUnavailableError("--device cuda, but torch sees no CUDA GPU", "use --device cpu (slow) or a GPU machine")
         started = time.perf_counter()
-        runner = load_runner(args.model, args.device, args.dtype, args.trust_remote_code)
+        runner = load_runner(args.model, args.device, args.dtype, args.trust_remote_code, args.revision)
         log.info("loaded %s on %s in %.1f s", args.model, args.device, time.perf_counter() - started)
     except StudioError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

@@ -67,7 +67,8 @@ def shell_scripts() -> list[Path]:
             ".ruff_cache", "test-artifacts"}
     found = []
     for folder, subfolders, files in os.walk(ROOT):
-        subfolders[:] = [name for name in subfolders if name not in skip]
+        # .venv, .venv-vlm (the VLM OCR server's environment), any other .venv-*
+        subfolders[:] = [name for name in subfolders if name not in skip and not name.startswith(".venv")]
         for name in files:
             path = Path(folder) / name
             if path.suffix == ".sh" or (path.suffix == "" and _shebang(path) in ("bash", "sh")):

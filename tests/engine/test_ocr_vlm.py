@@ -1,6 +1,9 @@
 """DeepSeek-OCR and HunyuanOCR back-ends: the OpenAI-compatible client against a vLLM-like fake
 (tests/servers/fake_openai_chat.py), output cleaning, and the transformers path end to end with our
-own server (engine.ocr.vlm_server) running a tiny random-weight Idefics3 model on the CPU."""
+own server (engine.ocr.vlm_server) in the VLM environment (.venv-vlm, transformers 5, created here
+when missing) running tiny random-weight models on the CPU: Idefics3, and DeepSeek-OCR 2 and
+HunYuanVL through their native transformers classes, driven through the back-ends and the ingest
+pipeline with a real scanned PDF page."""
 
 from __future__ import annotations
 
@@ -13,12 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import shared_data
 from PIL import Image
 from servers.base import Action
 from servers.fake_openai_chat import FakeOpenAIChat
 
 from engine.errors import OCRAuthError, OCRServiceError, OCRUnavailableError
-from engine.ocr import BACKENDS, vlm
+from engine.ocr import BACKENDS, vlm, vlm_env
 from engine.ocr.base import PageImage
 from engine.ocr.deepseek import RECIPE as DEEPSEEK_RECIPE
 from engine.ocr.deepseek import DeepSeekOCR
@@ -29,12 +33,13 @@ from engine.ocr.vlm_server import (
     RequestError,
     check_context,
     finish,
+    plain_prompt,
     sampling_from,
     support_problem,
     to_hf_messages,
 )
 
-DEEPSEEK = "deepseek-ai/DeepSeek-OCR"
+DEEPSEEK = "deepseek-ai/DeepSeek-OCR-2"
 HUNYUAN = "tencent/HunyuanOCR"
 
 
@@ -230,18 +235,39 @@ def test_no_url_and_no_gpu(monkeypatch):
         backend.recognize(page_image())
 
 
-def test_local_path_refuses_deepseek_remote_code_unless_trusted():
-    availability = DeepSeekOCR(device="cpu").availability()
+def test_local_path_refuses_deepseek_v1_remote_code_unless_trusted():
+    availability = DeepSeekOCR(model="deepseek-ai/DeepSeek-OCR", device="cpu").availability()
     assert not availability.available and "remote code" in availability.reason
-    assert "STUDIO_DEEPSEEK_OCR_TRUST_REMOTE_CODE=1" in availability.hint
-    trusted_on_cpu = DeepSeekOCR(device="cpu", trust_remote_code=True).availability()
+    assert "STUDIO_DEEPSEEK_OCR_TRUST_REMOTE_CODE=1" in availability.hint and "4.46.3" in availability.hint
+    trusted_on_cpu = DeepSeekOCR(model="deepseek-ai/DeepSeek-OCR", device="cpu", trust_remote_code=True).availability()
     assert not trusted_on_cpu.available and ".cuda()" in trusted_on_cpu.reason
 
 
-def test_local_path_explains_hunyuan_needs_a_newer_transformers():
-    availability = HunyuanOCR(device="cpu").availability()  # transformers 4.57 is installed here
-    assert not availability.available and "transformers >= 5.13" in availability.reason
-    assert "vllm serve tencent/HunyuanOCR" in availability.hint
+def test_local_server_runs_the_native_models_in_the_vlm_environment(monkeypatch):
+    monkeypatch.setenv("STUDIO_HUNYUAN_OCR_REVISION", "0123abc")
+    deepseek = DeepSeekOCR(device="cpu")
+    command = vlm.local_server_command(deepseek.settings, deepseek.recipe, "/venv-vlm/bin/python")
+    assert command[:3] == ["/venv-vlm/bin/python", "-m", "engine.ocr.vlm_server"]
+    # DeepSeek-OCR 2 by default: the native-format weights, served under the id vLLM uses, no remote code
+    assert command[command.index("--model") + 1] == "deepseek-community/DeepSeek-OCR-2"
+    assert command[command.index("--served-model-name") + 1] == DEEPSEEK and "--trust-remote-code" not in command
+    hunyuan = HunyuanOCR(device="cpu")
+    command = vlm.local_server_command(hunyuan.settings, hunyuan.recipe, "python")
+    assert command[command.index("--model") + 1] == HUNYUAN and command[command.index("--revision") + 1] == "0123abc"
+    if vlm_env.problem() is None:  # the default models need no remote code and run on the CPU when asked
+        for backend in (deepseek, hunyuan):
+            availability = backend.availability()
+            assert availability.available and "VLM environment" in availability.hint
+
+
+def test_vlm_environment_location(monkeypatch, tmp_path):
+    monkeypatch.setenv("STUDIO_VLM_PYTHON", str(tmp_path / "nothing" / "python"))
+    reason = vlm_env.problem()
+    assert reason is not None and "STUDIO_VLM_PYTHON" in reason[0]
+    with pytest.raises(OCRUnavailableError, match="not available"):
+        vlm_env.ensure()
+    availability = HunyuanOCR(device="cpu").availability()
+    assert not availability.available and "STUDIO_VLM_PYTHON" in availability.reason
 
 
 # --- the server's request handling (pure) -------------------------------------------------------------
@@ -249,6 +275,12 @@ def test_server_support_checks():
     known = {"idefics3", "llava", "qwen2_vl"}
     hunyuan = support_problem({"model_type": "hunyuan_vl"}, known, "4.57.6", False, "cuda")
     assert hunyuan is not None and "5.13" in hunyuan.message and "4.57.6" in hunyuan.message
+    assert "setup.sh --vlm" in hunyuan.hint
+    assert "5.10" in support_problem({"model_type": "deepseek_ocr2"}, known, "4.57.6", False, "cpu").message
+    assert support_problem({"model_type": "deepseek_ocr2"}, known | {"deepseek_ocr2"}, "5.24.0", False, "cpu") is None
+    remote_v2 = {"model_type": "deepseek_vl_v2", "architectures": ["DeepseekOCR2ForCausalLM"], "auto_map": {"AutoModel": "x"}}
+    refused = support_problem(remote_v2, known, "5.24.0", False, "cpu")
+    assert refused.code == "remote_code_refused" and "deepseek-community/DeepSeek-OCR-2" in refused.hint
     deepseek = {"model_type": "deepseek_vl_v2", "architectures": ["DeepseekOCRForCausalLM"], "auto_map": {"AutoModel": "x"}}
     assert support_problem(deepseek, known, "4.57.6", False, "cuda").code == "remote_code_refused"
     assert ".cuda()" in support_problem(deepseek, known, "4.57.6", True, "cpu").message
@@ -267,6 +299,7 @@ def test_server_request_parsing():
     assert images == [png]
     assert messages == [{"role": "system", "content": ""},
                         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Free OCR."}]}]
+    assert plain_prompt(messages, 1, "<image>") == "<image>\nFree OCR."  # DeepSeek-OCR 2's model-card prompt
     with pytest.raises(RequestError, match="data:image"):
         to_hf_messages([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}])
     request = ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=9, temperature=0.0,
@@ -305,11 +338,24 @@ def test_windowed_ngram_ban_matches_deepseeks_rule():
 
 # --- the transformers path, end to end on a tiny random-weight model ------------------------------------
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    pytest.importorskip("torch")
-    from servers.tiny_vlm import build_tiny_idefics3
+def vlm_python() -> Path:
+    """The VLM environment's interpreter, created from requirements-vlm.txt when missing (minutes, once)."""
+    try:
+        return vlm_env.ensure()
+    except OCRUnavailableError as exc:
+        pytest.skip(f"the VLM environment cannot be created here: {exc.message}")
 
-    return build_tiny_idefics3(tmp_path_factory.mktemp("tiny-idefics3"))
+
+@pytest.fixture(scope="module")
+def tiny_models(vlm_python, tmp_path_factory) -> dict[str, Path]:
+    from servers.tiny_vlm import build_with
+
+    return build_with(vlm_python, ["idefics3", "deepseek-ocr2", "hunyuan-vl"], tmp_path_factory.mktemp("tiny-vlms"))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_models) -> Path:
+    return tiny_models["idefics3"]
 
 
 @pytest.fixture(scope="module")
@@ -371,8 +417,8 @@ def test_both_recipes_run_end_to_end_through_the_transformers_server(tiny_server
     assert "STUDIO_OCR_MAX_TOKENS" in caught.value.hint
 
 
-def test_local_server_failure_reaches_the_user(tmp_path):
-    model = tmp_path / "tiny-hy"  # a HunyuanOCR-shaped config: not loadable with transformers 4.57
+def test_local_server_failure_reaches_the_user(vlm_python, tmp_path):
+    model = tmp_path / "broken"  # a HunyuanOCR config without weights or processor files
     model.mkdir()
     config = {"model_type": "hunyuan_vl", "architectures": ["HunYuanVLForConditionalGeneration"]}
     (model / "config.json").write_text(json.dumps(config))
@@ -382,4 +428,63 @@ def test_local_server_failure_reaches_the_user(tmp_path):
     finally:
         for key in [key for key in vlm._local_servers if str(model) in key]:
             vlm._local_servers.pop(key).stop()
-    assert "exited while starting" in caught.value.message and "transformers >= 5.13" in caught.value.message
+    assert "exited while starting" in caught.value.message and f"Cannot load {model}" in caught.value.message
+
+
+# --- DeepSeek-OCR 2 and HunyuanOCR natively (transformers 5), through the back-ends and the ingest pipeline ---
+NATIVE = {  # back-end, env prefix, tiny model kind, token cap
+    "deepseek-ocr": (DeepSeekOCR, "STUDIO_DEEPSEEK_OCR_", "deepseek-ocr2", 128),
+    "hunyuan-ocr": (HunyuanOCR, "STUDIO_HUNYUAN_OCR_", "hunyuan-vl", 64),
+}
+
+
+@pytest.fixture(scope="module")
+def scanned_page(tmp_path_factory) -> Path:
+    """Page 1 of a real typewritten scan (image only, no text layer) as a one-page PDF."""
+    import pymupdf
+
+    with pymupdf.open(shared_data("pdfs", "scan_grumman_bulletin_notext.pdf")) as source:
+        source.select([0])
+        path = tmp_path_factory.mktemp("scan") / "grumman_page1.pdf"
+        source.save(path)
+    return path
+
+
+@pytest.mark.parametrize("engine", sorted(NATIVE))
+def test_native_model_ocrs_a_scanned_page_through_the_ingest_pipeline(engine, tiny_models, scanned_page, studio, monkeypatch):
+    from engine.documents import open_document
+    from engine.pipeline import IngestOptions, collection, ingest
+
+    backend_class, prefix, kind, cap = NATIVE[engine]
+    model = str(tiny_models[kind])
+    for key, value in {"MODEL": model, "DEVICE": "cpu", "MAX_TOKENS": str(cap), "START_TIMEOUT_S": "300"}.items():
+        monkeypatch.setenv(prefix + key, value)
+    try:
+        result = ingest(studio, f"native-{engine}", scanned_page, options=IngestOptions(ocr=engine, force=True))
+        (server,) = [s for key, s in vlm._local_servers.items() if model in key]
+        assert server.command[0] == str(vlm_env.locate().python) and "--trust-remote-code" not in server.command
+        # the same page image, asked of the same server directly: its answer is what the page holds
+        with open_document(scanned_page) as document:
+            image = document.render(1)
+        body = vlm.build_chat_request(backend_class.recipe, model, image, cap)
+        answer = httpx.post(server.base_url + "/v1/chat/completions", json=body, timeout=300).json()
+    finally:
+        vlm.stop_local_servers()
+    assert result.ok and result.pages == 1 and result.ocr_pages == 1
+    record = collection(studio, f"native-{engine}").info().document("grumman_page1.pdf")
+    (page,) = collection(studio, f"native-{engine}").pages_of(record.doc_id)
+    raw, finish_reason = answer["choices"][0]["message"]["content"], answer["choices"][0]["finish_reason"]
+    expected = vlm.clean_vlm_output(raw, finish_reason, cap)
+    assert page.source == engine and page.ocr_used and page.number == 1
+    assert page.text == expected.text and raw.startswith(page.text)
+    # the tiny model repeats "!" by construction: the token cap fires and the page is degraded
+    assert finish_reason == "length" and answer["usage"]["completion_tokens"] == cap
+    assert page.degraded and any(f"max-token cap ({cap} tokens)" in note for note in page.notes)
+    if engine == "deepseek-ocr":
+        # DeepSeek's recipe bans repeated 30-grams in a 90-token window (vllm_xargs, applied by our server):
+        # no run of 31 "!" survives, so the output is not periodic and the client's loop cut has nothing to cut
+        assert "!" * 31 not in raw and "!" * 30 in raw and page.text == raw.strip()
+    else:
+        # HunyuanOCR's recipe has no n-gram ban: the client's repetition guard cuts the loop to one copy
+        assert raw == "!" * cap and page.text == "!"
+        assert any(f"repetition loop cut: a 1-character unit repeated {cap} times" in note for note in page.notes)
