@@ -126,7 +126,7 @@ def test_vllm_services_use_the_pinned_image_and_the_pooling_runner():
     embed = rendered["vllm-embed"]["command"]
     assert "--runner=pooling" in embed and not any("--task" in arg for arg in embed)
     ocr = rendered["vllm-ocr"]["command"]
-    assert ocr[0] == "deepseek-ai/DeepSeek-OCR" and "--no-enable-prefix-caching" in ocr
+    assert ocr[0] == "deepseek-ai/DeepSeek-OCR-2" and "--no-enable-prefix-caching" in ocr
     assert "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor" in ocr
     shares = [option_value(rendered[name]["command"], "--gpu-memory-utilization") for name in ("vllm-embed", "vllm-ocr")]
     assert sum(float(share) for share in shares) < 0.9  # two servers share one GPU
