@@ -82,7 +82,7 @@ async def ingest_documents(name: str, files: list[UploadFile] = File(...), ocr: 
 
     uploads = [await _read_upload(f) for f in files]
     options = IngestOptions(ocr=ocr, password=password, model=model, chunk_size=chunk_size,
-                            chunk_overlap=chunk_overlap, force=force)
+                            chunk_overlap=chunk_overlap, force=force, provider=state.provider)
     results = await run_in_threadpool(ingest_many, state.studio, name, uploads, options)
     return {"collection": name, "ingested": sum(r.ok for r in results), "failed": sum(not r.ok for r in results),
             "results": [r.to_dict() for r in results]}
@@ -100,7 +100,8 @@ async def search_collection(name: str, body: SearchBody, state: ServerState = De
 
     if not body.query.strip():
         raise InputError("The query is empty.")
-    result = await run_in_threadpool(search, state.studio, name, body.query, body.k, body.documents)
+    result = await run_in_threadpool(search, state.studio, name, body.query, body.k, body.documents,
+                                     provider=state.provider)
     return {"collection": name, "model": result.model, "provider": result.provider,
             "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
             "hits": [hit.to_dict() for hit in result.hits]}
