@@ -51,6 +51,8 @@ class BenchResult:
     speedup_vs_baseline: float | None = None
     peak_rss_mb: float | None = None
     error: str | None = None
+    workload: str = ""  # side-by-side reports hold several workloads
+    note: str = ""  # what the backend reported about itself (library version, quantisation, truncation)
 
 
 @dataclass(frozen=True)

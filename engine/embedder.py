@@ -83,6 +83,7 @@ class Embedder:
         session_options: SessionOptions | None = None,
         batch_size: int = 32,
         max_batch_tokens: int = 16384,
+        provider_requested: str | None = None,
     ) -> None:
         if spec.manifest is None:
             raise ModelFileError(f"Model {spec.name!r} is not converted.", f"run: python -m engine convert {spec.name}")
@@ -94,7 +95,8 @@ class Embedder:
                 f"Model {spec.name!r} has no {self.variant!r} variant (converted: {', '.join(self.manifest.variants)}).",
                 f"convert it: python -m engine convert {spec.name} --variants {self.variant}",
             )
-        self.provider = provider or "auto"
+        self.provider = provider or "auto"  # the session key: Studio passes the provider it resolved to
+        self.provider_requested = provider_requested or self.provider
         self.sessions = sessions or SessionCache()
         self.session_options = session_options or SessionOptions()
         self.batch_size = batch_size
@@ -135,7 +137,7 @@ class Embedder:
         return {
             "model": self.spec.name,
             "variant": self.variant,
-            "provider_requested": self.provider,
+            "provider_requested": self.provider_requested,
             "provider": cached.active_provider,
             "fallback": cached.fallback,
             "dim": self.dim,
@@ -229,9 +231,23 @@ class Embedder:
         prefix = self.resolve_prompt(prompt_name, prompt)
         prompt_length = self.tokenizer.prompt_length(prefix) if prefix else 0
         encoded: list[Encoded] = self.tokenizer.encode([prefix + str(t) for t in texts])
+        result = self.embed_encoded(encoded, prompt_length, progress=progress)
+        if dimensions is not None and dimensions < self.dim:
+            result = pooling.truncate_dim(result, dimensions, renormalize=True)
+        elif normalize:
+            result = pooling.l2_normalize(result)
+        return result
+
+    def embed_encoded(self, encoded: Sequence[Encoded], prompt_length: int = 0,
+                      progress: Progress | None = None) -> np.ndarray:
+        """Vectors for texts already tokenized by ``self.tokenizer`` (prompt included), in their order.
+        The HTTP server tokenizes each request once (for its token budget and ``usage``) and hands the
+        result here, so nothing is tokenized twice."""
+        if not encoded:
+            return np.zeros((0, self.dim), dtype=np.float32)
         batches = plan_batches([len(e.ids) for e in encoded], self.batch_size, self.max_batch_tokens)
         cached = self.session()
-        result = np.zeros((len(texts), self.dim), dtype=np.float32)
+        result = np.zeros((len(encoded), self.dim), dtype=np.float32)
         done = 0
         started = time.perf_counter()
         for indices in batches:
@@ -245,12 +261,8 @@ class Embedder:
             result[indices] = vectors
             done += len(indices)
             if progress is not None:
-                progress(done, len(texts))
-        if dimensions is not None and dimensions < self.dim:
-            result = pooling.truncate_dim(result, dimensions, renormalize=True)
-        elif normalize:
-            result = pooling.l2_normalize(result)
-        log.debug("embedded %d texts in %d batches in %.3fs", len(texts), len(batches), time.perf_counter() - started)
+                progress(done, len(encoded))
+        log.debug("embedded %d texts in %d batches in %.3fs", len(encoded), len(batches), time.perf_counter() - started)
         return result
 
     def embed_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray:

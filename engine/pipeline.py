@@ -19,6 +19,7 @@ from engine.cleanup import strip_running_lines
 from engine.collection_format import CollectionInfo, require_same_model
 from engine.errors import CollectionNotFoundError, EmptyDocumentError, InputError, StorageError, StudioError
 from engine.index import Collection, DocumentRecord, SearchHit, _now
+from engine.ingest_overlap import extract_overlapped
 from engine.pages import Page
 from engine.studio import Studio
 
@@ -128,17 +129,24 @@ def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str
             progress(ProgressEvent("skipped", label, message="already in the collection"))
             return IngestResult(label, True, doc_id, existing.pages, existing.chunks, existing.ocr_pages, skipped=True,
                                 seconds={"total": round(time.perf_counter() - started, 3)})
+    chunking = chunking_options(embedder, options)
+
+    def chunk_texts(some: list[Page]) -> list[str]:
+        return [c.embedding_text(chunking.headings_in_embedding) for c in chunk_document(embedder, some, chunking)]
+
     with open_document(data, name=label, password=options.password, limits=limits, sha256=doc_id) as document:
         total_pages = document.info.page_count
-        pages: list[Page] = []
-        for page in extract_pages(document, engine=options.ocr, settings=settings):
-            pages.append(page)
-            progress(ProgressEvent("page", label, len(pages), total_pages,
+
+        def on_page(page: Page, count: int) -> None:
+            progress(ProgressEvent("page", label, count, total_pages,
                                    f"page {page.number}: {page.source}{' (OCR)' if page.ocr_used else ''}"))
+
+        # the next pages are read while the chunks of the pages already read are embedded
+        overlapped = extract_overlapped(extract_pages(document, engine=options.ocr, settings=settings), chunk_texts,
+                                        embedder.embed_documents, on_page)
         kind = document.info.kind
-    pages = strip_running_lines(pages)
+    pages = strip_running_lines(overlapped.pages)
     extracted = time.perf_counter()
-    chunking = chunking_options(embedder, options)
     chunks = chunk_document(embedder, pages, chunking)
     chunked = time.perf_counter()
     if not chunks:
@@ -149,8 +157,8 @@ def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str
     def batch_progress(done: int, total: int) -> None:
         progress(ProgressEvent("embed", label, done, total, f"embedded {done}/{total} chunks"))
 
-    vectors = embedder.embed_documents([c.embedding_text(chunking.headings_in_embedding) for c in chunks],
-                                       progress=batch_progress)
+    vectors = overlapped.vectors([c.embedding_text(chunking.headings_in_embedding) for c in chunks],
+                                 lambda texts: embedder.embed_documents(texts, progress=batch_progress))
     embedded = time.perf_counter()
     if info is None:  # a collection made meanwhile by another writer is checked by add_document, under its lock
         target.create(embedder.spec.name, embedder.variant, embedder.dim,
@@ -166,7 +174,8 @@ def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str
                                  variant=embedder.variant)
     stored = time.perf_counter()
     seconds = {"extract": extracted - started, "chunk": chunked - extracted, "embed": embedded - chunked,
-               "store": stored - embedded, "total": stored - started}
+               "store": stored - embedded, "total": stored - started,
+               "embed_during_extract": overlapped.embed_seconds}
     progress(ProgressEvent("done", label, len(pages), len(pages), f"{len(chunks)} chunks from {len(pages)} pages"))
     log.info("ingested %s into %s: %d pages, %d chunks in %.2fs", label, collection_name, len(pages), len(chunks),
              seconds["total"])

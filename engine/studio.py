@@ -12,6 +12,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
+from engine import providers
 from engine.embedder import Embedder
 from engine.registry import Registry
 from engine.sessions import SessionCache, SessionOptions
@@ -56,8 +57,10 @@ class Studio:
     def embedder(self, model: str | None = None, variant: str | None = None, provider: str | None = None) -> Embedder:
         spec = self.registry.require_converted(model or self.registry.default_model)
         variant = variant or spec.default_variant
-        provider = (provider or self.settings.provider).lower()
-        key = (spec.name, variant, provider)
+        requested = (provider or self.settings.provider).strip().lower()
+        # resolved once, here: "auto" and the provider it picks share one embedder and one session
+        resolved = providers.resolve(requested).name
+        key = (spec.name, variant, resolved)
         with self._lock:
             cached = self._embedders.get(key)
             if cached is not None and cached.manifest == spec.manifest:
@@ -65,7 +68,8 @@ class Studio:
         embedder = Embedder(
             spec,
             variant=variant,
-            provider=provider,
+            provider=resolved,
+            provider_requested=requested,
             sessions=self.sessions,
             session_options=self.session_options,
             batch_size=self.settings.batch_size,

@@ -10,11 +10,35 @@ import streamlit as st
 from app import guarded, page_setup, show_error
 from engine import bench, conversion, providers, ui
 from engine.errors import InputError, StudioError
+from engine.settings import REPO_ROOT
 
 studio = page_setup()
 st.title("Benchmarks")
 reports_dir = studio.settings.reports_dir / "bench"
-BACKEND_COLOURS = {"onnxruntime": "#2563eb", "torch": "#ea580c", "openai-http": "#16a34a"}
+# measured side by side on the project's reference machine and shipped with it, so that a newcomer
+# sees how the engine compares before running anything (docs/benchmarks.md explains them)
+SHIPPED_DIR = REPO_ROOT / "docs" / "reports"
+BACKEND_COLOURS = {"onnxruntime": "#2563eb", "torch": "#ea580c", "openai-http": "#16a34a", "ours": "#2563eb",
+                   "peers": "#ea580c"}
+
+
+def family(backend: str) -> str:
+    """Colour group: this engine's rows against the peer libraries'."""
+    if backend.startswith("ours"):
+        return "ours"
+    if backend.startswith("st-") or backend == "fastembed":
+        return "peers"
+    return backend
+
+
+def side_by_side_rows(report) -> list[dict]:
+    """ui.bench_rows plus the workload; side-by-side rows are labelled by backend."""
+    rows = ui.bench_rows(report)
+    for row, result in zip(rows, report.results):
+        row["workload"] = result.workload
+        if result.workload:
+            row["label"], row["backend"] = result.backend, family(result.backend)
+    return rows
 
 
 def bar_chart(rows: list[dict], value: str, title: str, axis: str, reference_line: float | None = None) -> go.Figure:
@@ -93,19 +117,42 @@ if run_clicked:
 # --- saved reports -------------------------------------------------------------------------------------------
 st.divider()
 saved = bench.list_reports(reports_dir)
-if not saved:
+shipped = sorted(SHIPPED_DIR.glob("bench-*.json"), reverse=True) if SHIPPED_DIR.is_dir() else []
+if not saved and not shipped:
     st.info("No saved report yet: run a benchmark above (reports are saved under the data folder).", icon=":material/inbox:")
     st.stop()
-names = [p.name for p in saved]
+choices = {p.name: p for p in saved} | {f"shipped: {p.name}": p for p in shipped}
+names = list(choices)
 wanted = st.session_state.get("bench_report")
+if not saved:
+    st.caption("No report of your own yet: showing the one shipped with the project (measured on its reference "
+               "machine; docs/benchmarks.md). Run one above to compare on this machine.")
 picked = st.selectbox("Report", names, index=names.index(wanted) if wanted in names else 0)
 with guarded("Loading the report"):
-    report = bench.load_report(reports_dir / picked)
+    report = bench.load_report(choices[picked])
     env = report.environment
     st.caption(f"{report.created_at} · {env.get('cpu', '?')} ({env.get('cpu_threads', '?')} threads), "
                f"ONNX Runtime {env.get('onnxruntime', '?')}, load average {env.get('load_average', 0):.2f} · "
                f"workload {report.workload.get('name') or '?'}: {report.workload.get('texts')} texts, "
                f"{report.workload.get('mean_chars', 0):.0f} characters on average · parity against {report.reference}")
+    side = side_by_side_rows(report)
+    workloads = [w for w in dict.fromkeys(r["workload"] for r in side) if w]
+    for workload in workloads:  # a side-by-side report: one throughput chart per workload
+        part = [r for r in side if r["workload"] == workload and not r["error"]]
+        for row in side:
+            if row["workload"] == workload and row["error"]:
+                st.warning(f"{workload} · {row['label']}: {row['error']}", icon=":material/error:")
+        if part:
+            st.plotly_chart(bar_chart(part, "texts/s", f"{workload}: throughput (parity against {report.reference} "
+                                      "above each bar)", "texts per second"), width="stretch")
+    if workloads:
+        st.dataframe(side, hide_index=True, width="stretch")
+        stem = picked.removeprefix("shipped: ").removesuffix(".json")
+        csv_column, json_column = st.columns(2)
+        csv_column.download_button("Export CSV", ui.report_csv(report), file_name=f"{stem}.csv", mime="text/csv")
+        json_column.download_button("Export JSON", ui.report_json(report), file_name=f"{stem}.json",
+                                    mime="application/json")
+        st.stop()
     rows = ui.bench_rows(report)
     good = [r for r in rows if not r["error"]]
     for row in rows:
@@ -122,6 +169,6 @@ with guarded("Loading the report"):
             st.caption("No speed-up chart: this report has no sentence-transformers baseline (tick it above).")
     st.dataframe(rows, hide_index=True, width="stretch")
     csv_column, json_column = st.columns(2)
-    stem = picked.removesuffix(".json")
+    stem = picked.removeprefix("shipped: ").removesuffix(".json")
     csv_column.download_button("Export CSV", ui.report_csv(report), file_name=f"{stem}.csv", mime="text/csv")
     json_column.download_button("Export JSON", ui.report_json(report), file_name=f"{stem}.json", mime="application/json")

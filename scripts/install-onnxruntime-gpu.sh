@@ -11,10 +11,11 @@
 # distribution, then installs onnxruntime-gpu alone; run it again after any `pip install -r`.
 #
 #   x86_64 Linux   onnxruntime-gpu from PyPI (CUDA 13 + cuDNN 9 builds since 1.2x)
-#   aarch64 Linux  (DGX Spark / GB10, Grace-Hopper, Jetson Thor) PyPI has no GPU wheel
-#                  (microsoft/onnxruntime#26351, #22903): Microsoft's official CUDA 13 aarch64 feed,
-#                  manylinux_2_34 (glibc >= 2.34: Ubuntu 22.04+), built for sm 89/90a/120a/121a
-#                  (microsoft/onnxruntime#27944). Override with ORT_CUDA13_INDEX_URL.
+#   aarch64 Linux  (DGX Spark / GB10, Grace-Hopper, Jetson Thor) onnxruntime-gpu from PyPI, which
+#                  has aarch64 manylinux_2_34 wheels since 1.31.1 (glibc >= 2.34: Ubuntu 22.04+ / DGX
+#                  OS). Only when PyPI offers none for this machine, or its install fails, the
+#                  fallback: Microsoft's CUDA 13 aarch64 feed (built for sm 89/90a/120a/121a,
+#                  microsoft/onnxruntime#27944; override with ORT_CUDA13_INDEX_URL; --feed forces it).
 #   macOS          no CUDA: refused.
 #
 #   --python PY       the environment's interpreter (default: .venv/bin/python)
@@ -23,6 +24,7 @@
 #   --with-cuda-libs  also install the CUDA/cuDNN runtime libraries as pip wheels (extras cuda,cudnn),
 #                     for hosts that have the NVIDIA driver but no CUDA 13 toolkit (not needed in the
 #                     nvidia/cuda base images)
+#   --feed            aarch64: use the CUDA 13 feed instead of PyPI
 #   --check           install nothing; report what is installed and whether CUDA is active
 #   --dry-run         print what would be done
 # Exit status: 0 installed (or --check passed); 1 failed; 3 installed but the CUDA provider does
@@ -34,6 +36,7 @@ CUDA13_AARCH64_INDEX=${ORT_CUDA13_INDEX_URL:-https://aiinfra.pkgs.visualstudio.c
 python_bin=.venv/bin/python
 version=${ORT_GPU_VERSION:-}
 with_cuda_libs=0
+force_feed=0
 check_only=0
 dry_run=0
 while [ $# -gt 0 ]; do
@@ -41,6 +44,7 @@ while [ $# -gt 0 ]; do
     --python) python_bin=$2; shift ;;
     --version) version=$2; shift ;;
     --with-cuda-libs) with_cuda_libs=1 ;;
+    --feed) force_feed=1 ;;
     --check) check_only=1 ;;
     --dry-run) dry_run=1 ;;
     -h|--help) awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; exit 0 ;;
@@ -131,35 +135,46 @@ if [ "$check_only" = 1 ]; then
 fi
 
 cpu_pin=$(sed -n 's/^onnxruntime==\([0-9.]*\).*/\1/p' requirements.txt | head -n 1)
+feed_args=(--pre --index-url "$CUDA13_AARCH64_INDEX")
 index_args=()
+source_name=PyPI
+
+# versions of onnxruntime-gpu an index offers for this machine's Python and platform, newest first
+index_versions() {
+  "$python_bin" -m pip index versions onnxruntime-gpu "$@" 2>/dev/null \
+    | sed -n 's/^Available versions: //p' | tr -d ' ' | tr ',' ' ' || true
+}
+
 case "$arch" in
   x86_64|amd64) ;;
   aarch64|arm64)
-    index_args=(--pre --index-url "$CUDA13_AARCH64_INDEX")
     glibc=$(ldd --version 2>/dev/null | head -n 1 | grep -oE '[0-9]+\.[0-9]+$' || echo 0)
     if [ "$(printf '%s\n2.34\n' "$glibc" | sort -V | head -n 1)" != 2.34 ]; then
       echo "warning: glibc $glibc < 2.34: the aarch64 CUDA wheels are manylinux_2_34 (Ubuntu 22.04+ / DGX OS)" >&2
+    fi
+    if [ "$force_feed" = 1 ] || [ -z "$(index_versions)" ]; then
+      [ "$force_feed" = 1 ] || echo "note: PyPI offers no onnxruntime-gpu wheel for this aarch64 machine; using the CUDA 13 feed" >&2
+      index_args=("${feed_args[@]}")
+      source_name="the CUDA 13 feed"
     fi ;;
   *) echo "error: no onnxruntime-gpu wheels for $arch" >&2; exit 1 ;;
 esac
 
 if [ -z "$version" ]; then
-  # `pip index versions` lists what the index offers, newest first
-  available=$("$python_bin" -m pip index versions onnxruntime-gpu "${index_args[@]}" 2>/dev/null \
-              | sed -n 's/^Available versions: //p' | tr -d ' ' | tr ',' ' ' || true)
+  available=$(index_versions ${index_args[@]+"${index_args[@]}"})
   if [ -n "$cpu_pin" ] && printf ' %s ' "$available" | grep -q " $cpu_pin "; then
     version=$cpu_pin
   else
     version=$(printf '%s\n' "$available" | awk '{print $1}')
     [ -n "$version" ] && [ -n "$cpu_pin" ] && \
-      echo "note: onnxruntime-gpu $cpu_pin (the CPU pin) is not on the index; using $version" >&2
+      echo "note: onnxruntime-gpu $cpu_pin (the CPU pin) is not on $source_name; using $version" >&2
   fi
 fi
 spec=onnxruntime-gpu
 [ "$with_cuda_libs" = 1 ] && spec="onnxruntime-gpu[cuda,cudnn]"
 [ -n "$version" ] && spec="$spec==$version"
 
-say "installing $spec for $arch into $python_bin (the only ONNX Runtime wheel)"
+say "installing $spec for $arch from $source_name into $python_bin (the only ONNX Runtime wheel)"
 read -r -a old <<<"$(ort_dists)"
 if [ "${#old[@]}" -gt 0 ]; then
   # both wheels write the same files: remove every one, then install the GPU one fresh
@@ -167,10 +182,21 @@ if [ "${#old[@]}" -gt 0 ]; then
 fi
 # its small pure-Python dependencies come from PyPI (the aarch64 feed carries ORT only)
 run "$python_bin" -m pip install -q flatbuffers numpy packaging protobuf
-if [ "$with_cuda_libs" = 1 ]; then
-  run "$python_bin" -m pip install -q "${index_args[@]}" --extra-index-url https://pypi.org/simple "$spec"
-else
-  run "$python_bin" -m pip install -q --no-deps --force-reinstall "${index_args[@]}" "$spec"
+install_gpu() {  # install_gpu [INDEX ARGS...]
+  if [ "$with_cuda_libs" = 1 ]; then
+    run "$python_bin" -m pip install -q "$@" --extra-index-url https://pypi.org/simple "$spec"
+  else
+    run "$python_bin" -m pip install -q --no-deps --force-reinstall "$@" "$spec"
+  fi
+}
+if ! install_gpu ${index_args[@]+"${index_args[@]}"}; then
+  case "$arch:${#index_args[@]}" in
+    aarch64:0|arm64:0)
+      echo "warning: installing $spec from PyPI failed; falling back to the CUDA 13 feed" >&2
+      spec=${spec%%==*}  # the feed has its own versions
+      install_gpu "${feed_args[@]}" ;;
+    *) exit 1 ;;
+  esac
 fi
 [ "$dry_run" = 1 ] && exit 0
 verify

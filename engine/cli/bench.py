@@ -20,6 +20,14 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vllm-url", action="append", default=[], help="an OpenAI-compatible server to include (repeatable)")
     p.add_argument("--vllm-model", help="model name to send to that server")
     p.add_argument("--out", type=Path, help="report folder (default: <data dir>/reports/bench)")
+    p.add_argument("--peers", help="side by side with peer libraries, each in its own process and environment "
+                                   "(.venv-peers, created on first use): st-torch,st-onnx,st-onnx-qint8,st-openvino,"
+                                   "fastembed")
+    p.add_argument("--configs", help="with --peers: our configurations as VARIANT[:PROVIDER] "
+                                     "(default fp32:cpu,optimized:cpu,int8:cpu)")
+    p.add_argument("--workloads", default="scifact-queries,scifact-abstracts",
+                   help="with --peers: scifact-queries (300) and/or scifact-abstracts (256)")
+    p.add_argument("--rounds", type=int, default=3, help="with --peers: timed rounds per backend (best kept)")
 
 
 @command("bench", "benchmark ONNX Runtime vs PyTorch vs vLLM/HTTP servers, with parity", _bench_args)
@@ -28,6 +36,8 @@ def cmd_bench(args: argparse.Namespace) -> tuple[object, str]:
 
     studio = _studio(args)
     split = lambda value: [v.strip() for v in value.split(",") if v.strip()]  # noqa: E731
+    if args.peers:
+        return _side_by_side(studio, args, split)
     models = split(args.models) if args.models else [studio.registry.default_model]
     texts = workload_texts(args.workload, args.texts)
     report = run_benchmark(studio, models, args.variants, split(args.providers), args.batch_sizes, texts, baseline=args.baseline,
@@ -43,3 +53,20 @@ def cmd_bench(args: argparse.Namespace) -> tuple[object, str]:
     footer = f"\n{len(texts)} texts ({args.workload}); reference: {report.reference}\nreport: {json_path}\n        {csv_path}"
     return {**report.to_dict(), "json": str(json_path), "csv": str(csv_path)}, text + footer + "".join(
         f"\nerror: {e}" for e in errors)
+
+
+def _side_by_side(studio, args: argparse.Namespace, split) -> tuple[object, str]:
+    from engine.bench import save_report
+    from engine.bench_peers import DEFAULT_CONFIGS, OurConfig, markdown, run_side_by_side
+
+    model = split(args.models)[0] if args.models else studio.registry.default_model
+    configs = [OurConfig.parse(c) for c in (split(args.configs) if args.configs else DEFAULT_CONFIGS)]
+    batch = int(split(args.batch_sizes)[-1])  # the default "1,32" gives 32
+    report = run_side_by_side(studio, model, split(args.peers), configs, split(args.workloads), batch_size=batch,
+                              rounds=max(1, args.rounds))
+    json_path, csv_path = save_report(report, args.out or studio.settings.reports_dir / "bench")
+    md_path = json_path.with_suffix(".md")
+    text = markdown(report)
+    md_path.write_text(text + "\n", encoding="utf-8")
+    footer = f"\nreport: {json_path}\n        {csv_path}\n        {md_path}"
+    return {**report.to_dict(), "json": str(json_path), "csv": str(csv_path), "markdown": str(md_path)}, text + footer

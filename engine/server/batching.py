@@ -7,6 +7,10 @@ until the oldest waiting text has waited ``max_wait`` seconds. A big request may
 several batches and a batch may serve many requests; results go back to each request in its own
 order. Inference runs in a thread (ONNX Runtime releases the GIL), so the event loop keeps
 accepting requests while the model runs.
+
+The texts arrive tokenized (the route tokenizes each request once, for the budget and ``usage``)
+and go to ``Embedder.embed_encoded`` as they are; the batch this queue forms is the batch the
+model runs (the embedder's own ``STUDIO_BATCH_SIZE`` does not split it again).
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ import numpy as np
 from engine.embedder import Embedder
 from engine.errors import InferenceError, ServiceBusyError, StudioError
 from engine.server.metrics import ServerMetrics
+from engine.tokenize import Encoded
 
 log = logging.getLogger(__name__)
-QueueKey = tuple[str, str, str]  # model, variant, requested provider
+QueueKey = tuple[str, str, str]  # model, variant, resolved provider
 
 
 @dataclass(frozen=True)
@@ -43,10 +48,11 @@ class Job:
 
     embedder: Embedder
     prompt: str
-    texts: Sequence[str]
+    texts: Sequence[Encoded]  # tokenized once by the route (prompt included)
     lengths: Sequence[int]
     future: asyncio.Future
     enqueued: float
+    prompt_length: int = 0
     taken: int = 0  # texts handed to a batch so far
     remaining: int = 0  # texts whose vectors have not come back yet
     vectors: np.ndarray | None = None
@@ -65,13 +71,14 @@ class Slice:
 
 @dataclass
 class _Group:
-    """Texts of one batch that share an embedder and a prompt: one ``embed`` call."""
+    """Texts of one batch that share an embedder and a prompt: one ``embed_encoded`` call."""
 
     embedder: Embedder
     prompt: str
+    prompt_length: int = 0
     slices: list[Slice] = field(default_factory=list)
 
-    def texts(self) -> list[str]:
+    def texts(self) -> list[Encoded]:
         return [text for s in self.slices for text in s.job.texts[s.start:s.stop]]
 
 
@@ -106,14 +113,16 @@ def group_slices(slices: list[Slice]) -> list[_Group]:
     for s in slices:
         key = (id(s.job.embedder), s.job.prompt)
         if key not in groups:
-            groups[key] = _Group(s.job.embedder, s.job.prompt)
+            groups[key] = _Group(s.job.embedder, s.job.prompt, s.job.prompt_length)
         groups[key].slices.append(s)
     return list(groups.values())
 
 
-def _infer(groups: list[_Group]) -> list[np.ndarray]:
-    """Runs in the inference thread."""
-    return [group.embedder.embed(group.texts(), prompt=group.prompt) for group in groups]
+def _infer(groups: list[_Group], limits: BatchLimits) -> list[np.ndarray]:
+    """Runs in the inference thread. The queue's batch runs as one model batch: the embedder gets the
+    queue's limits, not its own smaller default."""
+    return [group.embedder.with_batching(limits.max_items, limits.max_tokens).embed_encoded(
+                group.texts(), group.prompt_length) for group in groups]
 
 
 class EmbeddingQueue:
@@ -132,8 +141,9 @@ class EmbeddingQueue:
         self._provider_recorded = False
         self._worker = asyncio.create_task(self._run(), name=f"embedding-queue-{'/'.join(key)}")
 
-    async def embed(self, embedder: Embedder, texts: Sequence[str], lengths: Sequence[int], prompt: str) -> np.ndarray:
-        """Vectors for ``texts`` in their order, computed in batches shared with other requests."""
+    async def embed(self, embedder: Embedder, texts: Sequence[Encoded], lengths: Sequence[int], prompt: str,
+                    prompt_length: int = 0) -> np.ndarray:
+        """Vectors for the tokenized ``texts`` in their order, computed in batches shared with other requests."""
         if not texts:
             return np.zeros((0, embedder.dim), dtype=np.float32)
         if self._waiting_items and self._waiting_items + len(texts) > self.limits.capacity:
@@ -142,7 +152,8 @@ class EmbeddingQueue:
                 "retry in a moment, or send fewer texts at once",
             )
         loop = asyncio.get_running_loop()
-        job = Job(embedder, prompt, texts, lengths, loop.create_future(), loop.time(), remaining=len(texts))
+        job = Job(embedder, prompt, texts, lengths, loop.create_future(), loop.time(), prompt_length=prompt_length,
+                  remaining=len(texts))
         self._pending.append(job)
         self._add_waiting(len(texts), sum(lengths))
         self._arrived.set()
@@ -230,7 +241,7 @@ class EmbeddingQueue:
             self.metrics.queue_wait_seconds.labels(*labels).observe(max(0.0, started - s.job.enqueued))
         groups = group_slices(slices)
         clock = time.perf_counter()
-        results = await loop.run_in_executor(self.executor, _infer, groups)
+        results = await loop.run_in_executor(self.executor, _infer, groups, self.limits)
         self.metrics.inference_seconds.labels(*labels).observe(time.perf_counter() - clock)
         self.metrics.texts.labels(*labels).inc(items)
         self.metrics.tokens.labels(*labels).inc(tokens)
@@ -291,9 +302,10 @@ class Batcher:
             self._queues[key] = EmbeddingQueue(key, self.limits, self.executor, self.metrics, self.threads)
         return self._queues[key]
 
-    async def embed(self, embedder: Embedder, texts: Sequence[str], lengths: Sequence[int], prompt: str) -> np.ndarray:
-        key = (embedder.spec.name, embedder.variant, embedder.provider)
-        return await self.queue(key).embed(embedder, texts, lengths, prompt)
+    async def embed(self, embedder: Embedder, texts: Sequence[Encoded], lengths: Sequence[int], prompt: str,
+                    prompt_length: int = 0) -> np.ndarray:
+        key = (embedder.spec.name, embedder.variant, embedder.provider)  # the provider that really runs
+        return await self.queue(key).embed(embedder, texts, lengths, prompt, prompt_length)
 
     async def close(self) -> None:
         await asyncio.gather(*(q.close() for q in self._queues.values()))

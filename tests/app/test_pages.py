@@ -218,6 +218,23 @@ def test_chunks_page_shows_boundaries_and_applies_a_previewed_rechunk(engine, se
     assert pipeline.collection(engine, searchable).info().documents[0].chunks == planned
 
 
+def test_benchmarks_page_shows_the_shipped_side_by_side_report_before_any_run(engine):
+    shipped = sorted((ROOT / "docs" / "reports").glob("bench-*.json"))
+    assert shipped, "the project ships a side-by-side report (docs/reports)"
+    assert not list(Path(engine.settings.reports_dir / "bench").glob("bench-*.json"))  # first open: none of our own
+    at = open_page("pages/5_Benchmarks.py")
+    ok(at)
+    assert at.selectbox[0].value.startswith("shipped: ")
+    assert any("shipped with the project" in c for c in texts(at.caption))
+    from engine.bench import load_report
+
+    report = load_report(shipped[-1])
+    workloads = {r.workload for r in report.results}
+    assert len(at.get("plotly_chart")) == len(workloads)  # one throughput chart per workload
+    table = at.dataframe[-1].value
+    assert {"st-torch", "ours fp32"} <= set(table["label"]) and "parity" in table.columns
+
+
 def test_benchmarks_page_runs_charts_and_saves_a_report(engine):
     at = open_page("pages/5_Benchmarks.py")
     at.multiselect(key="bench_variants").set_value(["fp32", "int8"])

@@ -123,7 +123,7 @@ async def ingest_documents(name: str, files: list[UploadFile] = File(...), ocr: 
         except StudioError as exc:  # empty or too large: reported in its place, the other files go on
             refused[position] = IngestResult(upload_name(upload.filename), False, error=exc.to_dict())
     options = IngestOptions(ocr=ocr, password=password, model=model, chunk_size=chunk_size,
-                            chunk_overlap=chunk_overlap, force=force)
+                            chunk_overlap=chunk_overlap, force=force, provider=state.provider)
     ingested = iter(await run_in_threadpool(ingest_many, state.studio, name, uploads, options) if uploads else [])
     results = [refused[i] if i in refused else next(ingested) for i in range(len(files))]
     return {"collection": name, "ingested": sum(r.ok for r in results), "failed": sum(not r.ok for r in results),
@@ -147,7 +147,8 @@ async def search_collection(name: str, body: SearchBody, state: ServerState = De
     if not body.query.strip():
         raise RequestError("The query is empty.", "query")
     check_encodable(body.query, "query", param="query")
-    result = await run_in_threadpool(search, state.studio, name, body.query, body.k, body.documents)
+    result = await run_in_threadpool(search, state.studio, name, body.query, body.k, body.documents,
+                                     provider=state.provider)
     return {"collection": name, "model": result.model, "provider": result.provider,
             "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
             "hits": [hit.to_dict() for hit in result.hits]}

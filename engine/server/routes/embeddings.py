@@ -29,6 +29,7 @@ from engine.errors import InputError, RequestError
 from engine.registry import ModelSpec
 from engine.server.state import ServerState, get_state
 from engine.textcheck import check_encodable
+from engine.tokenize import Encoded
 
 router = APIRouter(tags=["openai"])
 # small requests are tokenized on the event loop (~0.1 ms for a sentence): a hop to a thread costs
@@ -127,10 +128,12 @@ def model_card(spec: ModelSpec, default_model: str) -> dict:
     }
 
 
-def _token_lengths(embedder: Embedder, texts: list[str], prompt: str) -> list[int]:
-    """Tokens each text occupies in the model (truncated, with special tokens): the batch budget
-    and ``usage`` both count these."""
-    return [len(e.ids) for e in embedder.tokenizer.encode([prompt + t for t in texts])]
+def _tokenize(embedder: Embedder, texts: list[str], prompt: str) -> tuple[list[Encoded], list[int], int]:
+    """The request tokenized once: what the model runs, the tokens each text occupies (truncated,
+    special tokens included: the batch budget and ``usage`` count these) and the prompt's length."""
+    encoded = embedder.tokenizer.encode([prompt + t for t in texts])
+    prompt_length = embedder.tokenizer.prompt_length(prompt) if prompt else 0
+    return encoded, [len(e.ids) for e in encoded], prompt_length
 
 
 def _json(body: dict, status: int = 200) -> Response:
@@ -164,10 +167,10 @@ async def create_embeddings(request: EmbeddingRequest, state: ServerState = Depe
     except InputError as exc:
         raise RequestError(exc.message, "prompt_name", exc.hint) from None
     if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
-        lengths = _token_lengths(embedder, texts, prompt)
+        encoded, lengths, prompt_length = _tokenize(embedder, texts, prompt)
     else:
-        lengths = await asyncio.to_thread(_token_lengths, embedder, texts, prompt)
-    vectors = await state.batcher.embed(embedder, texts, lengths, prompt)
+        encoded, lengths, prompt_length = await asyncio.to_thread(_tokenize, embedder, texts, prompt)
+    vectors = await state.batcher.embed(embedder, encoded, lengths, prompt, prompt_length)
     if request.dimensions is not None and request.dimensions < embedder.dim:
         vectors = pooling.truncate_dim(vectors, request.dimensions, renormalize=True)
     return _json(embedding_response(vectors, request.encoding_format or "float", model_id, sum(lengths)))

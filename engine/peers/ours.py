@@ -1,0 +1,59 @@
+"""This project's engine as a benchmark worker, with the same pipe protocol as ``runner.py``, so
+that it runs in its own process like every peer (its RSS is its own) and rounds interleave.
+
+    python -m engine.peers.ours --model M --variant V --provider P --threads N
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from engine.peers.runner import serve
+
+
+class Ours:
+    def __init__(self, model: str, variant: str, provider: str) -> None:
+        self.model, self.variant, self.provider = model, variant, provider
+        self.info: dict[str, object] = {}
+        self._embedder = None
+
+    def load(self) -> None:
+        from engine.studio import Studio
+
+        studio = Studio()
+        shared = studio.embedder(self.model, self.variant, self.provider)
+        self._embedder = shared.with_batching(None, None)
+        info = self._embedder.info()
+        self.info = {"library": "onnx-embedding-studio", "provider": info["provider"], "variant": self.variant,
+                     "fallback": info["fallback"], "max_seq_length": info["max_seq_length"]}
+
+    def run(self, texts: list[str], batch_size: int) -> tuple[float, list[float], np.ndarray]:
+        embedder = self._embedder.with_batching(batch_size, max(self._embedder.max_batch_tokens,
+                                                                batch_size * self._embedder.tokenizer.max_seq_length))
+        latencies, parts = [], []
+        begin = time.perf_counter()
+        for first in range(0, len(texts), batch_size):
+            t0 = time.perf_counter()
+            parts.append(embedder.embed(texts[first:first + batch_size]))
+            latencies.append(time.perf_counter() - t0)
+        return time.perf_counter() - begin, latencies, np.concatenate(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.peers.ours")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--variant", required=True)
+    parser.add_argument("--provider", default="cpu")
+    args = parser.parse_args(argv)
+    from engine.log import configure
+
+    configure(level="WARNING")
+    return serve(Ours(args.model, args.variant, args.provider))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

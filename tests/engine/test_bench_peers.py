@@ -1,0 +1,72 @@
+"""The side-by-side benchmark's pieces that need no peer environment: configurations, the SciFact
+workloads, the Markdown report, and our own worker over its pipe protocol."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from conftest import shared_data
+
+from engine import peers
+from engine.bench import BenchReport, BenchResult
+from engine.bench_peers import OurConfig, markdown, workload
+from engine.errors import InputError
+
+
+def test_configs_parse_and_name():
+    assert OurConfig.parse("int8") == OurConfig("int8", "cpu")
+    assert OurConfig.parse("fp32:openvino").name == "ours fp32 · openvino"
+    assert OurConfig.parse("optimized:cpu").name == "ours optimized"
+    with pytest.raises(InputError):
+        OurConfig.parse(":cpu")
+
+
+def test_scifact_workloads_are_the_300_queries_and_256_abstracts():
+    folder = shared_data("scifact")
+    queries, abstracts = workload("scifact-queries", folder), workload("scifact-abstracts", folder)
+    assert len(queries) == 300 and len(abstracts) == 256
+    assert all(queries) and np.mean([len(a) for a in abstracts]) > 5 * np.mean([len(q) for q in queries])
+    with pytest.raises(InputError, match="Unknown workload"):
+        workload("nope", folder)
+
+
+def test_unknown_peer_is_a_clear_error(tmp_path):
+    with pytest.raises(peers.PeerError, match="Unknown peer"):
+        peers.peer_command("st-tensorflow", tmp_path, None, 2, python=tmp_path / "python")
+
+
+def test_markdown_has_one_table_per_workload_with_parity():
+    def row(backend, workload_name, speed, cosine, error=None):
+        return BenchResult(backend, "m", "fp32", "cpu", 32, 256, 1.0, speed, speed * 200, 10, 12, 15, 1.0, 1e-7,
+                           cosine, speed / 20, 300, error=error, workload=workload_name)
+
+    report = BenchReport("2026-01-01T00:00:00Z", {"cpu": "X", "cpu_threads": 2, "cpu_flags": ["avx2"]},
+                         {"batch_size": 32, "rounds": 2}, "st-torch",
+                         [row("st-torch", "scifact-abstracts", 20, 1.0), row("ours int8", "scifact-abstracts", 40, 0.99),
+                          row("fastembed", "scifact-queries", 0, None, error="boom")])
+    text = markdown(report)
+    assert "### scifact-abstracts" in text and "### scifact-queries" in text
+    assert "| ours int8 | 40.0 | 8000 |" in text and "0.990000 | 2.00 |" in text and "error: boom" in text
+
+
+def test_our_worker_speaks_the_runner_protocol(default_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(default_model.parent.parent))
+    texts = tmp_path / "texts.json"
+    texts.write_text(json.dumps(["a protein", "a cell regulates growth", "mortality"]))
+    worker = peers.PeerProcess("ours fp32", [sys.executable, "-m", "engine.peers.ours", "--model", default_model.name,
+                                             "--variant", "fp32"], threads=1)
+    try:
+        worker.load()
+        assert worker.info["provider"] == "cpu"
+        run = worker.run(texts, 2, tmp_path / "v.npy")
+        assert len(run.latencies) == 2 and run.peak_rss_mb > 0
+        vectors = np.load(tmp_path / "v.npy")
+        assert vectors.shape == (3, 384)
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+        with pytest.raises(peers.PeerError):
+            worker.run(tmp_path / "missing.json", 2)
+    finally:
+        worker.close()
