@@ -3,7 +3,43 @@
 Every error carries a ``message`` that is safe to show to a user (no paths to secrets, no
 tracebacks) and a ``hint`` that says what to do next. Third-party exceptions are converted
 into these where they enter the engine; the UI shows ``message``/``hint``, the HTTP API maps
-the class to a status code, the CLI prints them and exits non-zero.
+the class to a status code (engine/server/errors.py, one table), the CLI prints them and exits
+non-zero. The hierarchy (class, then the ``code`` clients see; tests/engine/test_errors_doc.py keeps it
+true):
+
+    StudioError                        studio_error
+        CollectionError                collection_error
+            CollectionNotFoundError    collection_not_found
+            ModelMismatchError         model_mismatch
+                VariantMismatchError   variant_mismatch
+        ConfigError                    config_error
+            RegistryError              registry_error
+        ConversionError                conversion_error
+            RemoteCodeRefusedError     remote_code_refused
+            UnsupportedModelError      unsupported_model
+        DocumentError                  document_error
+            CorruptDocumentError       corrupt_document
+            DocumentLimitError         document_limit
+            EmptyDocumentError         empty_document
+            EncryptedDocumentError     encrypted_document
+        HubError                       hub_error
+            HubOfflineError            hub_offline
+        InferenceError                 inference_error
+        InputError                     invalid_input
+            PayloadTooLargeError       payload_too_large
+            RequestError               invalid_input
+        ModelFileError                 model_file_error
+        ModelNotConvertedError         model_not_converted
+        ModelNotFoundError             model_not_found
+        OCRError                       ocr_error
+            OCRAuthError               ocr_auth
+            OCRRateLimitError          ocr_rate_limited
+            OCRServiceError            ocr_service_error
+            OCRUnavailableError        ocr_unavailable
+        ProviderError                  provider_unavailable
+        ServiceBusyError               server_busy
+        StorageError                   storage_error
+            StorageFullError           storage_full
 """
 
 from __future__ import annotations
