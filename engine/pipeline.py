@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from engine.chunking import Chunk, ChunkingOptions, chunk_pages
+from engine.chunking import DEFAULT_OVERLAP, DEFAULT_SIZE, Chunk, ChunkingOptions, chunk_pages
 from engine.cleanup import strip_running_lines
 from engine.collection_format import CollectionInfo, require_same_model
 from engine.errors import CollectionNotFoundError, EmptyDocumentError, InputError, StorageError, StudioError
@@ -45,10 +45,8 @@ class IngestOptions:
     model: str | None = None  # only for a new collection; an existing one keeps its model
     variant: str | None = None
     provider: str | None = None
-    # `python -m engine chunk-eval` on 4 PDFs (204 sentences, top-1 page): 64/8 0.868, 128/16 0.775,
-    # 200/30 0.686; the heading prefix cost 0.03-0.05 everywhere. 128 balances precision and context.
-    chunk_size: int = 128
-    chunk_overlap: int = 16
+    chunk_size: int = DEFAULT_SIZE  # measured: see engine/chunking.py
+    chunk_overlap: int = DEFAULT_OVERLAP
     headings_in_embedding: bool = False
     force: bool = False  # re-ingest a file that is already in the collection
 

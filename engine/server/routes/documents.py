@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.chunking import DEFAULT_OVERLAP, DEFAULT_SIZE
 from engine.errors import EmptyDocumentError, RequestError, StudioError
 from engine.server.state import ServerState, get_state
 from engine.textcheck import check_encodable
@@ -110,7 +111,8 @@ async def get_one(name: str, state: ServerState = Depends(get_state)) -> dict:
 @router.post("/v1/collections/{name}/documents")
 async def ingest_documents(name: str, files: list[UploadFile] = File(...), ocr: str = Form("auto"),
                           password: str | None = Form(None), model: str | None = Form(None),
-                          chunk_size: int = Form(128, ge=8, le=8192), chunk_overlap: int = Form(16, ge=0, le=8191),
+                          chunk_size: int = Form(DEFAULT_SIZE, ge=8, le=8192),
+                          chunk_overlap: int = Form(DEFAULT_OVERLAP, ge=0, le=8191),
                           force: bool = Form(False), state: ServerState = Depends(get_state)) -> dict:
     from engine.pipeline import IngestOptions, IngestResult, collection, ingest_many
 
