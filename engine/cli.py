@@ -216,7 +216,8 @@ def _load_commands() -> None:
     """Subcommands of other modules register themselves on import."""
     import importlib
 
-    for module in ("engine.cli_documents", "engine.cli_ocr", "engine.cli_bench", "engine.cli_checks", "engine.cli_service"):
+    for module in ("engine.cli_documents", "engine.cli_ocr", "engine.cli_bench", "engine.cli_checks", "engine.cli_service",
+                   "engine.cli_search"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -22,6 +22,8 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-overlap", type=int, default=16, help="tokens of overlap (default 16)")
     p.add_argument("--headings", action="store_true", help="prepend the heading path to each chunk for embedding")
     p.add_argument("--force", action="store_true", help="re-ingest files already in the collection")
+    p.add_argument("--language", help="keyword-search language of a NEW collection: en, de, fr, ... or none "
+                                      "(default: STUDIO_SEARCH_LANGUAGE or en)")
 
 
 @command("ingest", "ingest PDFs into a collection (text layer / OCR -> chunks -> vectors)", _ingest_args)
@@ -31,7 +33,7 @@ def cmd_ingest(args: argparse.Namespace) -> tuple[object, str]:
     studio = _studio(args)
     options = IngestOptions(ocr=args.ocr, password=args.password, model=args.model, variant=args.variant,
                             provider=args.provider, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
-                            headings_in_embedding=args.headings, force=args.force)
+                            headings_in_embedding=args.headings, force=args.force, language=args.language)
 
     def progress(event: ProgressEvent) -> None:
         if args.json:
@@ -68,18 +70,23 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--document", action="append", help="only search this document (name or id); repeatable")
     p.add_argument("--model", help="must be the collection's model (checked)")
     p.add_argument("--provider")
+    p.add_argument("--mode", choices=["dense", "keyword", "hybrid"],
+                   help="dense (embeddings), keyword (BM25) or hybrid (both, fused); default: the collection's")
+    p.add_argument("--exact", action="store_true", help="exact dense search even where the collection has an ANN index")
 
 
-@command("search", "semantic search in a collection (cosine top-k)", _search_args)
+@command("search", "search a collection: dense (cosine), keyword (BM25) or hybrid", _search_args)
 def cmd_search(args: argparse.Namespace) -> tuple[object, str]:
     from engine.pipeline import search
 
     result = search(_studio(args), args.collection, args.query, k=args.k, documents=args.document,
-                    model=args.model, provider=args.provider)
-    lines = [f"{len(result.hits)} hits in {result.seconds['total'] * 1000:.0f} ms ({result.model} on {result.provider})"]
+                    model=args.model, provider=args.provider, mode=args.mode, exact=args.exact or None)
+    lines = [f"{len(result.hits)} hits in {result.seconds['total'] * 1000:.0f} ms, {result.mode} "
+             f"({result.model} on {result.provider})"]
     for rank, hit in enumerate(result.hits, 1):
         snippet = " ".join(hit.text.split())[:160]
-        lines.append(f"{rank:2d}. {hit.score:.3f}  {hit.document} p.{hit.page} [{hit.start}:{hit.end}]  {snippet}")
+        found = "+".join(hit.retrievers)
+        lines.append(f"{rank:2d}. {hit.score:.3f} {found:13s} {hit.document} p.{hit.page} [{hit.start}:{hit.end}]  {snippet}")
     return [hit.to_dict() for hit in result.hits], "\n".join(lines)
 
 
@@ -121,6 +128,10 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--provider")
     p.add_argument("--split", default="test")
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--mode", choices=["dense", "keyword", "hybrid"], default="dense",
+                   help="dense (embeddings, default), keyword (BM25) or hybrid (reciprocal-rank fusion)")
+    p.add_argument("--dense-weight", type=float, default=None,
+                   help="hybrid: the dense share of the fusion, 0..1 (default STUDIO_HYBRID_DENSE_WEIGHT, 0.5)")
 
 
 @command("eval", "retrieval quality on a BEIR dataset (nDCG@10, Recall@100)", _eval_args)
@@ -132,17 +143,24 @@ def cmd_eval(args: argparse.Namespace) -> tuple[object, str]:
 
     studio = _studio(args)
     dataset = load_beir(args.dataset, args.split)
-    embedder = studio.embedder(args.model, args.variant, args.provider).with_batching(args.batch_size)
-    embedder.session()
-    labels = {"model": embedder.spec.name, "variant": embedder.variant, "provider": embedder.session().active_provider}
-    result = evaluate(dataset, embedder.embed_documents, embedder.embed_queries, labels)
+    dense_weight = studio.settings.hybrid_dense_weight if args.dense_weight is None else args.dense_weight
+    if args.mode == "keyword":
+        embedder = None
+        labels = {"model": "bm25", "variant": "", "provider": "none"}
+    else:
+        embedder = studio.embedder(args.model, args.variant, args.provider).with_batching(args.batch_size)
+        embedder.session()
+        labels = {"model": embedder.spec.name, "variant": embedder.variant,
+                  "provider": embedder.session().active_provider}
+    result = evaluate(dataset, embedder and embedder.embed_documents, embedder and embedder.embed_queries, labels,
+                      mode=args.mode, dense_weight=dense_weight)
     report_dir = studio.settings.reports_dir / "eval"
     report_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    (report_dir / f"{dataset.name}-{embedder.spec.name}-{embedder.variant}-{stamp}.json").write_text(
+    (report_dir / f"{dataset.name}-{labels['model']}-{labels['variant']}-{args.mode}-{stamp}.json").write_text(
         json.dumps(result.to_dict(), indent=2))
-    text = (f"{dataset.name}: {result.queries} queries, {result.documents} documents, "
-            f"{embedder.spec.name}/{embedder.variant} on {labels['provider']}\n"
+    text = (f"{dataset.name}: {result.queries} queries, {result.documents} documents, {args.mode}, "
+            f"{labels['model']}/{labels['variant']} on {labels['provider']}\n"
             f"nDCG@10 {result.ndcg_at_10:.5f}   Recall@100 {result.recall_at_100:.5f}   "
             f"(corpus {result.seconds_corpus:.0f}s, queries {result.seconds_queries:.1f}s)")
     return result.to_dict(), text

@@ -7,8 +7,10 @@ chunk metadata). A write creates new segment files, then atomically replaces col
 and unchanged. Files of the generation before the current one are kept (a reader may still hold
 the old manifest) and older ones are removed. Writers take an exclusive lock file.
 
-Search is exact cosine top-k over all vectors (held in memory per generation), optionally
-restricted to some documents.
+Search (engine/retrieval.py) reads each generation's segments memory-mapped; its mode is dense (exact
+cosine, or the HNSW index above the collection's ANN threshold), keyword (BM25) or hybrid (their
+reciprocal-rank fusion). The keyword and ANN indexes are derived from the segments in the commit path
+(engine/derived_indexes.py) and named by the manifest like the segments are.
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import derived_indexes
 from engine.chunking import Chunk
 from engine.errors import CollectionError, CollectionNotFoundError, InputError, ModelMismatchError
+from engine.fusion import CANDIDATES, dense_weights, reciprocal_rank_fusion, resolve_mode
 from engine.pages import Page
+from engine.retrieval import SearchConfig, View
 
 log = logging.getLogger(__name__)
 MANIFEST = "collection.json"
@@ -65,6 +70,8 @@ class CollectionInfo:
     documents: tuple[DocumentRecord, ...] = ()
     format: int = FORMAT
     uid: str = ""  # new for every creation: a dropped and re-made collection never matches an old cache
+    search: dict = field(default_factory=dict)  # retrieval.SearchConfig: default mode, language, ANN options
+    indexes: dict = field(default_factory=dict)  # derived index files of this generation (keyword, ann)
 
     @property
     def chunk_count(self) -> int:
@@ -85,9 +92,22 @@ class SearchHit:
     text: str
     heading_path: tuple[str, ...]
     chunk_index: int
+    retrievers: dict[str, float] = field(default_factory=dict)  # which retriever(s) found it, with their scores
 
     def to_dict(self) -> dict:
         return {**asdict(self), "heading_path": list(self.heading_path)}
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    """One document to store: its record, vectors (one per chunk), chunks, page texts and original file."""
+
+    record: DocumentRecord
+    vectors: np.ndarray
+    chunks: Sequence[Chunk]
+    pages: Sequence[Page] = ()
+    original: bytes | None = None
+    suffix: str = ".pdf"
 
 
 def _now() -> str:
@@ -122,7 +142,7 @@ class Collection:
             raise InputError(f"{name!r} is not a valid collection name.", "use letters, digits, '.', '_', '-' (max 64)")
         self.name = name
         self.path = Path(root) / name
-        self._cache: tuple[tuple[str, int], np.ndarray, list[dict], list[str]] | None = None
+        self._cache: tuple[tuple[str, int], View] | None = None
         self._cache_lock = threading.Lock()
 
     # -- reading ------------------------------------------------------------------------------------
@@ -181,22 +201,19 @@ class Collection:
             raise CollectionError(f"A segment of collection {self.name!r} is unreadable ({stem}): {exc}") from None
         return vectors, chunks
 
-    def _matrix(self, info: CollectionInfo) -> tuple[np.ndarray, list[dict], list[str]]:
+    def _view(self, info: CollectionInfo) -> View:
         with self._cache_lock:
-            if self._cache is not None and self._cache[0] == (info.uid, info.generation):
-                return self._cache[1], self._cache[2], self._cache[3]
-            parts, chunks, owners = [], [], []
-            for record in info.documents:
-                vectors, metadata = self._load_segment(record.segment)
-                parts.append(vectors)
-                chunks.extend(metadata)
-                owners.extend([record.doc_id] * len(metadata))
-            matrix = np.concatenate(parts) if parts else np.zeros((0, info.dim), dtype=np.float32)
-            self._cache = ((info.uid, info.generation), matrix, chunks, owners)
-            return matrix, chunks, owners
+            if self._cache is None or self._cache[0] != (info.uid, info.generation):
+                self._cache = ((info.uid, info.generation), View(self.path, info, self._segment_files))
+            return self._cache[1]
 
-    def search(self, query_vector: np.ndarray, k: int = 5, documents: Sequence[str] | None = None,
-               model: str | None = None) -> list[SearchHit]:
+    def search(self, query_vector: np.ndarray | None = None, k: int = 5, documents: Sequence[str] | None = None,
+               model: str | None = None, *, query_text: str | None = None, mode: str | None = None,
+               exact: bool | None = None, ef: int | None = None, dense_weight: float | None = None) -> list[SearchHit]:
+        """Top-k chunks for a query vector (dense), a query text (keyword) or both (hybrid).
+
+        ``mode`` defaults to the collection's; ``exact`` forces exact dense search; ``ef`` is the HNSW
+        search breadth; ``dense_weight`` the dense share of the hybrid fusion (default: the collection's)."""
         info = self.info()
         if model is not None and model != info.model:
             raise ModelMismatchError(
@@ -206,28 +223,36 @@ class Collection:
             )
         if k < 1:
             raise InputError("k must be at least 1.")
-        matrix, chunks, owners = self._matrix(info)
-        if matrix.shape[0] == 0:
+        view = self._view(info)
+        mode = resolve_mode(mode, view.config.mode, query_text is not None, query_vector is not None)
+        if view.size == 0:
             return []
-        query = np.asarray(query_vector, dtype=np.float32).reshape(-1)
-        if query.shape[0] != matrix.shape[1]:
-            raise ModelMismatchError(f"The query has {query.shape[0]} dimensions, the collection {matrix.shape[1]}.")
-        query = query / max(float(np.linalg.norm(query)), 1e-12)
-        scores = matrix @ query
-        names = {d.doc_id: d.name for d in info.documents}
+        wanted = None
         if documents:
             wanted = {d.doc_id for d in info.documents if d.doc_id in documents or d.name in documents}
             if not wanted:
                 raise InputError(f"None of {list(documents)} is in collection {self.name!r}.")
-            scores = np.where(np.isin(np.array(owners), list(wanted)), scores, -np.inf)
-        k = min(k, int(np.isfinite(scores).sum()))
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [
-            SearchHit(float(scores[i]), names[owners[i]], owners[i], chunks[i]["page"], chunks[i]["start"],
-                      chunks[i]["end"], chunks[i]["text"], tuple(chunks[i]["heading_path"]), chunks[i]["index"])
-            for i in top if np.isfinite(scores[i])
-        ]
+        depth = k if mode != "hybrid" else max(k, CANDIDATES)
+        rankings = {}
+        if mode in ("dense", "hybrid"):
+            query = np.asarray(query_vector, dtype=np.float32).reshape(-1)
+            if query.shape[0] != info.dim:
+                raise ModelMismatchError(f"The query has {query.shape[0]} dimensions, the collection {info.dim}.")
+            query = query / max(float(np.linalg.norm(query)), 1e-12)
+            rankings["dense"] = view.dense(query, depth, wanted, exact, ef)
+        if mode in ("keyword", "hybrid"):
+            rankings["keyword"] = view.keyword_top(query_text, depth, wanted)
+        weights = dense_weights(view.config.dense_weight if dense_weight is None else dense_weight)
+        fused = reciprocal_rank_fusion(rankings, weights)[:k]
+        hits = []
+        for item in fused:
+            segment, offset = view.locate(item.row)
+            chunk = segment.chunk(offset)
+            score = item.score if mode == "hybrid" else item.sources[0][1]
+            hits.append(SearchHit(float(score), segment.name, segment.doc_id, chunk["page"], chunk["start"],
+                                  chunk["end"], chunk["text"], tuple(chunk["heading_path"]), chunk["index"],
+                                  dict(item.sources)))
+        return hits
 
     # -- writing ------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -242,8 +267,10 @@ class Collection:
 
     def _commit(self, info: CollectionInfo) -> CollectionInfo:
         info = replace(info, generation=info.generation + 1)
+        info = replace(info, indexes=derived_indexes.build(self.path, info, self._segment_files))
         _write_atomic(self.path / MANIFEST, json.dumps(asdict(info), indent=1, ensure_ascii=False).encode("utf-8"))
         self._collect_garbage(info)
+        derived_indexes.collect_garbage(self.path, info)
         return info
 
     def _collect_garbage(self, info: CollectionInfo) -> None:
@@ -256,47 +283,69 @@ class Collection:
             if stem not in keep and generation < info.generation - 1:
                 file.unlink(missing_ok=True)
 
-    def create(self, model: str, variant: str, dim: int, chunking: dict) -> CollectionInfo:
+    def create(self, model: str, variant: str, dim: int, chunking: dict, search: dict | None = None) -> CollectionInfo:
+        """``search``: the collection's retrieval.SearchConfig as a dict (default mode, language, ANN options)."""
         with self._locked():
             if self.exists:
                 return self.info()
-            info = CollectionInfo(self.name, model, variant, dim, _now(), chunking=chunking, uid=uuid.uuid4().hex)
+            info = CollectionInfo(self.name, model, variant, dim, _now(), chunking=chunking, uid=uuid.uuid4().hex,
+                                  search=SearchConfig.from_dict(search).to_dict())
             return self._commit(info)
 
     def add_document(self, record: DocumentRecord, vectors: np.ndarray, chunks: Sequence[Chunk], model: str,
                      pages: Sequence[Page] = (), original: bytes | None = None, suffix: str = ".pdf") -> DocumentRecord:
         """Store one document's chunks, vectors, page texts and original file; replaces an earlier copy."""
-        if vectors.shape[0] != len(chunks):
-            raise CollectionError(f"{len(chunks)} chunks but {vectors.shape[0]} vectors for {record.name}.")
+        return self.add_documents([NewDocument(record, vectors, chunks, pages, original, suffix)], model)[0]
+
+    def add_documents(self, documents: Sequence[NewDocument], model: str) -> list[DocumentRecord]:
+        """Store several documents in ONE commit (all or nothing: an import, a bulk load)."""
+        if len({new.record.doc_id for new in documents}) != len(documents):
+            raise CollectionError("The same document appears twice in one batch.")
+        for new in documents:
+            if new.vectors.shape[0] != len(new.chunks):
+                raise CollectionError(f"{len(new.chunks)} chunks but {new.vectors.shape[0]} vectors for {new.record.name}.")
         with self._locked():
             info = self.info()
             if model != info.model:
+                names = ", ".join(new.record.name for new in documents[:3])
                 raise ModelMismatchError(
-                    f"Collection {self.name!r} holds {info.model!r} vectors; {record.name} was embedded with {model!r}.",
+                    f"Collection {self.name!r} holds {info.model!r} vectors; {names} was embedded with {model!r}.",
                     "ingest into a collection made with the same model",
                 )
-            if vectors.shape[1] != info.dim:
-                raise ModelMismatchError(f"Vectors have {vectors.shape[1]} dimensions; the collection {info.dim}.")
-            stem = f"{record.doc_id[:16]}-g{info.generation + 1}"
+            for new in documents:
+                if new.vectors.ndim != 2 or new.vectors.shape[1] != info.dim:
+                    raise ModelMismatchError(f"Vectors have {new.vectors.shape[-1]} dimensions; the collection {info.dim}.")
             (self.path / "segments").mkdir(exist_ok=True)
-            vectors_file, chunks_file = self._segment_files(stem)
-            normalized = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-            with open(vectors_file, "wb") as handle:
-                np.save(handle, normalized.astype(np.float32))
-                handle.flush()
-                os.fsync(handle.fileno())
-            lines = [json.dumps({"index": c.index, "page": c.page, "start": c.start, "end": c.end, "text": c.text,
-                                 "heading_path": list(c.heading_path), "tokens": c.tokens}, ensure_ascii=False)
-                     for c in chunks]
-            _write_atomic(chunks_file, ("\n".join(lines) + "\n").encode("utf-8"))
-            _write_atomic(self._pages_file(stem), json.dumps([asdict(p) for p in pages], ensure_ascii=False).encode("utf-8"))
-            if original is not None:
-                (self.path / "files").mkdir(exist_ok=True)
-                _write_atomic(self.path / "files" / f"{record.doc_id}{suffix.lower()}", original)
-            record = replace(record, segment=stem, chunks=len(chunks))
-            documents = tuple(d for d in info.documents if d.doc_id != record.doc_id) + (record,)
-            self._commit(replace(info, documents=documents))
-            return record
+            records = [self._write_segment(info.generation + 1, new) for new in documents]
+            replaced = {r.doc_id for r in records}
+            kept = tuple(d for d in info.documents if d.doc_id not in replaced)
+            self._commit(replace(info, documents=kept + tuple(records)))
+            return records
+
+    def _write_segment(self, generation: int, new: NewDocument) -> DocumentRecord:
+        record, vectors, chunks = new.record, new.vectors, new.chunks
+        stem = f"{record.doc_id[:16]}-g{generation}"
+        vectors_file, chunks_file = self._segment_files(stem)
+        normalized = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        with open(vectors_file, "wb") as handle:
+            np.save(handle, normalized.astype(np.float32))
+            handle.flush()
+            os.fsync(handle.fileno())
+        lines = [json.dumps({"index": c.index, "page": c.page, "start": c.start, "end": c.end, "text": c.text,
+                             "heading_path": list(c.heading_path), "tokens": c.tokens}, ensure_ascii=False)
+                 for c in chunks]
+        _write_atomic(chunks_file, ("\n".join(lines) + "\n").encode("utf-8"))
+        _write_atomic(self._pages_file(stem), json.dumps([asdict(p) for p in new.pages], ensure_ascii=False).encode("utf-8"))
+        if new.original is not None:
+            (self.path / "files").mkdir(exist_ok=True)
+            _write_atomic(self.path / "files" / f"{record.doc_id}{new.suffix.lower()}", new.original)
+        return replace(record, segment=stem, chunks=len(chunks))
+
+    def reindex(self) -> CollectionInfo:
+        """Rebuild the keyword and ANN indexes from the segments (a new generation with the same documents)."""
+        with self._locked():
+            info = self.info()
+            return self._commit(replace(info, indexes={}))
 
     def delete_document(self, doc_id_or_name: str) -> DocumentRecord:
         with self._locked():

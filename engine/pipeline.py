@@ -50,6 +50,7 @@ class IngestOptions:
     chunk_overlap: int = 16
     headings_in_embedding: bool = False
     force: bool = False  # re-ingest a file that is already in the collection
+    language: str | None = None  # keyword-search language of a NEW collection (default STUDIO_SEARCH_LANGUAGE)
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,8 @@ def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str
     embedded = time.perf_counter()
     if not target.exists:
         target.create(embedder.spec.name, embedder.variant, embedder.dim,
-                      {"size": chunking.size, "overlap": chunking.overlap, "headings": chunking.headings_in_embedding})
+                      {"size": chunking.size, "overlap": chunking.overlap, "headings": chunking.headings_in_embedding},
+                      search=settings.search_defaults(options.language))
     record = DocumentRecord(
         doc_id=doc_id, name=label, pages=len(pages), chunks=len(chunks), ocr_engine=options.ocr,
         ocr_pages=sum(p.ocr_used for p in pages), size_bytes=len(data), ingested_at=_now(), segment="",
@@ -221,13 +223,22 @@ class SearchResult:
     hits: list[SearchHit]
     seconds: dict[str, float]
     model: str
-    provider: str
+    provider: str  # "none" when nothing was embedded (keyword mode, or a query vector)
+    mode: str = "dense"
 
 
-def search(studio: Studio, collection_name: str, query: str, k: int = 5, documents: Sequence[str] | None = None,
-           model: str | None = None, provider: str | None = None) -> SearchResult:
-    if not query or not query.strip():
+def search(studio: Studio, collection_name: str, query: str | None, k: int = 5, documents: Sequence[str] | None = None,
+           model: str | None = None, provider: str | None = None, *, mode: str | None = None,
+           vector: Sequence[float] | None = None, exact: bool | None = None) -> SearchResult:
+    """Search by query text (embedded with the collection's model unless the mode is keyword) or by a
+    ready query ``vector`` (checked against the collection's dimension; dense only)."""
+    from engine.fusion import resolve_mode
+    from engine.retrieval import SearchConfig
+
+    if vector is None and (not query or not query.strip()):
         raise InputError("The query is empty.")
+    if vector is not None and query:
+        raise InputError("Give either a query text or a query vector, not both.")
     target = collection(studio, collection_name)
     info = target.info()
     if model is not None and model != info.model:
@@ -235,11 +246,35 @@ def search(studio: Studio, collection_name: str, query: str, k: int = 5, documen
             f"Collection {collection_name!r} was built with {info.model!r}; it cannot be searched with {model!r}.",
             f"leave --model out (or use {info.model}) or ingest into a collection made with {model}",
         )
+    mode = resolve_mode(mode, SearchConfig.from_dict(info.search).mode, vector is None, True)
     started = time.perf_counter()
-    embedder = studio.embedder(info.model, info.variant, provider)
-    vector = embedder.embed_queries([query])[0]
+    provider_used = "none"
+    if vector is not None:
+        query_vector = _checked_vector(vector, info.dim)
+    elif mode == "keyword":
+        query_vector = None
+    else:
+        embedder = studio.embedder(info.model, info.variant, provider)
+        query_vector = embedder.embed_queries([query])[0]
+        provider_used = embedder.session().active_provider
     embedded = time.perf_counter()
-    hits = target.search(vector, k=k, documents=documents)
+    hits = target.search(query_vector, k=k, documents=documents, query_text=query if vector is None else None,
+                         mode=mode, exact=exact)
     done = time.perf_counter()
     return SearchResult(hits, {"embed": embedded - started, "search": done - embedded, "total": done - started},
-                        info.model, embedder.session().active_provider)
+                        info.model, provider_used, mode)
+
+
+def _checked_vector(vector: Sequence[float], dim: int):
+    import numpy as np
+
+    try:
+        array = np.asarray(vector, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        raise InputError("The query vector must be a list of numbers.") from None
+    if array.shape[0] != dim:
+        raise ModelMismatchError(f"The query vector has {array.shape[0]} dimensions; the collection has {dim}.",
+                                 "embed the query with the collection's model")
+    if not np.isfinite(array).all() or not np.any(array):
+        raise InputError("The query vector must be finite and not all zeros.")
+    return array

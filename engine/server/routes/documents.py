@@ -6,6 +6,7 @@ keeps answering embeddings requests meanwhile."""
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -89,19 +90,25 @@ async def ingest_documents(name: str, files: list[UploadFile] = File(...), ocr: 
 
 
 class SearchBody(BaseModel):
-    query: str = Field(min_length=1, max_length=10_000)
+    """A query text, or a query vector (``vector``, of the collection's dimension) for dense search."""
+
+    query: str | None = Field(None, min_length=1, max_length=10_000)
+    vector: list[float] | None = Field(None, min_length=1, max_length=65_536)
     k: int = Field(5, ge=1, le=1000)
     documents: list[str] | None = None
+    mode: Literal["dense", "keyword", "hybrid"] | None = None  # default: the collection's
+    exact: bool = False  # exact dense search even where the collection has an ANN index
 
 
 @router.post("/v1/collections/{name}/search")
 async def search_collection(name: str, body: SearchBody, state: ServerState = Depends(get_state)) -> dict:
     from engine.pipeline import search
 
-    if not body.query.strip():
-        raise InputError("The query is empty.")
-    result = await run_in_threadpool(search, state.studio, name, body.query, body.k, body.documents)
-    return {"collection": name, "model": result.model, "provider": result.provider,
+    if body.vector is None and not (body.query or "").strip():
+        raise InputError("The query is empty.", "send a non-empty 'query' or a 'vector'")
+    result = await run_in_threadpool(lambda: search(state.studio, name, body.query, body.k, body.documents,
+                                                    mode=body.mode, vector=body.vector, exact=body.exact or None))
+    return {"collection": name, "model": result.model, "provider": result.provider, "mode": result.mode,
             "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
             "hits": [hit.to_dict() for hit in result.hits]}
 
