@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
+from pathlib import Path
 
 from engine.cli import _studio, _table, command
 
@@ -65,3 +66,34 @@ def cmd_reindex(args: argparse.Namespace) -> tuple[object, str]:
     info = collection(_studio(args), args.collection).reindex()
     return {"collection": info.name, "generation": info.generation, "indexes": info.indexes}, (
         f"reindexed {info.name!r}: generation {info.generation}, {info.indexes}")
+
+
+def _transfer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--collection", required=True)
+    p.add_argument("file", type=Path, help="the .parquet file")
+
+
+@command("export", "write a collection to a parquet file (one row per chunk, with its vector)", _transfer_args)
+def cmd_export(args: argparse.Namespace) -> tuple[object, str]:
+    from engine.pipeline import collection
+    from engine.transfer import export_collection
+
+    result = export_collection(collection(_studio(args), args.collection), args.file)
+    return result.to_dict(), (f"exported {result.collection!r}: {result.documents} documents, "
+                              f"{result.chunks} chunks -> {result.file}")
+
+
+@command("import", "load a parquet export into a collection (validated first; all or nothing)", _transfer_args)
+def cmd_import(args: argparse.Namespace) -> tuple[object, str]:
+    from engine.pipeline import collection
+    from engine.transfer import import_collection
+
+    studio = _studio(args)
+    result = import_collection(collection(studio, args.collection), args.file, known_models(studio))
+    return result.to_dict(), (f"imported {result.file}: {result.documents} documents, {result.chunks} chunks "
+                              f"into {result.collection!r}")
+
+
+def known_models(studio) -> dict[str, int]:
+    """Registry name -> dimension (0 where the registry does not say)."""
+    return {spec.name: int(spec.manifest.dim if spec.manifest else spec.dim) for spec in studio.registry.list()}

@@ -110,6 +110,15 @@ class NewDocument:
     suffix: str = ".pdf"
 
 
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """float32 rows of length 1; rows already of unit length are kept bit for bit (an import stores exactly
+    what was exported)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    scale = np.where(np.abs(norms - 1.0) <= 1e-6, 1.0, 1.0 / np.maximum(norms, 1e-12)).astype(np.float32)
+    return vectors * scale
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -326,9 +335,8 @@ class Collection:
         record, vectors, chunks = new.record, new.vectors, new.chunks
         stem = f"{record.doc_id[:16]}-g{generation}"
         vectors_file, chunks_file = self._segment_files(stem)
-        normalized = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         with open(vectors_file, "wb") as handle:
-            np.save(handle, normalized.astype(np.float32))
+            np.save(handle, unit_rows(vectors))
             handle.flush()
             os.fsync(handle.fileno())
         lines = [json.dumps({"index": c.index, "page": c.page, "start": c.start, "end": c.end, "text": c.text,

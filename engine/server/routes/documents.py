@@ -1,16 +1,19 @@
 """``POST /v1/ocr`` (a PDF or image -> page texts with the engine of choice) and the collection
-routes: list, inspect, ingest uploaded PDFs, search, delete. Uploads may be as large as the
-engine's own limit (STUDIO_MAX_UPLOAD_MB); the work runs in a worker thread so the event loop
+routes: list, inspect, ingest uploaded PDFs, search (text or vector), export/import (parquet), delete.
+Uploads may be as large as the engine's own limit (STUDIO_MAX_UPLOAD_MB); the work runs in a worker thread so the event loop
 keeps answering embeddings requests meanwhile."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import Literal
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 
 from engine.errors import InputError, RequestError
 from engine.server.state import ServerState, get_state
@@ -111,6 +114,44 @@ async def search_collection(name: str, body: SearchBody, state: ServerState = De
     return {"collection": name, "model": result.model, "provider": result.provider, "mode": result.mode,
             "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
             "hits": [hit.to_dict() for hit in result.hits]}
+
+
+@router.get("/v1/collections/{name}/export")
+async def export_parquet(name: str, state: ServerState = Depends(get_state)) -> FileResponse:
+    """The collection as a parquet file (engine/transfer.py), streamed from a temporary file."""
+    import tempfile
+    from pathlib import Path
+
+    from engine.pipeline import collection
+    from engine.transfer import export_collection
+
+    folder = Path(tempfile.mkdtemp(prefix="studio-export-"))
+    target = folder / f"{name}.parquet"
+    try:
+        await run_in_threadpool(export_collection, collection(state.studio, name), target)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return FileResponse(target, media_type="application/vnd.apache.parquet", filename=target.name,
+                        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))
+
+
+@router.post("/v1/collections/{name}/import")
+async def import_parquet(name: str, file: UploadFile = File(...), state: ServerState = Depends(get_state)) -> dict:
+    """Load an export into the collection (created if new): validated whole, stored in one commit."""
+    import tempfile
+
+    from engine.cli_search import known_models
+    from engine.pipeline import collection
+    from engine.transfer import import_collection
+
+    _, data = await _read_upload(file)
+    with tempfile.NamedTemporaryFile(suffix=".parquet") as handle:
+        handle.write(data)
+        handle.flush()
+        result = await run_in_threadpool(import_collection, collection(state.studio, name), handle.name,
+                                         known_models(state.studio))
+    return result.to_dict() | {"file": file.filename or "upload.parquet"}
 
 
 @router.delete("/v1/collections/{name}/documents/{document}")
