@@ -71,6 +71,7 @@ def cmd_reindex(args: argparse.Namespace) -> tuple[object, str]:
 def _transfer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--collection", required=True)
     p.add_argument("file", type=Path, help="the .parquet file")
+    p.add_argument("--store", choices=["embedded", "qdrant"], help="import: the store of a NEW collection")
 
 
 @command("export", "write a collection to a parquet file (one row per chunk, with its vector)", _transfer_args)
@@ -89,7 +90,7 @@ def cmd_import(args: argparse.Namespace) -> tuple[object, str]:
     from engine.transfer import import_collection
 
     studio = _studio(args)
-    result = import_collection(collection(studio, args.collection), args.file, known_models(studio))
+    result = import_collection(collection(studio, args.collection, args.store), args.file, known_models(studio))
     return result.to_dict(), (f"imported {result.file}: {result.documents} documents, {result.chunks} chunks "
                               f"into {result.collection!r}")
 

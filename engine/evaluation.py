@@ -159,3 +159,43 @@ def evaluate(dataset: Dataset, embed_documents: Callable[[list[str]], np.ndarray
         ndcg_at_10=float(np.mean(ndcg)) if ndcg else 0.0, recall_at_100=float(np.mean(recall)) if recall else 0.0,
         seconds_corpus=round(embedded - started, 2), seconds_queries=round(done - embedded, 2), mode=mode,
     )
+
+
+def corpus_collection(collection, dataset: Dataset, doc_vectors: np.ndarray, model: str, per_document: int = 1000):
+    """Load the corpus into a (new, empty) collection of any store: one chunk and page per corpus text,
+    1000 per document record; returns the corpus id of each (document name, chunk index)."""
+    from engine.chunking import Chunk
+    from engine.index import DocumentRecord, NewDocument
+    from engine.pages import Page
+
+    documents, ids = [], {}
+    for number, start in enumerate(range(0, len(dataset.doc_ids), per_document)):
+        texts = dataset.doc_texts[start:start + per_document]
+        name = f"{dataset.name}-{number:04d}"
+        pages = [Page(i + 1, text or " ", "text") for i, text in enumerate(texts)]
+        chunks = [Chunk(i, i + 1, 0, len(text), text or " ", (), 0) for i, text in enumerate(texts)]
+        record = DocumentRecord(f"{number:064x}", name, len(texts), len(texts), "text", 0, 0, "", "")
+        documents.append(NewDocument(record, doc_vectors[start:start + per_document], chunks, pages))
+        ids.update({(name, i): dataset.doc_ids[start + i] for i in range(len(texts))})
+    collection.add_documents(documents, model)
+    return ids
+
+
+def evaluate_collection(dataset: Dataset, collection, ids: dict, query_vectors: np.ndarray | None, mode: str,
+                        labels: dict[str, str]) -> EvalResult:
+    """The same metrics, every query answered by ``collection.search`` (the store's own retrieval path)."""
+    started = time.perf_counter()
+    ranked = []
+    for i, text in enumerate(dataset.query_texts):
+        vector = None if query_vectors is None or mode == "keyword" else query_vectors[i]
+        hits = collection.search(vector, k=100, query_text=text if mode != "dense" else None, mode=mode)
+        ranked.append([ids[(h.document, h.chunk_index)] for h in hits])
+    done = time.perf_counter()
+    ndcg = [ndcg_at_k(r, dataset.qrels[q], 10) for q, r in zip(dataset.query_ids, ranked)]
+    recall = [recall_at_k(r, dataset.qrels[q], 100) for q, r in zip(dataset.query_ids, ranked)]
+    return EvalResult(
+        dataset=dataset.name, model=labels.get("model", ""), variant=labels.get("variant", ""),
+        provider=labels.get("provider", ""), queries=len(dataset.query_ids), documents=len(dataset.doc_ids),
+        ndcg_at_10=float(np.mean(ndcg)), recall_at_100=float(np.mean(recall)), seconds_corpus=0.0,
+        seconds_queries=round(done - started, 2), mode=mode,
+    )

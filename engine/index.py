@@ -72,6 +72,7 @@ class CollectionInfo:
     uid: str = ""  # new for every creation: a dropped and re-made collection never matches an old cache
     search: dict = field(default_factory=dict)  # retrieval.SearchConfig: default mode, language, ANN options
     indexes: dict = field(default_factory=dict)  # derived index files of this generation (keyword, ann)
+    store: dict = field(default_factory=dict)  # where the chunks live: {} embedded, {"kind": "qdrant", ...}
 
     @property
     def chunk_count(self) -> int:

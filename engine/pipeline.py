@@ -51,6 +51,7 @@ class IngestOptions:
     headings_in_embedding: bool = False
     force: bool = False  # re-ingest a file that is already in the collection
     language: str | None = None  # keyword-search language of a NEW collection (default STUDIO_SEARCH_LANGUAGE)
+    store: str | None = None  # embedded or qdrant, for a NEW collection (default STUDIO_VECTOR_STORE)
 
 
 @dataclass(frozen=True)
@@ -73,16 +74,21 @@ def _quiet(_: ProgressEvent) -> None:
     pass
 
 
-_collections: dict[tuple[Path, str], Collection] = {}
+_collections: dict[tuple[Path, str, str], Collection] = {}
 _collections_lock = threading.Lock()
 
 
-def collection(studio: Studio, name: str) -> Collection:
-    """One Collection object per (folder, name) and process, so its in-memory vectors serve every query."""
-    key = (Path(studio.settings.collections_dir).resolve(), name)
+def collection(studio: Studio, name: str, store: str | None = None) -> Collection:
+    """One Collection object per (folder, name, store) and process, so its opened indexes serve every query.
+    ``store``: embedded or qdrant for a NEW collection (default STUDIO_VECTOR_STORE); an existing one keeps its own."""
+    from engine.stores import open_collection, stored_kind
+
+    root = Path(studio.settings.collections_dir).resolve()
+    kind = stored_kind(root, name) or store or studio.settings.vector_store
+    key = (root, name, kind)
     with _collections_lock:
         if key not in _collections:
-            _collections[key] = Collection(key[0], name)
+            _collections[key] = open_collection(studio.settings, name, kind)
         return _collections[key]
 
 
@@ -102,7 +108,7 @@ def chunk_document(embedder, pages: Sequence[Page], options: ChunkingOptions) ->
 
 
 def _open_or_create(studio: Studio, name: str, options: IngestOptions):
-    target = collection(studio, name)
+    target = collection(studio, name, options.store)
     if target.exists:
         info = target.info()
         if options.model and options.model != info.model:

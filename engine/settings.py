@@ -11,7 +11,7 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.errors import ConfigError
@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     ann_threshold: int = Field(20_000, ge=1, description="Chunks from which dense search uses the HNSW index")
     ann_dtype: Literal["f32", "f16", "i8"] = Field("f16", description="Vector storage inside the HNSW index")
     ann_ef: int = Field(128, ge=8, le=4096, description="HNSW search breadth (expansion_search)")
+
+    # where NEW collections keep their chunks and vectors (an existing collection says in its collection.json)
+    vector_store: Literal["embedded", "qdrant"] = Field("embedded", description="embedded (files) or qdrant")
+    qdrant_url: str | None = Field(None, description="Qdrant server or cluster, e.g. http://qdrant:6333")
+    qdrant_api_key: SecretStr | None = Field(None, description="Qdrant API key (never logged)")
+    qdrant_path: Path | None = Field(None, description="qdrant-client embedded local mode folder (no server)")
 
     # documents
     max_upload_mb: int = Field(200, ge=1)

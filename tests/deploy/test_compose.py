@@ -21,6 +21,7 @@ PROFILES = {
     "gpu": {"api-gpu", "ui-gpu"},
     "converter": {"converter"},
     "vllm": {"vllm-embed", "vllm-ocr"},
+    "qdrant": {"qdrant"},
 }
 
 
@@ -90,6 +91,15 @@ def test_secrets_pass_through_only_when_set():
     given = services("-f", str(STUDIO_FILE), "--profile", "cpu", env={"API_TOKEN": "t0ken", "STUDIO_API_PORT": "9000"})
     assert given["api"]["environment"]["API_TOKEN"] == "t0ken"
     assert [p["published"] for p in given["api"]["ports"]] == ["9000"]
+
+
+def test_the_qdrant_profile_runs_the_official_image_with_a_readiness_check():
+    rendered = services("-f", str(STUDIO_FILE), "--profile", "cpu", "--profile", "qdrant")
+    qdrant = rendered["qdrant"]
+    assert qdrant["image"].startswith("qdrant/qdrant:v1.") and mounts(qdrant)["/qdrant/storage"] == "qdrant-storage"
+    assert "/readyz" in " ".join(qdrant["healthcheck"]["test"]) and [p["target"] for p in qdrant["ports"]] == [6333]
+    assert rendered["api"]["environment"]["STUDIO_QDRANT_URL"] == "http://qdrant:6333"
+    assert rendered["api"]["environment"].get("STUDIO_QDRANT_API_KEY") is None  # passed through only when set
 
 
 def test_vllm_services_use_the_pinned_image_and_the_pooling_runner():
