@@ -99,14 +99,12 @@ def choose_collection(engine, key: str, extra: tuple[str, ...] = ()) -> str | No
 
 def open_collection(engine, key: str):
     """The picked collection and its info, or a message and the end of the page run when there is none."""
-    from engine import pipeline
-
     name = choose_collection(engine, key)
     if name is None:
         st.info("No collection yet: upload PDFs on the **Documents** page.", icon=":material/inbox:")
         st.stop()
-    target = pipeline.collection(engine, name)
     try:
+        target = engine.collection(name)
         return target, target.info()
     except StudioError as exc:
         show_error(exc)
@@ -156,18 +154,26 @@ def _default_model(engine) -> None:
 
 
 def _collections(engine) -> None:
-    from engine.index import list_collections
+    from engine.index import scan_collections
 
     st.subheader("Collections")
-    found = list_collections(engine.settings.collections_dir)
-    if not found:
+    try:
+        found, broken = scan_collections(engine.settings.collections_dir)
+    except StudioError as exc:
+        show_error(exc)
+        return
+    if not found and not broken:
         st.info("No collection yet: upload PDFs on the **Documents** page.", icon=":material/description:")
         return
-    st.dataframe(
-        [{"collection": c.name, "model": c.model, "documents": len(c.documents), "chunks": c.chunk_count,
-          "pages": sum(d.pages for d in c.documents), "created": c.created_at} for c in found],
-        hide_index=True, width="stretch",
-    )
+    if found:
+        st.dataframe(
+            [{"collection": c.name, "model": c.model, "documents": len(c.documents), "chunks": c.chunk_count,
+              "pages": sum(d.pages for d in c.documents), "created": c.created_at} for c in found],
+            hide_index=True, width="stretch",
+        )
+    for item in broken:
+        st.warning(f"**{item.name}** is broken: {item.error.message}"
+                   + (f"\n\n**What to do:** {item.error.hint}" if item.error.hint else ""), icon=":material/error:")
 
 
 def _try_it(engine) -> None:

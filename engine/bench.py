@@ -103,7 +103,7 @@ def workload_texts(name: str, count: int) -> list[str]:
                 if len(texts) >= count:
                     break
         return texts
-    return [t for t in path.read_text(encoding="utf-8").splitlines() if t.strip()][:count]
+    return [t.rstrip("\r") for t in path.read_text(encoding="utf-8").split("\n") if t.strip()][:count]  # \n only
 
 
 def _percentiles(latencies: Sequence[float]) -> tuple[float, float, float]:

@@ -56,14 +56,6 @@ class Chunk:
     heading_path: tuple[str, ...]
     tokens: int  # tokens of ``text`` (without special tokens)
 
-    @property
-    def page_start(self) -> int:
-        return self.page
-
-    @property
-    def page_end(self) -> int:
-        return self.page
-
     def embedding_text(self, with_headings: bool = True) -> str:
         """What the model embeds: the heading path on its own line, then the chunk."""
         if with_headings and self.heading_path:

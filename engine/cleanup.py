@@ -25,7 +25,7 @@ def normalise(line: str) -> str:
 def _zone_lines(text: str) -> list[tuple[int, int, str]]:
     """(start, end, normalised) of the first and last ZONE non-empty lines."""
     lines, position = [], 0
-    for raw in text.splitlines(keepends=True):
+    for raw in re.findall(r"[^\n]*\n|[^\n]+$", text):  # lines end at \n only, as in every file the studio writes
         stripped = raw.strip()
         if stripped:
             lines.append((position, position + len(raw.rstrip("\r\n")), normalise(stripped)))
@@ -58,6 +58,10 @@ def strip_running_lines(pages: Sequence[Page]) -> list[Page]:
             text.append(page.text[last:start])
             last = end
         text.append(page.text[last:])
-        cleaned.append(replace(page, text="".join(text).strip("\n"),
+        stripped = "".join(text).strip("\n")
+        if not stripped.strip():  # the repeated line is all the page says: it is content, not a header
+            cleaned.append(page)
+            continue
+        cleaned.append(replace(page, text=stripped,
                                notes=page.notes + (f"removed {len(cuts)} running header/footer line(s)",)))
     return cleaned

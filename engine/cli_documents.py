@@ -93,15 +93,39 @@ def cmd_search(args: argparse.Namespace) -> tuple[object, str]:
     return [hit.to_dict() for hit in result.hits], "\n".join(lines)
 
 
-@command("collections", "list collections and their documents", lambda p: None)
+@command("collections", "list collections and their documents (broken ones are marked)", lambda p: None)
 def cmd_collections(args: argparse.Namespace) -> tuple[object, str]:
-    from engine.index import list_collections
+    from engine.index import scan_collections
 
-    infos = list_collections(_studio(args).settings.collections_dir)
+    infos, broken = scan_collections(_studio(args).settings.collections_dir)
     rows = [[i.name, i.model, i.variant, str(len(i.documents)), str(i.chunk_count), i.created_at] for i in infos]
     data = [{"name": i.name, "model": i.model, "variant": i.variant, "dim": i.dim, "chunks": i.chunk_count,
              "documents": [d.__dict__ for d in i.documents]} for i in infos]
-    return data, _table(rows, ["collection", "model", "variant", "documents", "chunks", "created"]) if rows else "no collections"
+    data += [{"name": b.name, "broken": True, "error": b.error.to_dict(), "documents": []} for b in broken]
+    text = _table(rows, ["collection", "model", "variant", "documents", "chunks", "created"]) if rows else "no collections"
+    if broken:
+        text = "\n".join([text if rows else "no readable collections",
+                          *(f"BROKEN  {b.name}: {b.error.message}" + (f" ({b.error.hint})" if b.error.hint else "")
+                            for b in broken)])
+    return data, text
+
+
+def _check_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="the collection to check")
+
+
+@command("check-collection", "read every file of a collection; report missing or unreadable segments (exit 1 if any)",
+         _check_args)
+def cmd_check_collection(args: argparse.Namespace) -> tuple[object, str]:
+    report = _studio(args).collection(args.name).check()
+    args.exit_status = 0 if report.ok else 1
+    if report.ok:
+        extra = f"; {report.leftovers} unreferenced file(s) a later write removes" if report.leftovers else ""
+        return report.to_dict(), f"{report.name}: ok, {report.documents} documents, {report.chunks} chunks readable{extra}"
+    lines = [f"{report.name}: BROKEN"] + [f"  - {p}" for p in report.problems]
+    if report.hint:
+        lines.append(f"what to do: {report.hint}")
+    return report.to_dict(), "\n".join(lines)
 
 
 def _delete_args(p: argparse.ArgumentParser) -> None:
@@ -112,9 +136,7 @@ def _delete_args(p: argparse.ArgumentParser) -> None:
 
 @command("delete", "delete a document from a collection, or the whole collection", _delete_args)
 def cmd_delete(args: argparse.Namespace) -> tuple[object, str]:
-    from engine.pipeline import collection
-
-    target = collection(_studio(args), args.collection)
+    target = _studio(args).collection(args.collection)
     if args.all:
         target.drop()
         return {"deleted": args.collection}, f"deleted collection {args.collection!r}"

@@ -72,6 +72,9 @@ def collect_garbage(root: Path, info) -> None:
     folder = Path(root) / INDEXES
     keep = {v for v in (info.indexes or {}).values() if isinstance(v, str)}
     for entry in folder.iterdir() if folder.is_dir() else ():
+        if ".tmp-" in entry.name and entry.name.startswith("."):  # a killed writer's (we hold the lock)
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            continue
         match = GENERATION.search(entry.name)
         base = entry.name.removesuffix(".keys.json")
         if entry.name.startswith(".") or match is None or base in keep or int(match.group(1)) >= info.generation - 1:

@@ -4,15 +4,9 @@ A ``Document`` gives, per page, the text layer in reading order with a quality v
 needed?), and a rendered image for the OCR engines. Nothing is rendered or extracted before it is
 asked for, and never more than one page at a time, so a 2,000-page file costs what one page costs.
 
-Reading order: MuPDF's blocks come in content-stream order, which is wrong for two-column papers
-and for rotated pages. Lines are mapped to the page as displayed (``rotation_matrix``), a column
-gutter is looked for, and blocks are read band by band: full-width blocks (title, abstract,
-figures spanning both columns) cut the page into bands, and inside a band the left column is read
-before the right one. Vertical CJK text is read column by column from the right.
-
-Text quality: an empty page, an image-only scan, a garbled text layer (Type3/CID fonts without a
-ToUnicode map give control characters or shifted codes) and a scan with an earlier OCR layer
-(invisible text over an image) are told apart; ``TextQuality.needs_ocr`` says what ``auto`` does.
+Reading order comes from engine/layout.py (pure geometry: rows, column gutters, vertical CJK);
+lines are mapped to the page as displayed (``rotation_matrix``) first. The verdict on each text
+layer comes from engine/text_quality.py.
 """
 
 from __future__ import annotations
@@ -21,10 +15,8 @@ import hashlib
 import logging
 import math
 import time
-import unicodedata
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pymupdf
@@ -36,8 +28,10 @@ from engine.errors import (
     EncryptedDocumentError,
     InputError,
 )
+from engine.layout import Block, Line, order_blocks
 from engine.ocr.base import PageImage
 from engine.pages import Page
+from engine.text_quality import TextQuality, assess_text_layer
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +44,6 @@ DEFAULT_MAX_PIXELS = 16_000_000
 _TEXT_FLAGS = (
     (pymupdf.TEXTFLAGS_DICT | pymupdf.TEXT_MEDIABOX_CLIP) & ~pymupdf.TEXT_PRESERVE_IMAGES & ~pymupdf.TEXT_PRESERVE_LIGATURES
 )
-
-# Text-quality thresholds (see assess_text_layer).
-GARBLED_RATIO = 0.05  # share of non-whitespace characters that are control/private-use/unassigned
-SPARSE_CHARS_PER_PT2 = 0.0002  # ~100 characters on a letter page; normal prose is 20-40x denser
-SCAN_COVERAGE = 0.5  # images cover at least half of the page
-NEEDS_OCR_BELOW = 0.5
 
 # MuPDF raises its own exception classes (not all RuntimeErrors) besides PyMuPDF's.
 MUPDF_ERRORS = (RuntimeError, ValueError, pymupdf.mupdf.FzErrorBase)
@@ -90,21 +78,6 @@ class DocumentInfo:
     kind: str  # "pdf", "png" or "jpeg"
     encrypted: bool  # the file is encrypted (owner-only encryption included), whether or not it needed a password
 
-
-@dataclass(frozen=True)
-class TextQuality:
-    """The verdict on one page's text layer: how usable it is, and whether OCR should replace it."""
-
-    score: float  # 0..1; 1 = clean text, 0 = nothing usable
-    needs_ocr: bool
-    reason: str  # "ok", "empty", "image_only", "garbled", "sparse_over_image", "ocr_layer", "image"
-    note: str  # the same in words, for Page.notes
-    chars: int = 0  # non-whitespace characters in the text layer
-    bad_ratio: float = 0.0  # share of them that are control/private-use/unassigned characters
-    image_coverage: float = 0.0  # share of the page area covered by images
-    invisible_ratio: float = 0.0  # share of characters drawn invisibly (render mode 3: an OCR layer)
-
-
 @dataclass(frozen=True)
 class TextLayer:
     page: Page
@@ -125,245 +98,14 @@ def detect_kind(head: bytes, name: str) -> str:
     )
 
 
-def bad_char_ratio(text: str) -> tuple[int, float]:
-    """(non-whitespace characters, share of them that cannot be real text).
-
-    Fonts without a ToUnicode map come out as control characters (Type3: ``\\x00\\x01\\x02``, CID:
-    ``\\x03`` where spaces were), private-use or unassigned code points, or U+FFFD.
-    """
-    chars = bad = 0
-    for ch in text:
-        if ch.isspace():
-            continue
-        chars += 1
-        if ch == "\ufffd" or unicodedata.category(ch) in ("Cc", "Co", "Cn", "Cs"):
-            bad += 1
-    return chars, (bad / chars if chars else 0.0)
-
-
-def assess_text_layer(
-    text: str,
-    *,
-    page_area: float,
-    image_coverage: float,
-    invisible_ratio: float = 0.0,
-    has_drawings: bool = False,
-    is_image: bool = False,
-) -> TextQuality:
-    """Decide from measured facts whether a page's text layer is usable or the page needs OCR."""
-    chars, bad = bad_char_ratio(text)
-    facts = {"chars": chars, "bad_ratio": round(bad, 4), "image_coverage": round(image_coverage, 3),
-             "invisible_ratio": round(invisible_ratio, 3)}
-    if is_image:
-        return TextQuality(0.0, True, "image", "an image file: the text comes from OCR", **facts)
-    if chars == 0:
-        if image_coverage > 0.0 or has_drawings:
-            return TextQuality(0.0, True, "image_only", "no text layer: the page is an image (a scan) or vector drawings",
-                               **facts)
-        return TextQuality(0.0, False, "empty", "blank page: no text, no images", **facts)
-    score = max(0.0, 1.0 - bad * 10)  # 5 % bad characters halve the score; 10 % leave nothing
-    if bad >= GARBLED_RATIO:
-        return TextQuality(round(score, 3), True, "garbled",
-                           f"garbled text layer: {bad:.0%} of the characters are control or unmapped codes "
-                           "(fonts without a ToUnicode map)", **facts)
-    sparse_limit = max(40.0, SPARSE_CHARS_PER_PT2 * page_area)
-    if image_coverage >= SCAN_COVERAGE and chars < sparse_limit:
-        score = round(min(score, 0.4 * chars / sparse_limit), 3)
-        return TextQuality(score, True, "sparse_over_image",
-                           f"only {chars} characters of text over a page-sized image: the image holds the text", **facts)
-    if invisible_ratio >= 0.5 and image_coverage >= SCAN_COVERAGE:
-        return TextQuality(round(score, 3), score < NEEDS_OCR_BELOW, "ocr_layer",
-                           "the text layer is an earlier OCR (invisible text over a scanned image); kept as it is", **facts)
-    return TextQuality(round(score, 3), score < NEEDS_OCR_BELOW, "ok", "", **facts)
-
-
-Box = tuple[float, float, float, float]
-
-
-def rows_order(boxes: Sequence[Box]) -> list[int]:
-    """Indices of boxes top to bottom; boxes that share a row (vertical overlap) left to right."""
-    order = sorted(range(len(boxes)), key=lambda i: ((boxes[i][1] + boxes[i][3]) / 2, boxes[i][0]))
-    rows: list[list[int]] = []
-    row_top = row_bottom = -math.inf
-    for i in order:
-        x0, y0, x1, y1 = boxes[i]
-        centre = (y0 + y1) / 2
-        if rows and row_top <= centre <= row_bottom:
-            rows[-1].append(i)
-            row_bottom = max(row_bottom, min(y1, row_bottom + (y1 - y0) / 2))
-        else:
-            rows.append([i])
-            row_top, row_bottom = y0, y1
-    return [i for row in rows for i in sorted(row, key=lambda j: boxes[j][0])]
-
-
-def weighted_median(values: Sequence[tuple[float, float]]) -> float:
-    """The value below which half of the total weight lies."""
-    ordered = sorted(values)
-    half = sum(w for _, w in ordered) / 2
-    running = 0.0
-    for value, weight in ordered:
-        running += weight
-        if running >= half:
-            return value
-    return ordered[-1][0] if ordered else 0.0
-
-
-def find_gutter(boxes: Sequence[Box], weights: Sequence[int], page_width: float) -> float | None:
-    """The x of a column gutter in the middle of the page, or None when the page is one column.
-
-    A gutter is an x between 30 % and 70 % of the width that few lines cross, with substantial text
-    (at least 20 % of the characters, 3+ lines, most characters in column-wide lines) on each side.
-    Narrow boxes on both sides (table cells, form labels) do not make columns.
-    """
-    if len(boxes) < 6 or page_width <= 0:
-        return None
-    total = sum(weights) or 1
-    best: tuple[float, float] | None = None  # (crossing weight, x)
-    candidates = sorted({b[2] for b in boxes} | {b[0] for b in boxes})
-    candidates = [x + 0.5 for x in candidates] + [x - 0.5 for x in candidates]
-    for x in candidates:
-        if not 0.3 * page_width <= x <= 0.7 * page_width:
-            continue
-        crossing = sum(w for b, w in zip(boxes, weights) if b[0] < x < b[2])
-        closer_to_middle = best is not None and abs(x - page_width / 2) < abs(best[1] - page_width / 2)
-        if best is None or crossing < best[0] or (crossing == best[0] and closer_to_middle):
-            best = (crossing, x)
-    if best is None or best[0] > 0.35 * total:
-        return None
-    x = best[1]
-    left = [(b, w) for b, w in zip(boxes, weights) if b[2] <= x]
-    right = [(b, w) for b, w in zip(boxes, weights) if b[0] >= x]
-    for side in (left, right):
-        if len(side) < 3 or sum(w for _, w in side) < 0.2 * total:
-            return None
-        if weighted_median([(b[2] - b[0], w) for b, w in side]) < 0.2 * page_width:
-            return None  # most of the text sits in narrow boxes: table cells or form labels, not a column
-    # The columns must sit side by side, not one above the other.
-    overlap = min(max(b[3] for b, _ in left), max(b[3] for b, _ in right)) - max(
-        min(b[1] for b, _ in left), min(b[1] for b, _ in right))
-    if overlap <= 0:
-        return None
-    return x
-
-
-def vertical_order(boxes: Sequence[Box]) -> list[int]:
-    """Vertical writing: tiers top to bottom (boxes whose heights overlap), each tier right to left."""
-    tiers: list[list[int]] = []
-    tier_bottom = -math.inf
-    for i in sorted(range(len(boxes)), key=lambda i: boxes[i][1]):
-        if tiers and boxes[i][1] < tier_bottom:
-            tiers[-1].append(i)
-            tier_bottom = max(tier_bottom, boxes[i][3])
-        else:
-            tiers.append([i])
-            tier_bottom = boxes[i][3]
-    return [i for tier in tiers for i in sorted(tier, key=lambda j: (-boxes[j][2], boxes[j][1]))]
-
-
-def column_order(boxes: Sequence[Box], gutter: float) -> list[int]:
-    """Indices in reading order for a two-column page: bands cut by full-width boxes, left column first."""
-    spanning = sorted((i for i, b in enumerate(boxes) if b[0] < gutter < b[2]), key=lambda i: boxes[i][1])
-    sides = [i for i, b in enumerate(boxes) if not b[0] < gutter < b[2]]
-    order: list[int] = []
-    remaining = sides
-    for cut in [*spanning, None]:
-        limit = boxes[cut][1] if cut is not None else math.inf
-        band = [i for i in remaining if (boxes[i][1] + boxes[i][3]) / 2 < limit]
-        taken = set(band)
-        remaining = [i for i in remaining if i not in taken]
-        left = [i for i in band if boxes[i][2] <= gutter]
-        right = [i for i in band if boxes[i][2] > gutter]
-        order += [left[k] for k in rows_order([boxes[i] for i in left])]
-        order += [right[k] for k in rows_order([boxes[i] for i in right])]
-        if cut is not None:
-            order.append(cut)
-    return order
-
-
-def layout_text(boxes: Sequence[Box], texts: Sequence[str], page_width: float) -> str:
-    """Text of loose OCR segments (one box per detected text line piece) in reading order.
-
-    Pieces on one row are joined with a space, rows with a newline, and a gap taller than a line
-    starts a new paragraph; two-column pages are read column by column.
-    """
-    keep = [i for i, t in enumerate(texts) if t.strip()]
-    boxes = [boxes[i] for i in keep]
-    texts = [texts[i].strip() for i in keep]
-    if not boxes:
-        return ""
-    gutter = find_gutter(boxes, [max(1, len(t)) for t in texts], page_width)
-    order = column_order(boxes, gutter) if gutter is not None else rows_order(boxes)
-    out: list[str] = []
-    previous: Box | None = None
-    for i in order:
-        box = boxes[i]
-        if previous is not None:
-            height = min(box[3] - box[1], previous[3] - previous[1]) or 1.0
-            overlap = min(box[3], previous[3]) - max(box[1], previous[1])
-            if overlap >= 0.5 * height and box[0] >= previous[2] - height:
-                out.append(" ")
-            elif box[1] - previous[3] > 1.0 * height:
-                out.append("\n\n")
-            else:
-                out.append("\n")
-        out.append(texts[i])
-        previous = box
-    return "".join(out)
-
-
 # --- text extraction ---------------------------------------------------------------------------------
-@dataclass
-class _Line:
-    box: Box
-    text: str
-    vertical: bool
-    chars: int
-    invisible: int
-
-
-@dataclass
-class _Block:
-    lines: list[_Line] = field(default_factory=list)
-
-    @property
-    def box(self) -> Box:
-        return (min(ln.box[0] for ln in self.lines), min(ln.box[1] for ln in self.lines),
-                max(ln.box[2] for ln in self.lines), max(ln.box[3] for ln in self.lines))
-
-    @property
-    def chars(self) -> int:
-        return sum(ln.chars for ln in self.lines)
-
-    @property
-    def vertical(self) -> bool:
-        return sum(ln.vertical for ln in self.lines) * 2 > len(self.lines)
-
-    def text(self) -> str:
-        if self.vertical:
-            return _vertical_text(self.lines)
-        return "\n".join(self.lines[i].text for i in rows_order([ln.box for ln in self.lines]))
-
-
-def _vertical_text(lines: list[_Line]) -> str:
-    """Vertical CJK (tategaki): columns right to left, characters top to bottom within a column."""
-    columns: list[list[_Line]] = []
-    for line in sorted(lines, key=lambda ln: (-(ln.box[0] + ln.box[2]) / 2, ln.box[1])):
-        centre = (line.box[0] + line.box[2]) / 2
-        if columns and columns[-1][0].box[0] <= centre <= columns[-1][0].box[2]:
-            columns[-1].append(line)
-        else:
-            columns.append([line])
-    return "\n".join("".join(ln.text for ln in sorted(col, key=lambda ln: ln.box[1])) for col in columns)
-
-
-def _page_blocks(page: pymupdf.Page) -> list[_Block]:
+def _page_blocks(page: pymupdf.Page) -> list[Block]:
     matrix = page.rotation_matrix  # get_text() speaks unrotated coordinates; readers see the rotated page
-    blocks: list[_Block] = []
+    blocks: list[Block] = []
     for raw in page.get_text("dict", flags=_TEXT_FLAGS)["blocks"]:
         if raw.get("type") != 0:
             continue
-        block = _Block()
+        block = Block()
         for raw_line in raw["lines"]:
             text = "".join(span["text"] for span in raw_line["spans"]).rstrip()
             if not text.strip():
@@ -375,40 +117,10 @@ def _page_blocks(page: pymupdf.Page) -> list[_Block]:
             chars = sum(len(span["text"].strip()) for span in raw_line["spans"])
             invisible = sum(len(span["text"].strip()) for span in raw_line["spans"] if span.get("alpha", 255) == 0)
             vertical = raw_line.get("wmode", 0) == 1 or (abs(dir_y) > abs(dir_x) and dir_y > 0)
-            block.lines.append(_Line((box.x0, box.y0, box.x1, box.y1), text, vertical, chars, invisible))
+            block.lines.append(Line((box.x0, box.y0, box.x1, box.y1), text, vertical, chars, invisible))
         if block.lines:
             blocks.append(block)
     return blocks
-
-
-def _split_at_gutter(blocks: list[_Block], gutter: float) -> list[_Block]:
-    """MuPDF sometimes groups lines of both columns in one block: split such blocks by side."""
-    out: list[_Block] = []
-    for block in blocks:
-        sides = {("L" if ln.box[2] <= gutter else "R" if ln.box[0] >= gutter else "S") for ln in block.lines}
-        if len(sides) == 1:
-            out.append(block)
-            continue
-        for side in ("S", "L", "R"):
-            part = [ln for ln in block.lines if ("L" if ln.box[2] <= gutter else "R" if ln.box[0] >= gutter else "S") == side]
-            if part:
-                out.append(_Block(part))
-    return out
-
-
-def order_blocks(blocks: list[_Block], page_width: float) -> tuple[list[_Block], bool]:
-    """(blocks in reading order, whether the page was read as two columns)."""
-    if not blocks:
-        return [], False
-    if sum(b.vertical for b in blocks) * 2 > len(blocks):
-        return [blocks[i] for i in vertical_order([b.box for b in blocks])], False
-    lines = [ln for b in blocks for ln in b.lines]
-    gutter = find_gutter([ln.box for ln in lines], [max(1, ln.chars) for ln in lines], page_width)
-    if gutter is None:
-        return [blocks[i] for i in rows_order([b.box for b in blocks])], False
-    blocks = _split_at_gutter(blocks, gutter)
-    return [blocks[i] for i in column_order([b.box for b in blocks], gutter)], True
-
 
 def page_text(page: pymupdf.Page) -> tuple[str, int, int, bool]:
     """(text in reading order, characters, invisible characters, two-column) of one page's text layer."""
@@ -629,8 +341,11 @@ def open_document(
     name: str | None = None,
     password: str | None = None,
     limits: Limits | None = None,
+    sha256: str | None = None,
 ) -> Document:
-    """Open a PDF or a PNG/JPEG image (a one-page document). Every failure is a DocumentError naming the file."""
+    """Open a PDF or a PNG/JPEG image (a one-page document). Every failure is a DocumentError naming the file.
+
+    ``sha256``: the digest of the bytes when the caller computed it already (an ingest hashes once)."""
     limits = limits or Limits.from_settings()
     data, name = read_source(source, name, limits)
     kind = detect_kind(data[:1024], name)
@@ -641,13 +356,14 @@ def open_document(
         raise CorruptDocumentError(f"{name} is damaged and cannot be opened as a {kind.upper()}.",
                                    "try re-saving it from the program that made it") from None
     try:
-        return _checked(doc, data, name, kind, password, limits)
+        return _checked(doc, data, name, kind, password, limits, sha256)
     except BaseException:
         doc.close()
         raise
 
 
-def _checked(doc: pymupdf.Document, data: bytes, name: str, kind: str, password: str | None, limits: Limits) -> Document:
+def _checked(doc: pymupdf.Document, data: bytes, name: str, kind: str, password: str | None, limits: Limits,
+             sha256: str | None = None) -> Document:
     decrypted = False
     if doc.needs_pass:
         if not password:
@@ -675,7 +391,7 @@ def _checked(doc: pymupdf.Document, data: bytes, name: str, kind: str, password:
     if doc.is_repaired:
         log.info("%s was damaged; MuPDF repaired it on opening", name)
     encryption = (doc.metadata or {}).get("encryption") or ""
-    info = DocumentInfo(name=name, sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data), page_count=pages,
+    info = DocumentInfo(name=name, sha256=sha256 or hashlib.sha256(data).hexdigest(), size_bytes=len(data), page_count=pages,
                         kind=kind, encrypted=decrypted or bool(encryption))
     return Document(doc, data, info, limits, decrypted)
 

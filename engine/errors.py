@@ -153,3 +153,28 @@ class CollectionNotFoundError(CollectionError):
 
 class ModelMismatchError(CollectionError):
     code = "model_mismatch"
+
+
+class VariantMismatchError(ModelMismatchError):
+    """The collection holds vectors of another variant (fp32, int8, ...) of its model."""
+
+    code = "variant_mismatch"
+
+
+# --- storage -------------------------------------------------------------------------------------
+class StorageError(StudioError):
+    """The data folder refused a read or write (permissions, read-only file system, path too long).
+    Converted from OSError where files are written (engine/storage.py); nothing partial is left."""
+
+    code = "storage_error"
+
+    def __init__(self, message: str, hint: str = "", code: str | None = None) -> None:
+        super().__init__(message, hint)
+        if code:
+            self.code = code  # storage_read_only, storage_permission, storage_path_too_long
+
+
+class StorageFullError(StorageError):
+    """No space left on the device (or the quota) that holds the data folder."""
+
+    code = "storage_full"

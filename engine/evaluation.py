@@ -35,8 +35,10 @@ class Dataset:
 
 
 def _jsonl(path: Path) -> list[dict]:
+    """One JSON object per ``\n``-terminated line: split on ``\n`` only, since str.splitlines() also splits
+    on U+2028, U+2029, U+0085, \v, \f and \x1c-\x1e, which JSON strings may hold raw."""
     try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
     except FileNotFoundError:
         raise InputError(f"{path} does not exist.") from None
     except ValueError as exc:

@@ -1,22 +1,27 @@
 """A collection: chunk vectors plus metadata, persisted under ``<data dir>/collections/<name>``.
 
-Layout: ``collection.json`` (the manifest: model, documents, and which segment files hold them) and
-one segment per document under ``segments/`` (``<doc>-<generation>.npy`` vectors and ``.jsonl``
-chunk metadata). A write creates new segment files, then atomically replaces collection.json
-(write to a temporary file, fsync, rename): a killed ingest leaves the previous collection readable
-and unchanged. Files of the generation before the current one are kept (a reader may still hold
-the old manifest) and older ones are removed. Writers take an exclusive lock file.
+Layout: ``collection.json`` (the manifest: model, variant, documents, and which segment files hold
+them) and one segment per document under ``segments/`` (``<doc>-g<generation>.npy`` vectors,
+``.jsonl`` chunk metadata, ``.pages.json`` page texts); formats in engine/collection_format.py.
+
+Writers take an exclusive lock (``<collections>/.<name>.lock``, engine/locking.py), write new
+files, then atomically replace collection.json: a killed or failing ingest leaves the previous
+collection readable and unchanged, and a failing one leaves no partial file (engine/storage.py).
+Readers never lock. A segment that a commit stops referencing is kept for ``RETAIN_SECONDS``
+after that commit (a reader may still hold the previous manifest), and a reader that finds a
+segment gone re-reads the manifest and tries again: searches never fail while other processes
+delete and re-ingest. ``drop()`` renames the folder away under the lock, then removes it.
 
 Search (engine/retrieval.py) reads each generation's segments memory-mapped; its mode is dense (exact
 cosine, or the HNSW index above the collection's ANN threshold), keyword (BM25) or hybrid (their
 reciprocal-rank fusion). The keyword and ANN indexes are derived from the segments in the commit path
-(engine/derived_indexes.py) and named by the manifest like the segments are.
+(engine/derived_indexes.py), before the manifest that names them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import io
 import json
 import logging
 import os
@@ -25,61 +30,44 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from engine import derived_indexes
+from engine import derived_indexes, locking, storage
 from engine.chunking import Chunk
-from engine.errors import CollectionError, CollectionNotFoundError, InputError, ModelMismatchError
+from engine.collection_format import (
+    FORMAT,
+    CollectionInfo,
+    DocumentRecord,
+    chunks_from_jsonl,
+    encoded_segment,
+    info_from_json,
+    info_to_json,
+    pages_from_json,
+    require_same_model,
+)
+from engine.errors import CollectionError, CollectionNotFoundError, InputError, ModelMismatchError, StudioError
 from engine.fusion import CANDIDATES, dense_weights, reciprocal_rank_fusion, resolve_mode
 from engine.pages import Page
 from engine.retrieval import SearchConfig, View
 
+if TYPE_CHECKING:
+    from engine.collection_check import CheckReport
+
+__all__ = ["FORMAT", "MANIFEST", "Collection", "CollectionInfo", "DocumentRecord", "NewDocument", "SearchHit",
+           "list_collections", "scan_collections"]
 log = logging.getLogger(__name__)
 MANIFEST = "collection.json"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-FORMAT = 1
-
-
-@dataclass(frozen=True)
-class DocumentRecord:
-    doc_id: str  # sha256 of the file bytes
-    name: str  # file name as uploaded
-    pages: int
-    chunks: int
-    ocr_engine: str  # what was asked for ("auto", "text", ...)
-    ocr_pages: int  # pages that went through OCR
-    size_bytes: int
-    ingested_at: str
-    segment: str  # file stem under segments/
-    notes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class CollectionInfo:
-    name: str
-    model: str
-    variant: str
-    dim: int
-    created_at: str
-    generation: int = 0
-    chunking: dict = field(default_factory=dict)
-    documents: tuple[DocumentRecord, ...] = ()
-    format: int = FORMAT
-    uid: str = ""  # new for every creation: a dropped and re-made collection never matches an old cache
-    search: dict = field(default_factory=dict)  # retrieval.SearchConfig: default mode, language, ANN options
-    indexes: dict = field(default_factory=dict)  # derived index files of this generation (keyword, ann)
-    store: dict = field(default_factory=dict)  # where the chunks live: {} embedded, {"kind": "qdrant", ...}
-
-    @property
-    def chunk_count(self) -> int:
-        return sum(d.chunks for d in self.documents)
-
-    def document(self, doc_id_or_name: str) -> DocumentRecord | None:
-        return next((d for d in self.documents if doc_id_or_name in (d.doc_id, d.name)), None)
+SEGMENT_FILE = re.compile(r"^([0-9a-f]{16}-g[0-9]+)\.(npy|jsonl|pages\.json)$")
+SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
+RETAIN_SECONDS = 120.0  # how long a segment outlives the last manifest that named it
+READ_ATTEMPTS = 8
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -97,6 +85,14 @@ class SearchHit:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "heading_path": list(self.heading_path)}
+
+
+class _SegmentGone(CollectionError):
+    """A segment file named by the manifest a reader holds is not there (a writer may have removed it)."""
+
+    def __init__(self, stem: str) -> None:
+        super().__init__(f"segment {stem} is missing")
+        self.stem = stem
 
 
 @dataclass(frozen=True)
@@ -124,26 +120,6 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _info_from_json(data: dict) -> CollectionInfo:
-    documents = tuple(DocumentRecord(**{**d, "notes": tuple(d.get("notes", ()))}) for d in data.get("documents", ()))
-    return CollectionInfo(**{**data, "documents": documents})
-
-
 class Collection:
     """One persisted collection. Cheap to construct; reads the manifest on demand."""
 
@@ -151,7 +127,8 @@ class Collection:
         if not NAME.match(name or ""):
             raise InputError(f"{name!r} is not a valid collection name.", "use letters, digits, '.', '_', '-' (max 64)")
         self.name = name
-        self.path = Path(root) / name
+        self.root = Path(root)
+        self.path = self.root / name
         self._cache: tuple[tuple[str, int], View] | None = None
         self._cache_lock = threading.Lock()
 
@@ -161,16 +138,24 @@ class Collection:
         return (self.path / MANIFEST).is_file()
 
     def info(self) -> CollectionInfo:
+        """The manifest as it is now (one read of collection.json)."""
         try:
-            data = json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
+            raw = (self.path / MANIFEST).read_bytes()
         except FileNotFoundError:
             raise CollectionNotFoundError(
                 f"There is no collection named {self.name!r}.",
                 "ingest a PDF into it first: python -m engine ingest FILE --collection NAME",
             ) from None
+        except OSError as exc:
+            raise storage.storage_error(exc, f"Reading collection {self.name!r}", self.path) from None
+        try:
+            data = json.loads(raw.decode("utf-8"))
         except ValueError as exc:
-            raise CollectionError(f"The manifest of collection {self.name!r} is unreadable: {exc}") from None
-        return _info_from_json(data)
+            raise CollectionError(
+                f"The manifest of collection {self.name!r} is unreadable: {exc}",
+                "restore collection.json from a backup, or delete the collection and ingest its documents again",
+            ) from None
+        return info_from_json(data, self.name)
 
     def _segment_files(self, stem: str) -> tuple[Path, Path]:
         return self.path / "segments" / f"{stem}.npy", self.path / "segments" / f"{stem}.jsonl"
@@ -178,62 +163,97 @@ class Collection:
     def _pages_file(self, stem: str) -> Path:
         return self.path / "segments" / f"{stem}.pages.json"
 
+    def _read_file(self, path: Path, stem: str) -> bytes:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise _SegmentGone(stem) from None
+        except OSError as exc:
+            raise storage.storage_error(exc, f"Reading collection {self.name!r}", self.path) from None
+
+    def _reading(self, use: Callable[[CollectionInfo], T], info: CollectionInfo | None = None) -> T:
+        """``use(info)``, again with a newer manifest if a segment it names vanished meanwhile."""
+        info = info if info is not None else self.info()
+        for _ in range(READ_ATTEMPTS):
+            try:
+                return use(info)
+            except _SegmentGone as gone:
+                newer = self.info()
+                if (newer.uid, newer.generation) == (info.uid, info.generation):
+                    raise CollectionError(
+                        f"A segment of collection {self.name!r} is missing ({gone.stem}).",
+                        f"python -m engine check-collection {self.name} says which documents to ingest again",
+                    ) from None
+                log.debug("segment %s of %s vanished; reading generation %d", gone.stem, self.name, newer.generation)
+                info = newer
+        raise CollectionError(f"Collection {self.name!r} changed {READ_ATTEMPTS} times while it was being read.",
+                              "try again")
+
     def pages_of(self, doc_id: str) -> list[Page]:
         """The page texts every chunk offset of the document refers to."""
-        record = self._record(doc_id)
-        try:
-            data = json.loads(self._pages_file(record.segment).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CollectionError(f"The pages of {record.name} are unreadable: {exc}") from None
-        return [Page(**{**p, "notes": tuple(p.get("notes", ()))}) for p in data]
+        def load(info: CollectionInfo) -> list[Page]:
+            record = self._record(info, doc_id)
+            raw = self._read_file(self._pages_file(record.segment), record.segment)
+            try:
+                return pages_from_json(raw)
+            except (ValueError, TypeError) as exc:
+                raise CollectionError(f"The pages of {record.name} are unreadable: {exc}") from None
+        return self._reading(load)
 
     def original_of(self, doc_id: str) -> Path | None:
         """The stored copy of the ingested file (for page images), if any."""
-        record = self._record(doc_id)
+        record = self._record(self.info(), doc_id)
         matches = sorted((self.path / "files").glob(f"{record.doc_id}.*")) if (self.path / "files").is_dir() else []
         return matches[0] if matches else None
 
-    def _record(self, doc_id: str) -> DocumentRecord:
-        record = self.info().document(doc_id)
+    def _record(self, info: CollectionInfo, doc_id: str) -> DocumentRecord:
+        record = info.document(doc_id)
         if record is None:
             raise CollectionError(f"Collection {self.name!r} has no document {doc_id!r}.")
         return record
 
     def chunks_of(self, doc_id: str) -> tuple[np.ndarray, list[dict]]:
-        return self._load_segment(self._record(doc_id).segment)
+        return self._reading(lambda info: self._load_segment(self._record(info, doc_id).segment))
 
     def _load_segment(self, stem: str) -> tuple[np.ndarray, list[dict]]:
         vectors_file, chunks_file = self._segment_files(stem)
+        vectors_raw = self._read_file(vectors_file, stem)
+        chunks_raw = self._read_file(chunks_file, stem)
         try:
-            vectors = np.load(vectors_file)
-            chunks = [json.loads(line) for line in chunks_file.read_text(encoding="utf-8").splitlines() if line]
-        except (OSError, ValueError) as exc:
-            raise CollectionError(f"A segment of collection {self.name!r} is unreadable ({stem}): {exc}") from None
+            vectors = np.load(io.BytesIO(vectors_raw), allow_pickle=False)
+            chunks = chunks_from_jsonl(chunks_raw)
+            if vectors.ndim != 2 or vectors.shape[0] != len(chunks):
+                raise ValueError(f"{vectors.shape} vectors for {len(chunks)} chunks")
+        except (ValueError, EOFError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise CollectionError(f"A segment of collection {self.name!r} is unreadable ({stem}): {exc}",
+                                  f"python -m engine check-collection {self.name} says what to do") from None
         return vectors, chunks
 
     def _view(self, info: CollectionInfo) -> View:
+        """This generation's memory-mapped segments and indexes (opened once per generation and process)."""
         with self._cache_lock:
             if self._cache is None or self._cache[0] != (info.uid, info.generation):
-                self._cache = ((info.uid, info.generation), View(self.path, info, self._segment_files))
+                try:
+                    view = View(self.path, info, self._segment_files)
+                except FileNotFoundError as gone:  # a writer retired it: _reading retries with a newer manifest
+                    raise _SegmentGone(Path(gone.filename or "?").name) from None
+                self._cache = ((info.uid, info.generation), view)
             return self._cache[1]
 
     def search(self, query_vector: np.ndarray | None = None, k: int = 5, documents: Sequence[str] | None = None,
                model: str | None = None, *, query_text: str | None = None, mode: str | None = None,
-               exact: bool | None = None, ef: int | None = None, dense_weight: float | None = None) -> list[SearchHit]:
+               exact: bool | None = None, ef: int | None = None, dense_weight: float | None = None,
+               info: CollectionInfo | None = None) -> list[SearchHit]:
         """Top-k chunks for a query vector (dense), a query text (keyword) or both (hybrid).
 
         ``mode`` defaults to the collection's; ``exact`` forces exact dense search; ``ef`` is the HNSW
-        search breadth; ``dense_weight`` the dense share of the hybrid fusion (default: the collection's)."""
-        info = self.info()
-        if model is not None and model != info.model:
-            raise ModelMismatchError(
-                f"Collection {self.name!r} was built with {info.model!r}; a query embedded with {model!r} "
-                "cannot be compared with it.",
-                f"search with --model {info.model}, or re-ingest into a new collection",
-            )
+        search breadth; ``dense_weight`` the dense share of the hybrid fusion (default: the collection's);
+        ``info`` is a manifest the caller just read (else one read here)."""
+        info = info if info is not None else self.info()
+        require_same_model(info, self.name, model)
         if k < 1:
             raise InputError("k must be at least 1.")
-        view = self._view(info)
+        info, view = self._reading(lambda current: (current, self._view(current)), info)
         mode = resolve_mode(mode, view.config.mode, query_text is not None, query_vector is not None)
         if view.size == 0:
             return []
@@ -267,94 +287,123 @@ class Collection:
     # -- writing ------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with contextlib.ExitStack() as stack:
+            with storage.converted(f"Writing to collection {self.name!r}", self.root):
+                self.root.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(locking.exclusive(self.root / f".{self.name}.lock"))
+            self._remove_leftovers()
+            yield
 
-    def _commit(self, info: CollectionInfo) -> CollectionInfo:
-        info = replace(info, generation=info.generation + 1)
-        info = replace(info, indexes=derived_indexes.build(self.path, info, self._segment_files))
-        _write_atomic(self.path / MANIFEST, json.dumps(asdict(info), indent=1, ensure_ascii=False).encode("utf-8"))
-        self._collect_garbage(info)
-        derived_indexes.collect_garbage(self.path, info)
-        return info
+    def _remove_leftovers(self) -> None:
+        """Under the lock: what killed writers left (temporary files, a folder half removed by drop)."""
+        storage.remove_stale_temporaries(self.path, self.path / "segments", self.path / "files")
+        for doomed in self.root.glob(f".{self.name}.dropped-*"):
+            shutil.rmtree(doomed, ignore_errors=True)
 
-    def _collect_garbage(self, info: CollectionInfo) -> None:
-        """Remove segment files no manifest refers to, keeping those of the previous generation."""
-        keep = {d.segment for d in info.documents}
+    def _commit(self, before: CollectionInfo | None, after: CollectionInfo, files: storage.Transaction) -> CollectionInfo:
+        after = replace(after, generation=after.generation + 1)
+        after = replace(after, indexes=derived_indexes.build(self.path, after, self._segment_files))
+        files.write(self.path / MANIFEST, info_to_json(after))
+        files.keep()  # the new manifest is in place: from here on the change stands
+        self._collect_garbage(before, after)
+        derived_indexes.collect_garbage(self.path, after)
+        return after
+
+    def _collect_garbage(self, before: CollectionInfo | None, after: CollectionInfo) -> None:
+        """Start the retention clock of the segments this commit stopped naming; remove those whose time is up.
+
+        The clock is the files' mtime: set when a commit retires them, or the time a killed writer
+        wrote them (never named by a manifest at all)."""
+        keep = {d.segment for d in after.documents}
+        retired = {d.segment for d in before.documents} - keep if before is not None else set()
+        now = time.time()
         segments = self.path / "segments"
-        for file in segments.glob("*") if segments.is_dir() else ():
-            stem = file.name.split(".", 1)[0]
-            generation = int(stem.rsplit("-g", 1)[1]) if "-g" in stem and stem.rsplit("-g", 1)[1].isdigit() else 0
-            if stem not in keep and generation < info.generation - 1:
-                file.unlink(missing_ok=True)
+        for file in segments.iterdir() if segments.is_dir() else ():
+            match = SEGMENT_FILE.match(file.name)
+            if match is None or match.group(1) in keep:
+                continue
+            try:
+                if match.group(1) in retired:
+                    os.utime(file, (now, now))
+                elif now - file.stat().st_mtime > RETAIN_SECONDS:
+                    file.unlink()
+            except OSError as exc:  # a later commit tries again
+                log.debug("segment cleanup of %s: %s", file.name, exc)
+        originals = self.path / "files"
+        documents = {d.doc_id for d in after.documents}
+        for file in originals.iterdir() if originals.is_dir() else ():  # copies a killed writer stored
+            with contextlib.suppress(OSError):
+                if file.name.split(".", 1)[0] not in documents and now - file.stat().st_mtime > RETAIN_SECONDS:
+                    file.unlink()
 
     def create(self, model: str, variant: str, dim: int, chunking: dict, search: dict | None = None) -> CollectionInfo:
-        """``search``: the collection's retrieval.SearchConfig as a dict (default mode, language, ANN options)."""
+        """Make the collection; one that exists already is returned as it is (add_document checks the fit).
+        ``search``: its retrieval.SearchConfig as a dict (default mode, language, ANN options)."""
         with self._locked():
             if self.exists:
                 return self.info()
             info = CollectionInfo(self.name, model, variant, dim, _now(), chunking=chunking, uid=uuid.uuid4().hex,
                                   search=SearchConfig.from_dict(search).to_dict())
-            return self._commit(info)
+            with storage.transaction(f"Creating collection {self.name!r}", self.root) as files:
+                self.path.mkdir(exist_ok=True)
+                return self._commit(None, info, files)
 
     def add_document(self, record: DocumentRecord, vectors: np.ndarray, chunks: Sequence[Chunk], model: str,
-                     pages: Sequence[Page] = (), original: bytes | None = None, suffix: str = ".pdf") -> DocumentRecord:
-        """Store one document's chunks, vectors, page texts and original file; replaces an earlier copy."""
-        return self.add_documents([NewDocument(record, vectors, chunks, pages, original, suffix)], model)[0]
+                     pages: Sequence[Page] = (), original: bytes | None = None, suffix: str = ".pdf",
+                     variant: str | None = None) -> DocumentRecord:
+        """Store one document's chunks, vectors, page texts and original file; replaces an earlier copy.
 
-    def add_documents(self, documents: Sequence[NewDocument], model: str) -> list[DocumentRecord]:
+        ``model`` (and ``variant`` when given) must be the collection's, checked under the lock."""
+        return self.add_documents([NewDocument(record, vectors, chunks, pages, original, suffix)], model, variant)[0]
+
+    def add_documents(self, documents: Sequence[NewDocument], model: str,
+                      variant: str | None = None) -> list[DocumentRecord]:
         """Store several documents in ONE commit (all or nothing: an import, a bulk load)."""
-        if len({new.record.doc_id for new in documents}) != len(documents):
+        if len({new.record.doc_id[:16] for new in documents}) != len(documents):  # [:16]: the segment stem
             raise CollectionError("The same document appears twice in one batch.")
+        encoded = []
         for new in documents:
-            if new.vectors.shape[0] != len(new.chunks):
+            if new.vectors.ndim != 2 or new.vectors.shape[0] != len(new.chunks):
                 raise CollectionError(f"{len(new.chunks)} chunks but {new.vectors.shape[0]} vectors for {new.record.name}.")
+            encoded.append(encoded_segment(new.record, new.chunks, new.pages))
         with self._locked():
             info = self.info()
-            if model != info.model:
-                names = ", ".join(new.record.name for new in documents[:3])
-                raise ModelMismatchError(
-                    f"Collection {self.name!r} holds {info.model!r} vectors; {names} was embedded with {model!r}.",
-                    "ingest into a collection made with the same model",
-                )
+            require_same_model(info, self.name, model, variant)
             for new in documents:
-                if new.vectors.ndim != 2 or new.vectors.shape[1] != info.dim:
-                    raise ModelMismatchError(f"Vectors have {new.vectors.shape[-1]} dimensions; the collection {info.dim}.")
-            (self.path / "segments").mkdir(exist_ok=True)
-            records = [self._write_segment(info.generation + 1, new) for new in documents]
-            replaced = {r.doc_id for r in records}
-            kept = tuple(d for d in info.documents if d.doc_id not in replaced)
-            self._commit(replace(info, documents=kept + tuple(records)))
+                if new.vectors.shape[1] != info.dim:
+                    raise ModelMismatchError(f"Vectors have {new.vectors.shape[1]} dimensions; the collection {info.dim}.")
+            what = documents[0].record.name if len(documents) == 1 else f"{len(documents)} documents"
+            with storage.transaction(f"Storing {what} in collection {self.name!r}", self.path) as files:
+                (self.path / "segments").mkdir(exist_ok=True)
+                records = [self._write_segment(info.generation + 1, new, data, files)
+                           for new, data in zip(documents, encoded)]
+                replaced = {r.doc_id for r in records}
+                kept = tuple(d for d in info.documents if d.doc_id not in replaced)
+                self._commit(info, replace(info, documents=kept + tuple(records)), files)
             return records
 
-    def _write_segment(self, generation: int, new: NewDocument) -> DocumentRecord:
-        record, vectors, chunks = new.record, new.vectors, new.chunks
+    def _write_segment(self, generation: int, new: NewDocument, encoded: tuple[bytes, bytes],
+                       files: storage.Transaction) -> DocumentRecord:
+        record = new.record
         stem = f"{record.doc_id[:16]}-g{generation}"
         vectors_file, chunks_file = self._segment_files(stem)
-        with open(vectors_file, "wb") as handle:
-            np.save(handle, unit_rows(vectors))
-            handle.flush()
-            os.fsync(handle.fileno())
-        lines = [json.dumps({"index": c.index, "page": c.page, "start": c.start, "end": c.end, "text": c.text,
-                             "heading_path": list(c.heading_path), "tokens": c.tokens}, ensure_ascii=False)
-                 for c in chunks]
-        _write_atomic(chunks_file, ("\n".join(lines) + "\n").encode("utf-8"))
-        _write_atomic(self._pages_file(stem), json.dumps([asdict(p) for p in new.pages], ensure_ascii=False).encode("utf-8"))
+        buffer = io.BytesIO()
+        np.save(buffer, unit_rows(new.vectors), allow_pickle=False)
+        files.write(vectors_file, buffer.getvalue())
+        files.write(chunks_file, encoded[0])
+        files.write(self._pages_file(stem), encoded[1])
         if new.original is not None:
+            suffix = new.suffix.lower() if SUFFIX.match(new.suffix.lower()) else ".bin"
             (self.path / "files").mkdir(exist_ok=True)
-            _write_atomic(self.path / "files" / f"{record.doc_id}{new.suffix.lower()}", new.original)
-        return replace(record, segment=stem, chunks=len(chunks))
+            files.write(self.path / "files" / f"{record.doc_id}{suffix}", new.original)
+        return replace(record, segment=stem, chunks=len(new.chunks))
 
     def reindex(self) -> CollectionInfo:
         """Rebuild the keyword and ANN indexes from the segments (a new generation with the same documents)."""
         with self._locked():
             info = self.info()
-            return self._commit(replace(info, indexes={}))
+            with storage.transaction(f"Reindexing collection {self.name!r}", self.path) as files:
+                return self._commit(info, replace(info, indexes={}), files)
 
     def delete_document(self, doc_id_or_name: str) -> DocumentRecord:
         with self._locked():
@@ -362,24 +411,65 @@ class Collection:
             record = info.document(doc_id_or_name)
             if record is None:
                 raise CollectionError(f"Collection {self.name!r} has no document {doc_id_or_name!r}.")
-            self._commit(replace(info, documents=tuple(d for d in info.documents if d.doc_id != record.doc_id)))
+            with storage.transaction(f"Deleting {record.name} from collection {self.name!r}", self.path) as files:
+                self._commit(info, replace(info, documents=tuple(d for d in info.documents if d.doc_id != record.doc_id)),
+                             files)
             for file in (self.path / "files").glob(f"{record.doc_id}.*") if (self.path / "files").is_dir() else ():
-                file.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    file.unlink()
             return record
 
     def drop(self) -> None:
+        """Delete the whole collection, under the lock: an ingest waiting for it then finds no collection."""
         with self._locked():
             if not self.exists:
                 raise CollectionNotFoundError(f"There is no collection named {self.name!r}.")
-        shutil.rmtree(self.path)
+            with storage.converted(f"Deleting collection {self.name!r}", self.root):
+                doomed = self.root / f".{self.name}.dropped-{uuid.uuid4().hex[:12]}"
+                os.replace(self.path, doomed)  # readers see "no collection", never half a folder
+                shutil.rmtree(doomed)
+        with self._cache_lock:
+            self._cache = None
+
+    # -- checking -----------------------------------------------------------------------------------
+    def check(self) -> CheckReport:
+        """Read every file the manifest names; report what is missing or unreadable and what to do."""
+        from engine.collection_check import check_collection
+
+        return check_collection(self)
+
+
+@dataclass(frozen=True)
+class BrokenCollection:
+    """A folder under collections/ that should be a collection but cannot be read."""
+
+    name: str
+    error: StudioError
+
+
+def scan_collections(root: Path) -> tuple[list[CollectionInfo], list[BrokenCollection]]:
+    """The readable collections, and the broken ones with their error (a listing never fails on one)."""
+    found, broken = [], []
+    root = Path(root)
+    with storage.converted("Listing collections", root):
+        folders = sorted(root.iterdir()) if root.is_dir() else []
+    for folder in folders:
+        if not NAME.match(folder.name) or not folder.is_dir():
+            continue
+        if not (folder / MANIFEST).is_file():
+            if (folder / "segments").is_dir():
+                broken.append(BrokenCollection(folder.name, CollectionError(
+                    f"Collection {folder.name!r} has segments but no collection.json.",
+                    "restore collection.json from a backup, or delete the folder and ingest again")))
+            continue
+        try:
+            found.append(Collection(root, folder.name).info())
+        except StudioError as exc:
+            log.warning("collection %s is unreadable: %s", folder.name, exc.message)
+            broken.append(BrokenCollection(folder.name, exc))
+    return found, broken
 
 
 def list_collections(root: Path) -> list[CollectionInfo]:
-    found = []
-    for folder in sorted(Path(root).iterdir()) if Path(root).is_dir() else ():
-        if (folder / MANIFEST).is_file():
-            try:
-                found.append(Collection(root, folder.name).info())
-            except CollectionError as exc:
-                log.warning("skipping collection %s: %s", folder.name, exc.message)
-    return found
+    """The readable collections (scan_collections also names the broken ones)."""
+    return scan_collections(root)[0]

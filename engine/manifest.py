@@ -77,10 +77,6 @@ class Manifest:
     notes: tuple[str, ...] = ()
     format: int = FORMAT_VERSION
 
-    @property
-    def pooled_in_graph(self) -> bool:
-        return self.onnx_output == "sentence_embedding"
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

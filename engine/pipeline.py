@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -17,7 +16,8 @@ from pathlib import Path
 
 from engine.chunking import Chunk, ChunkingOptions, chunk_pages
 from engine.cleanup import strip_running_lines
-from engine.errors import EmptyDocumentError, InputError, ModelMismatchError, StudioError
+from engine.collection_format import CollectionInfo, require_same_model
+from engine.errors import CollectionNotFoundError, EmptyDocumentError, InputError, ModelMismatchError, StorageError, StudioError
 from engine.index import Collection, DocumentRecord, SearchHit, _now
 from engine.pages import Page
 from engine.studio import Studio
@@ -74,22 +74,10 @@ def _quiet(_: ProgressEvent) -> None:
     pass
 
 
-_collections: dict[tuple[Path, str, str], Collection] = {}
-_collections_lock = threading.Lock()
-
-
 def collection(studio: Studio, name: str, store: str | None = None) -> Collection:
-    """One Collection object per (folder, name, store) and process, so its opened indexes serve every query.
-    ``store``: embedded or qdrant for a NEW collection (default STUDIO_VECTOR_STORE); an existing one keeps its own."""
-    from engine.stores import open_collection, stored_kind
-
-    root = Path(studio.settings.collections_dir).resolve()
-    kind = stored_kind(root, name) or store or studio.settings.vector_store
-    key = (root, name, kind)
-    with _collections_lock:
-        if key not in _collections:
-            _collections[key] = open_collection(studio.settings, name, kind)
-        return _collections[key]
+    """The Studio's Collection object for ``name`` (kept for callers of the older module function);
+    ``store``: embedded or qdrant for a NEW collection (default STUDIO_VECTOR_STORE)."""
+    return studio.collection(name, store)
 
 
 def chunking_options(embedder, options: IngestOptions) -> ChunkingOptions:
@@ -107,18 +95,20 @@ def chunk_document(embedder, pages: Sequence[Page], options: ChunkingOptions) ->
     return chunk_pages(pages, tokenizer.count_tokens, tokenizer.token_offsets, options)
 
 
-def _open_or_create(studio: Studio, name: str, options: IngestOptions):
-    target = collection(studio, name, options.store)
-    if target.exists:
+def _open_or_create(studio: Studio, name: str, options: IngestOptions) -> tuple[Collection, CollectionInfo | None, object]:
+    """The collection, its manifest (None while it does not exist yet) and the embedder that fits it."""
+    target = studio.collection(name, options.store)
+    try:
         info = target.info()
-        if options.model and options.model != info.model:
-            raise ModelMismatchError(
-                f"Collection {name!r} uses {info.model!r}, not {options.model!r}.",
-                "leave --model out to use the collection's model, or pick a new collection name",
-            )
-        return target, studio.embedder(info.model, info.variant, options.provider)
-    embedder = studio.embedder(options.model, options.variant, options.provider)
-    return target, embedder
+    except CollectionNotFoundError:
+        return target, None, studio.embedder(options.model, options.variant, options.provider)
+    require_same_model(info, name, options.model or None, options.variant or None)
+    return target, info, studio.embedder(info.model, info.variant, options.provider)
+
+
+def _displayable(name: str) -> str:
+    """A file name as valid Unicode: bytes that were not UTF-8 (surrogate escapes) become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str | None = None,
@@ -131,16 +121,17 @@ def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str
     settings = studio.settings
     limits = Limits.from_settings(settings)
     data, label = read_source(source, name, limits)
-    target, embedder = _open_or_create(studio, collection_name, options)
+    label = _displayable(label)
+    target, info, embedder = _open_or_create(studio, collection_name, options)
     progress(ProgressEvent("open", label, message="opening"))
     doc_id = hashlib.sha256(data).hexdigest()
-    if target.exists and not options.force:
-        existing = target.info().document(doc_id)
+    if info is not None and not options.force:
+        existing = info.document(doc_id)
         if existing is not None:
             progress(ProgressEvent("skipped", label, message="already in the collection"))
             return IngestResult(label, True, doc_id, existing.pages, existing.chunks, existing.ocr_pages, skipped=True,
                                 seconds={"total": round(time.perf_counter() - started, 3)})
-    with open_document(data, name=label, password=options.password, limits=limits) as document:
+    with open_document(data, name=label, password=options.password, limits=limits, sha256=doc_id) as document:
         total_pages = document.info.page_count
         pages: list[Page] = []
         for page in extract_pages(document, engine=options.ocr, settings=settings):
@@ -164,7 +155,7 @@ def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str
     vectors = embedder.embed_documents([c.embedding_text(chunking.headings_in_embedding) for c in chunks],
                                        progress=batch_progress)
     embedded = time.perf_counter()
-    if not target.exists:
+    if info is None:  # a collection made meanwhile by another writer is checked by add_document, under its lock
         target.create(embedder.spec.name, embedder.variant, embedder.dim,
                       {"size": chunking.size, "overlap": chunking.overlap, "headings": chunking.headings_in_embedding},
                       search=settings.search_defaults(options.language))
@@ -174,8 +165,9 @@ def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str
         notes=tuple(sorted({n for p in pages for n in p.notes}))[:20],
     )
     progress(ProgressEvent("store", label, message="storing"))
-    suffix = ".pdf" if kind == "pdf" else Path(label).suffix or ".png"
-    record = target.add_document(record, vectors, chunks, embedder.spec.name, pages=pages, original=data, suffix=suffix)
+    suffix = ".pdf" if kind == "pdf" else f".{kind}"
+    record = target.add_document(record, vectors, chunks, embedder.spec.name, pages=pages, original=data, suffix=suffix,
+                                 variant=embedder.variant)
     stored = time.perf_counter()
     seconds = {"extract": extracted - started, "chunk": chunked - extracted, "embed": embedded - chunked,
                "store": stored - embedded, "total": stored - started}
@@ -186,6 +178,12 @@ def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str
                         seconds={k: round(v, 3) for k, v in seconds.items()})
 
 
+def _unconverted(exc: OSError, name: str) -> StudioError:
+    """Collections convert their own OSErrors; one from elsewhere is most likely reading the source file."""
+    return StorageError(f"{name} could not be read: {exc.strerror or type(exc).__name__}.",
+                        "check that the file exists and that this user may read it")
+
+
 def ingest_many(studio: Studio, collection_name: str, sources: Sequence[Path | tuple[str, bytes]],
                 options: IngestOptions = IngestOptions(), progress: Progress = _quiet) -> list[IngestResult]:
     """Ingest several files; one that fails is reported with its reason and the others go on."""
@@ -194,10 +192,11 @@ def ingest_many(studio: Studio, collection_name: str, sources: Sequence[Path | t
         name, data = (source if isinstance(source, tuple) else (Path(source).name, Path(source)))
         try:
             results.append(ingest(studio, collection_name, data, name, options, progress))
-        except StudioError as exc:
-            log.warning("could not ingest %s: %s", name, exc.message)
-            progress(ProgressEvent("error", name, message=exc.message))
-            results.append(IngestResult(name, False, error=exc.to_dict()))
+        except (StudioError, OSError) as exc:  # an OSError not converted where it arose still names the file
+            error = exc if isinstance(exc, StudioError) else _unconverted(exc, name)
+            log.warning("could not ingest %s: %s", name, error.message)
+            progress(ProgressEvent("error", name, message=error.message))
+            results.append(IngestResult(name, False, error=error.to_dict()))
     return results
 
 
@@ -205,7 +204,7 @@ def rechunk(studio: Studio, collection_name: str, doc_id: str, options: IngestOp
             progress: Progress = _quiet) -> IngestResult:
     """Re-chunk a stored document with new size/overlap and replace its chunks (no re-extraction)."""
     started = time.perf_counter()
-    target = collection(studio, collection_name)
+    target = studio.collection(collection_name)
     info = target.info()
     record = info.document(doc_id)
     if record is None:
@@ -219,7 +218,7 @@ def rechunk(studio: Studio, collection_name: str, doc_id: str, options: IngestOp
     original = target.original_of(record.doc_id)
     target.add_document(replace(record, ingested_at=_now()), vectors, chunks, info.model, pages=pages,
                         original=original.read_bytes() if original else None,
-                        suffix=original.suffix if original else ".pdf")
+                        suffix=original.suffix if original else ".pdf", variant=info.variant)
     return IngestResult(record.name, True, record.doc_id, len(pages), len(chunks), record.ocr_pages,
                         seconds={"total": round(time.perf_counter() - started, 3)})
 
@@ -245,13 +244,9 @@ def search(studio: Studio, collection_name: str, query: str | None, k: int = 5, 
         raise InputError("The query is empty.")
     if vector is not None and query:
         raise InputError("Give either a query text or a query vector, not both.")
-    target = collection(studio, collection_name)
-    info = target.info()
-    if model is not None and model != info.model:
-        raise ModelMismatchError(
-            f"Collection {collection_name!r} was built with {info.model!r}; it cannot be searched with {model!r}.",
-            f"leave --model out (or use {info.model}) or ingest into a collection made with {model}",
-        )
+    target = studio.collection(collection_name)
+    info = target.info()  # the one read of collection.json for this query
+    require_same_model(info, collection_name, model)
     mode = resolve_mode(mode, SearchConfig.from_dict(info.search).mode, vector is None, True)
     started = time.perf_counter()
     provider_used = "none"
@@ -265,7 +260,7 @@ def search(studio: Studio, collection_name: str, query: str | None, k: int = 5, 
         provider_used = embedder.session().active_provider
     embedded = time.perf_counter()
     hits = target.search(query_vector, k=k, documents=documents, query_text=query if vector is None else None,
-                         mode=mode, exact=exact)
+                         mode=mode, exact=exact, info=info)
     done = time.perf_counter()
     return SearchResult(hits, {"embed": embedded - started, "search": done - embedded, "total": done - started},
                         info.model, provider_used, mode)

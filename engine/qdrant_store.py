@@ -20,21 +20,24 @@ or ``STUDIO_QDRANT_PATH`` for qdrant-client's embedded local mode (what the test
 
 from __future__ import annotations
 
-import json
+import atexit
+import contextlib
 import logging
 import threading
 import uuid
 import zlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from engine import storage
+from engine.collection_format import info_to_json, require_same_model
 from engine.errors import CollectionError, ConfigError, InputError, ModelMismatchError, StudioError
 from engine.fusion import RRF_K, dense_weights, resolve_mode
-from engine.index import MANIFEST, Collection, CollectionInfo, NewDocument, SearchHit, _now, _write_atomic
+from engine.index import MANIFEST, SUFFIX, Collection, CollectionInfo, NewDocument, SearchHit, _now
 from engine.keyword_index import Analyzer
 from engine.retrieval import SearchConfig
 
@@ -55,6 +58,16 @@ class QdrantConnection:
 
 _clients: dict[tuple[str | None, str | None], object] = {}
 _clients_lock = threading.Lock()
+
+
+@atexit.register
+def _close_clients() -> None:
+    """Close clients before the interpreter tears down (local mode's __del__ fails that late)."""
+    with _clients_lock:
+        for client in _clients.values():
+            with contextlib.suppress(Exception):
+                client.close()
+        _clients.clear()
 
 
 def client_for(connection: QdrantConnection):
@@ -140,12 +153,12 @@ class QdrantCollection(Collection):
             info = CollectionInfo(self.name, model, variant, dim, _now(), chunking=chunking, uid=uid,
                                   search=SearchConfig.from_dict(search).to_dict(),
                                   store={"kind": "qdrant", "collection": name})
-            return self._commit(info)
+            with storage.transaction(f"Creating collection {self.name!r}", self.root) as files:
+                self.path.mkdir(exist_ok=True)
+                return self._commit(None, info, files)
 
-    def _write_manifest(self, info: CollectionInfo) -> None:
-        _write_atomic(self.path / MANIFEST, json.dumps(asdict(info), indent=1, ensure_ascii=False).encode("utf-8"))
-
-    def _write_segment(self, generation: int, new: NewDocument):
+    def _write_segment(self, generation: int, new: NewDocument, encoded: tuple[bytes, bytes],
+                       files: storage.Transaction):
         from qdrant_client import models
 
         info = self.info()
@@ -167,18 +180,20 @@ class QdrantCollection(Collection):
         for start in range(0, len(points), 256):
             self._call("store points", self.client.upsert, self._qdrant_name(info), points[start:start + 256], wait=True)
         (self.path / "segments").mkdir(exist_ok=True)
-        _write_atomic(self._pages_file(stem), json.dumps([asdict(p) for p in new.pages], ensure_ascii=False).encode())
+        files.write(self._pages_file(stem), encoded[1])  # page texts stay where the embedded store keeps them
         if new.original is not None:
+            suffix = new.suffix.lower() if SUFFIX.match(new.suffix.lower()) else ".bin"
             (self.path / "files").mkdir(exist_ok=True)
-            _write_atomic(self.path / "files" / f"{record.doc_id}{new.suffix.lower()}", new.original)
+            files.write(self.path / "files" / f"{record.doc_id}{suffix}", new.original)
         return replace(record, segment=stem, chunks=len(new.chunks))
 
-    def _commit(self, info: CollectionInfo) -> CollectionInfo:
-        info = replace(info, generation=info.generation + 1, indexes={})
-        self._write_manifest(info)
-        self._collect_garbage(info)
-        self._delete_stale_points(info)
-        return info
+    def _commit(self, before: CollectionInfo | None, after: CollectionInfo, files: storage.Transaction) -> CollectionInfo:
+        after = replace(after, generation=after.generation + 1, indexes={})
+        files.write(self.path / MANIFEST, info_to_json(after))
+        files.keep()
+        self._collect_garbage(before, after)
+        self._delete_stale_points(after)
+        return after
 
     def _delete_stale_points(self, info: CollectionInfo) -> None:
         from qdrant_client import models
@@ -213,7 +228,7 @@ class QdrantCollection(Collection):
 
     def chunks_of(self, doc_id: str) -> tuple[np.ndarray, list[dict]]:
         info = self.info()
-        record = self._record(doc_id)
+        record = self._record(info, doc_id)
         points = self._segment_points(info, record.segment, with_vectors=True)
         vectors = np.asarray([p.vector["dense"] for p in points], dtype=np.float32).reshape(-1, info.dim)
         keys = ("index", "page", "start", "end", "text", "heading_path", "tokens")
@@ -221,12 +236,12 @@ class QdrantCollection(Collection):
 
     def search(self, query_vector: np.ndarray | None = None, k: int = 5, documents: Sequence[str] | None = None,
                model: str | None = None, *, query_text: str | None = None, mode: str | None = None,
-               exact: bool | None = None, ef: int | None = None, dense_weight: float | None = None) -> list[SearchHit]:
+               exact: bool | None = None, ef: int | None = None, dense_weight: float | None = None,
+               info: CollectionInfo | None = None) -> list[SearchHit]:
         from qdrant_client import models
 
-        info = self.info()
-        if model is not None and model != info.model:
-            raise ModelMismatchError(f"Collection {self.name!r} was built with {info.model!r}, not {model!r}.")
+        info = info if info is not None else self.info()
+        require_same_model(info, self.name, model)
         if k < 1:
             raise InputError("k must be at least 1.")
         config = SearchConfig.from_dict(info.search)

@@ -5,6 +5,7 @@ recall@10 against exact search, index build time and throughput, and the RSS of 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import subprocess
@@ -83,7 +84,7 @@ def build_collection(root: Path, name: str, vectors: np.ndarray, dtype: str, ef:
     for number, start in enumerate(range(0, len(vectors), CHUNKS_PER_DOCUMENT)):
         part = vectors[start:start + CHUNKS_PER_DOCUMENT]
         chunks = [Chunk(i, 1, 0, 1, f"synthetic chunk {start + i}", (), 1) for i in range(len(part))]
-        doc_id = f"{number:064x}"
+        doc_id = hashlib.sha256(f"synthetic-{number}".encode()).hexdigest()  # distinct 16-char segment stems
         record = DocumentRecord(doc_id, f"synthetic-{number:04d}.pdf", 1, len(part), "text", 0, 0, "", "")
         documents.append(NewDocument(record, part, chunks))
     started = time.perf_counter()

@@ -9,18 +9,25 @@ import logging
 from pathlib import Path
 
 from engine.errors import InputError
-from engine.index import MANIFEST, Collection
+from engine.index import MANIFEST, NAME, Collection
 
 log = logging.getLogger(__name__)
 STORES = ("embedded", "qdrant")
 
 
 def stored_kind(root: Path, name: str) -> str | None:
+    """The store an existing collection's manifest names; None for no (readable) collection."""
+    if not NAME.match(name or ""):
+        return None  # Collection() refuses the name with a clear error
     try:
         data = json.loads((Path(root) / name / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return None
-    return (data.get("store") or {}).get("kind") or "embedded"
+    except (OSError, ValueError):
+        return "embedded"
+    store = data.get("store") if isinstance(data, dict) else None
+    kind = store.get("kind") if isinstance(store, dict) else None
+    return kind if kind in STORES else "embedded"  # a malformed manifest: the embedded reader reports it
 
 
 def open_collection(settings, name: str, store: str | None = None) -> Collection:

@@ -1,18 +1,23 @@
 """The one object every entry point shares: settings, registry, session cache, embedders.
 
 The Streamlit app keeps one per process (``st.cache_resource``), the HTTP server one per worker,
-the CLI one per command. Embedders are cached per (model, variant, provider).
+the CLI one per command. Embedders are cached per (model, variant, provider); collections per name,
+so that one Collection object (and its in-memory vectors) serves every query of the process.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from engine.embedder import Embedder
 from engine.registry import Registry
 from engine.sessions import SessionCache, SessionOptions
 from engine.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from engine.index import Collection
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +28,23 @@ class Studio:
         self.registry = Registry(self.settings.registry, self.settings.models_dir)
         self.sessions = SessionCache(self.settings.session_cache_size)
         self._embedders: dict[tuple[str, str, str], Embedder] = {}
+        self._collections: dict[str, tuple[str, Collection]] = {}  # name -> (store kind, collection)
         self._lock = threading.Lock()
+
+    def collection(self, name: str, store: str | None = None) -> Collection:
+        """The one Collection object of this Studio for ``name`` (an invalid name is an InputError), of the
+        store its collection.json names; ``store`` (embedded, qdrant) only decides for a new collection
+        (default STUDIO_VECTOR_STORE)."""
+        from engine.stores import open_collection, stored_kind
+
+        with self._lock:
+            cached = self._collections.get(name)
+            if cached is not None and store in (None, cached[0]):
+                return cached[1]  # no extra read of collection.json per query
+            kind = stored_kind(self.settings.collections_dir, name) or store or self.settings.vector_store
+            if cached is None or cached[0] != kind:
+                self._collections[name] = (kind, open_collection(self.settings, name, kind))
+            return self._collections[name][1]
 
     @property
     def session_options(self) -> SessionOptions:

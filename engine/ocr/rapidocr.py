@@ -22,8 +22,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from engine.documents import layout_text
 from engine.errors import OCRError, OCRUnavailableError
+from engine.layout import layout_text
 from engine.ocr import register
 from engine.ocr.base import Availability, OCRBackend, OCRText, PageImage
 from engine.settings import build

@@ -39,6 +39,8 @@ from engine.errors import (
     ProviderError,
     RemoteCodeRefusedError,
     ServiceBusyError,
+    StorageError,
+    StorageFullError,
     StudioError,
     UnsupportedModelError,
 )
@@ -70,6 +72,8 @@ STATUS_BY_ERROR: dict[type[StudioError], int] = {
     HubError: 502,
     ProviderError: 503,
     ServiceBusyError: 503,
+    StorageFullError: 507,  # Insufficient Storage (RFC 4918): the data folder's disk is full
+    StorageError: 500,  # read-only, permission denied, path too long: the server's folder, not the client's request
     ModelFileError: 500,
     InferenceError: 500,
     ConfigError: 500,

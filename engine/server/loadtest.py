@@ -65,7 +65,7 @@ def load_texts(source: str, count: int) -> list[str]:
                 if len(texts) == count:
                     break
         return texts
-    lines = [line.strip() for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line.strip() for line in Path(source).read_text(encoding="utf-8").split("\n") if line.strip()]  # \n only
     return lines[:count]
 
 

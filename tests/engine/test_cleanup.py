@@ -24,3 +24,18 @@ def test_short_documents_and_unique_lines_are_left_alone():
     pages = [Page(i + 1, f"Unique title {chr(65 + i)}\n{WORDS[i]} opens the page.\nIt ends with {WORDS[i + 1]}.", "text")
              for i in range(5)]
     assert strip_running_lines(pages) == pages
+
+
+def test_a_page_whose_only_lines_repeat_keeps_them():
+    """arabic_habibi_rotated.pdf: four pages with the same one line; stripping it left nothing to index."""
+    pages = [Page(i + 1, "\u062d\u064e\u0628\u064a\u0628\u064a habibi", "text") for i in range(4)]
+    assert strip_running_lines(pages) == pages
+    mixed = [Page(i + 1, f"Running head\nbody {WORDS[i]} text", "text") for i in range(4)] + [Page(5, "Running head", "text")]
+    cleaned = strip_running_lines(mixed)
+    assert [p.text for p in cleaned[:4]] == [f"body {WORDS[i]} text" for i in range(4)] and cleaned[4] == mixed[4]
+
+
+def test_only_newlines_end_lines():
+    """U+2028 inside a line does not make a header of half of it."""
+    pages = [Page(i + 1, f"Head\u2028{WORDS[i]}\nbody {WORDS[i + 1]}", "text") for i in range(4)]
+    assert strip_running_lines(pages) == pages

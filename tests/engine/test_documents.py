@@ -9,18 +9,7 @@ import pymupdf
 import pytest
 from conftest import shared_data
 
-from engine.documents import (
-    Limits,
-    assess_text_layer,
-    bad_char_ratio,
-    column_order,
-    detect_kind,
-    find_gutter,
-    layout_text,
-    open_document,
-    rows_order,
-    vertical_order,
-)
+from engine.documents import Limits, detect_kind, open_document
 from engine.errors import (
     CorruptDocumentError,
     DocumentLimitError,
@@ -28,6 +17,8 @@ from engine.errors import (
     EncryptedDocumentError,
     InputError,
 )
+from engine.layout import column_order, find_gutter, layout_text, rows_order, vertical_order
+from engine.text_quality import assess_text_layer, bad_char_ratio
 
 LIMITS = Limits()  # the defaults, independent of the environment
 

@@ -63,7 +63,9 @@ def test_add_search_filter_and_delete(col):
     assert all(h.document == "b.pdf" for h in col.search(vec_a[0], k=10))
 
 
-def test_replacing_a_document_keeps_one_copy(col):
+def test_replacing_a_document_keeps_one_copy(col, monkeypatch):
+    from engine import index
+
     rec, vec, chunks, pages = _doc("c" * 64, "c.pdf", 3, 3)
     col.add_document(rec, vec, chunks, "model-a", pages=pages)
     col.add_document(rec, vec[:2], chunks[:2], "model-a", pages=pages)
@@ -71,7 +73,12 @@ def test_replacing_a_document_keeps_one_copy(col):
     for _ in range(3):
         col.add_document(rec, vec, chunks, "model-a", pages=pages)
     segments = {p.name.split(".")[0] for p in (col.path / "segments").iterdir()}
-    assert len(segments) <= 2  # the current and the previous generation only
+    assert len(segments) == 5  # retired segments outlive their last manifest by RETAIN_SECONDS
+    monkeypatch.setattr(index, "RETAIN_SECONDS", 0.0)
+    for _ in range(2):
+        col.add_document(rec, vec, chunks, "model-a", pages=pages)
+    segments = {p.name.split(".")[0] for p in (col.path / "segments").iterdir()}
+    assert len(segments) == 2  # the current one and the one the previous manifest names
 
 
 def test_model_checks_and_bad_input(col, tmp_path):

@@ -9,7 +9,9 @@ import logging
 import numpy as np
 import pytest
 
+from engine import storage
 from engine.chunking import Chunk
+from engine.collection_format import encoded_segment
 from engine.errors import InputError, ModelMismatchError
 from engine.index import Collection, DocumentRecord, NewDocument
 from engine.pages import Page
@@ -86,7 +88,10 @@ def test_delete_replace_and_uncommitted_points_are_invisible(qdrant):
     c.delete_document("doc0.pdf")
     assert all(h.document == "doc1.pdf" for h in c.search(vectors[0][3], k=20, mode="dense"))
     # points written for a segment no manifest names (an ingest killed before its commit) never show
-    c._write_segment(99, _new(7, ["ghost text about QX-777 gaskets"], np.ones((1, DIM), dtype=np.float32)))
+    ghost = _new(7, ["ghost text about QX-777 gaskets"], np.ones((1, DIM), dtype=np.float32))
+    files = storage.Transaction()
+    c._write_segment(99, ghost, encoded_segment(ghost.record, ghost.chunks, ghost.pages), files)
+    files.roll_back()  # its local files go; its points stay in Qdrant, unnamed by any manifest
     assert all(h.document != "doc7.pdf" for h in c.search(query_text="QX-777 ghost", k=10, mode="keyword"))
     assert all(h.document != "doc7.pdf" for h in c.search(np.ones(DIM), k=10, mode="dense"))
     c.add_documents([_new(1, _texts(1)[:5], vectors[1][:5])], "m")  # replaced by a 5-chunk version

@@ -64,17 +64,17 @@ def _collection_info(info) -> dict:
 
 @router.get("/v1/collections")
 async def list_all(state: ServerState = Depends(get_state)) -> dict:
-    from engine.index import list_collections
+    """Every collection; one that cannot be read is listed with ``broken: true`` and its error."""
+    from engine.index import scan_collections
 
-    infos = await run_in_threadpool(list_collections, state.studio.settings.collections_dir)
-    return {"object": "list", "data": [_collection_info(i) for i in infos]}
+    infos, broken = await run_in_threadpool(scan_collections, state.studio.settings.collections_dir)
+    return {"object": "list", "data": [_collection_info(i) for i in infos]
+            + [{"name": b.name, "broken": True, "error": b.error.to_dict(), "documents": []} for b in broken]}
 
 
 @router.get("/v1/collections/{name}")
 async def get_one(name: str, state: ServerState = Depends(get_state)) -> dict:
-    from engine.pipeline import collection
-
-    return _collection_info(await run_in_threadpool(lambda: collection(state.studio, name).info()))
+    return _collection_info(await run_in_threadpool(lambda: state.studio.collection(name).info()))
 
 
 @router.post("/v1/collections/{name}/documents")
@@ -156,15 +156,11 @@ async def import_parquet(name: str, file: UploadFile = File(...), state: ServerS
 
 @router.delete("/v1/collections/{name}/documents/{document}")
 async def delete_document(name: str, document: str, state: ServerState = Depends(get_state)) -> dict:
-    from engine.pipeline import collection
-
-    record = await run_in_threadpool(lambda: collection(state.studio, name).delete_document(document))
+    record = await run_in_threadpool(lambda: state.studio.collection(name).delete_document(document))
     return {"deleted": record.name, "doc_id": record.doc_id}
 
 
 @router.delete("/v1/collections/{name}")
 async def drop(name: str, state: ServerState = Depends(get_state)) -> dict:
-    from engine.pipeline import collection
-
-    await run_in_threadpool(lambda: collection(state.studio, name).drop())
+    await run_in_threadpool(lambda: state.studio.collection(name).drop())
     return {"deleted": name}

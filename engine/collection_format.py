@@ -1,0 +1,170 @@
+"""What ``collection.json`` and the segment files hold: the records, their strict parsing, and the
+one check that a query or a document fits a collection (same model, same variant).
+
+Parsing is strict because a manifest is the only way into a collection's files: valid JSON of the
+wrong shape (``[1]``, a missing or an unknown key, a string where a number belongs, a segment name
+that is not one) is a CollectionError naming the collection, never a TypeError deep inside.
+Line-based segment files are split on ``\\n`` only: ``json.dumps`` escapes ``\\n`` inside strings but
+writes U+2028, U+2029, U+0085 and friends raw, and ``str.splitlines()`` would split on those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import asdict, dataclass, field
+
+from engine.chunking import Chunk
+from engine.errors import CollectionError, InputError, ModelMismatchError, VariantMismatchError
+from engine.pages import Page
+
+FORMAT = 1
+SEGMENT_STEM = re.compile(r"^[0-9a-f]{16}-g[0-9]+$")
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    doc_id: str  # sha256 of the file bytes
+    name: str  # file name as uploaded
+    pages: int
+    chunks: int
+    ocr_engine: str  # what was asked for ("auto", "text", ...)
+    ocr_pages: int  # pages that went through OCR
+    size_bytes: int
+    ingested_at: str
+    segment: str  # file stem under segments/
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    model: str
+    variant: str
+    dim: int
+    created_at: str
+    generation: int = 0
+    chunking: dict = field(default_factory=dict)
+    documents: tuple[DocumentRecord, ...] = ()
+    format: int = FORMAT
+    uid: str = ""  # new for every creation: a dropped and re-made collection never matches an old cache
+    search: dict = field(default_factory=dict)  # retrieval.SearchConfig: default mode, language, ANN options
+    indexes: dict = field(default_factory=dict)  # derived index files of this generation (keyword, ann)
+    store: dict = field(default_factory=dict)  # where the chunks live: {} embedded, {"kind": "qdrant", ...}
+
+    @property
+    def chunk_count(self) -> int:
+        return sum(d.chunks for d in self.documents)
+
+    def document(self, doc_id_or_name: str) -> DocumentRecord | None:
+        return next((d for d in self.documents if doc_id_or_name in (d.doc_id, d.name)), None)
+
+
+# JSON types of the fields (bool is refused where a number belongs); a field missing here is not type-checked
+_TYPES = {"name": str, "model": str, "variant": str, "dim": int, "created_at": str, "generation": int,
+          "chunking": dict, "documents": list, "format": int, "uid": str,
+          "search": dict, "indexes": dict, "store": dict, "doc_id": str, "pages": int, "chunks": int,
+          "ocr_engine": str, "ocr_pages": int, "size_bytes": int, "ingested_at": str, "segment": str, "notes": list}
+
+
+def _checked_fields(cls, data: object, what: str) -> dict:
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} is a JSON {type(data).__name__}, not an object")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    required = {n for n, f in known.items()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    if unknown := sorted(set(data) - set(known)):
+        raise ValueError(f"{what} has unknown key(s) {', '.join(map(repr, unknown))}")
+    if missing := sorted(required - set(data)):
+        raise ValueError(f"{what} lacks the key(s) {', '.join(map(repr, missing))}")
+    for key, value in data.items():
+        wanted = _TYPES.get(key)
+        if wanted is not None and (not isinstance(value, wanted) or (wanted is int and isinstance(value, bool))):
+            raise ValueError(f"{what}: {key!r} should be a JSON {wanted.__name__}, not {type(value).__name__}")
+    return data
+
+
+def info_from_json(data: object, collection: str) -> CollectionInfo:
+    """The CollectionInfo of a parsed manifest; any shape problem is a CollectionError naming the collection."""
+    try:
+        data = _checked_fields(CollectionInfo, data, "the manifest")
+        documents = []
+        for number, raw in enumerate(data.get("documents", ()), 1):
+            raw = _checked_fields(DocumentRecord, raw, f"document {number}")
+            if not SEGMENT_STEM.match(raw["segment"]):
+                raise ValueError(f"document {number} names the segment {raw['segment'][:80]!r}, which is not a segment name")
+            if not all(isinstance(n, str) for n in raw.get("notes", ())):
+                raise ValueError(f"document {number}: 'notes' should be a list of strings")
+            documents.append(DocumentRecord(**{**raw, "notes": tuple(raw.get("notes", ()))}))
+        if data.get("format", FORMAT) > FORMAT:
+            raise ValueError(f"it is format {data['format']}, written by a newer version (this one reads {FORMAT})")
+        return CollectionInfo(**{**data, "documents": tuple(documents)})
+    except ValueError as exc:
+        raise CollectionError(
+            f"The manifest of collection {collection!r} is unreadable: {exc}.",
+            f"python -m engine check-collection {collection} shows what is wrong; restore collection.json from a "
+            "backup, or delete the collection and ingest its documents again",
+        ) from None
+
+
+def info_to_json(info: CollectionInfo) -> bytes:
+    return json.dumps(asdict(info), indent=1, ensure_ascii=False).encode("utf-8")
+
+
+def chunks_to_jsonl(chunks: list[Chunk] | tuple[Chunk, ...]) -> bytes:
+    lines = [json.dumps({"index": c.index, "page": c.page, "start": c.start, "end": c.end, "text": c.text,
+                         "heading_path": list(c.heading_path), "tokens": c.tokens}, ensure_ascii=False)
+             for c in chunks]
+    return ("".join(line + "\n" for line in lines)).encode("utf-8")
+
+
+def chunks_from_jsonl(raw: bytes) -> list[dict]:
+    """One JSON object per ``\\n``-terminated line (never ``splitlines()``: see the module docstring)."""
+    return [json.loads(line) for line in raw.decode("utf-8").split("\n") if line]
+
+
+def pages_to_json(pages) -> bytes:
+    return json.dumps([asdict(p) for p in pages], ensure_ascii=False).encode("utf-8")
+
+
+def pages_from_json(raw: bytes) -> list[Page]:
+    return [Page(**{**p, "notes": tuple(p.get("notes", ()))}) for p in json.loads(raw.decode("utf-8"))]
+
+
+def encoded_segment(record: DocumentRecord, chunks, pages) -> tuple[bytes, bytes]:
+    """The chunk and page files of a document, or an InputError if any text of it is not valid Unicode.
+
+    A lone surrogate (``"a\\ud800b"``, e.g. from a file name in a foreign encoding or broken extraction)
+    has no UTF-8 form; it is refused here, before anything is written, rather than half-way through."""
+    parts = {"the document's name or notes": lambda: json.dumps(asdict(record), ensure_ascii=False),
+             "a chunk text or heading": lambda: chunks_to_jsonl(list(chunks)),
+             "a page text": lambda: pages_to_json(pages)}
+    encoded = {}
+    for what, encode in parts.items():
+        try:
+            value = encode()
+            encoded[what] = value if isinstance(value, bytes) else value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = ascii(exc.object[exc.start:exc.end])
+            name = record.name.encode("utf-8", "backslashreplace").decode("utf-8")
+            raise InputError(f"{name} cannot be stored: {what} holds a lone surrogate ({bad}), which is not valid "
+                             "Unicode and has no UTF-8 form.",
+                             "re-save or rename the file so that its text and name are valid Unicode") from None
+    return encoded["a chunk text or heading"], encoded["a page text"]
+
+
+def require_same_model(info: CollectionInfo, collection: str, model: str | None, variant: str | None = None) -> None:
+    """The one check that vectors of ``model``/``variant`` belong in (or may query) the collection."""
+    if model is not None and model != info.model:
+        raise ModelMismatchError(
+            f"Collection {collection!r} was built with {info.model!r}; vectors of {model!r} cannot be stored in it "
+            "or compared with it.",
+            f"use the collection's model {info.model} (leave --model out), or pick a new collection name",
+        )
+    if variant is not None and variant != info.variant:
+        raise VariantMismatchError(
+            f"Collection {collection!r} holds {info.variant} vectors of {info.model}; {variant} vectors cannot be "
+            "mixed into it.",
+            f"leave --variant out to use the collection's {info.variant}, or pick a new collection name",
+        )
