@@ -49,6 +49,9 @@ class CollectionInfo:
     documents: tuple[DocumentRecord, ...] = ()
     format: int = FORMAT
     uid: str = ""  # new for every creation: a dropped and re-made collection never matches an old cache
+    search: dict = field(default_factory=dict)  # retrieval.SearchConfig: default mode, language, ANN options
+    indexes: dict = field(default_factory=dict)  # derived index files of this generation (keyword, ann)
+    store: dict = field(default_factory=dict)  # where the chunks live: {} embedded, {"kind": "qdrant", ...}
 
     @property
     def chunk_count(self) -> int:
@@ -60,7 +63,8 @@ class CollectionInfo:
 
 # JSON types of the fields (bool is refused where a number belongs); a field missing here is not type-checked
 _TYPES = {"name": str, "model": str, "variant": str, "dim": int, "created_at": str, "generation": int,
-          "chunking": dict, "documents": list, "format": int, "uid": str, "doc_id": str, "pages": int, "chunks": int,
+          "chunking": dict, "documents": list, "format": int, "uid": str,
+          "search": dict, "indexes": dict, "store": dict, "doc_id": str, "pages": int, "chunks": int,
           "ocr_engine": str, "ocr_pages": int, "size_bytes": int, "ingested_at": str, "segment": str, "notes": list}
 
 

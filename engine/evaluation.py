@@ -1,6 +1,8 @@
 """Retrieval evaluation on a BEIR-format dataset (corpus.jsonl, queries.jsonl, qrels tsv), following
 the BEIR/MTEB conventions: document text = ``(title + " " + text).strip()``, exact cosine search over
-the whole corpus, nDCG@10 and Recall@100 averaged over the queries that have judgements (trec_eval's
+the whole corpus (mode dense), BM25 over the same texts (keyword: the collections' analyzer, English
+stemmer and stop words) or their reciprocal-rank fusion (hybrid, as collections fuse), nDCG@10 and
+Recall@100 averaged over the queries that have judgements (trec_eval's
 definitions: linear gain, log2 discount; ideal DCG from the judged relevances)."""
 
 from __future__ import annotations
@@ -91,6 +93,25 @@ def rank(query_vectors: np.ndarray, doc_vectors: np.ndarray, doc_ids: Sequence[s
     return [[doc_ids[i] for i in row] for row in ordered]
 
 
+def keyword_rank(dataset: Dataset, k: int, language: str = "en") -> list[list[str]]:
+    """Top-k document ids per query by BM25 (only documents that share a term with the query)."""
+    from engine.keyword_index import KeywordIndex
+
+    index = KeywordIndex.build(dataset.doc_texts, language)
+    return [[dataset.doc_ids[i] for i in index.top(query, k)[0]] for query in dataset.query_texts]
+
+
+def fuse_ranked(dense: Sequence[str], keyword: Sequence[str], k: int, dense_weight: float = 0.5) -> list[str]:
+    """Reciprocal-rank fusion of two id rankings, exactly as a collection's hybrid search fuses them."""
+    from engine.fusion import dense_weights, reciprocal_rank_fusion
+
+    ids = list(dict.fromkeys([*dense, *keyword]))
+    row = {doc: i for i, doc in enumerate(ids)}
+    rankings = {"dense": ([row[d] for d in dense], [0.0] * len(dense)),
+                "keyword": ([row[d] for d in keyword], [0.0] * len(keyword))}
+    return [ids[f.row] for f in reciprocal_rank_fusion(rankings, dense_weights(dense_weight))[:k]]
+
+
 @dataclass(frozen=True)
 class EvalResult:
     dataset: str
@@ -103,24 +124,80 @@ class EvalResult:
     recall_at_100: float
     seconds_corpus: float
     seconds_queries: float
+    mode: str = "dense"
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {**data, "ndcg@10": self.ndcg_at_10, "recall@100": self.recall_at_100}
 
 
-def evaluate(dataset: Dataset, embed_documents: Callable[[list[str]], np.ndarray],
-             embed_queries: Callable[[list[str]], np.ndarray], labels: dict[str, str]) -> EvalResult:
+def evaluate(dataset: Dataset, embed_documents: Callable[[list[str]], np.ndarray] | None,
+             embed_queries: Callable[[list[str]], np.ndarray] | None, labels: dict[str, str],
+             mode: str = "dense", dense_weight: float = 0.5) -> EvalResult:
+    """``mode`` dense, keyword (the embedders are not called and may be None) or hybrid; candidates of
+    each retriever before fusion: 100, as in a collection's hybrid search."""
+    from engine.fusion import CANDIDATES, check_mode
+
+    check_mode(mode)
     started = time.perf_counter()
-    doc_vectors = embed_documents(dataset.doc_texts)
+    dense = keyword = None
+    if mode != "keyword":
+        doc_vectors = embed_documents(dataset.doc_texts)
     embedded = time.perf_counter()
-    query_vectors = embed_queries(dataset.query_texts)
+    if mode != "keyword":
+        dense = rank(embed_queries(dataset.query_texts), doc_vectors, dataset.doc_ids, max(100, CANDIDATES))
+    if mode != "dense":
+        keyword = keyword_rank(dataset, max(100, CANDIDATES))
     done = time.perf_counter()
-    ranked = rank(query_vectors, doc_vectors, dataset.doc_ids, 100)
+    if mode == "hybrid":
+        ranked = [fuse_ranked(d, w, 100, dense_weight) for d, w in zip(dense, keyword)]
+    else:
+        ranked = dense if mode == "dense" else keyword
     ndcg = [ndcg_at_k(r, dataset.qrels[q], 10) for q, r in zip(dataset.query_ids, ranked)]
     recall = [recall_at_k(r, dataset.qrels[q], 100) for q, r in zip(dataset.query_ids, ranked)]
     return EvalResult(
         dataset=dataset.name, model=labels.get("model", ""), variant=labels.get("variant", ""),
         provider=labels.get("provider", ""), queries=len(dataset.query_ids), documents=len(dataset.doc_ids),
         ndcg_at_10=float(np.mean(ndcg)) if ndcg else 0.0, recall_at_100=float(np.mean(recall)) if recall else 0.0,
-        seconds_corpus=round(embedded - started, 2), seconds_queries=round(done - embedded, 2),
+        seconds_corpus=round(embedded - started, 2), seconds_queries=round(done - embedded, 2), mode=mode,
+    )
+
+
+def corpus_collection(collection, dataset: Dataset, doc_vectors: np.ndarray, model: str, per_document: int = 1000):
+    """Load the corpus into a (new, empty) collection of any store: one chunk and page per corpus text,
+    1000 per document record; returns the corpus id of each (document name, chunk index)."""
+    from engine.chunking import Chunk
+    from engine.index import DocumentRecord, NewDocument
+    from engine.pages import Page
+
+    documents, ids = [], {}
+    for number, start in enumerate(range(0, len(dataset.doc_ids), per_document)):
+        texts = dataset.doc_texts[start:start + per_document]
+        name = f"{dataset.name}-{number:04d}"
+        pages = [Page(i + 1, text or " ", "text") for i, text in enumerate(texts)]
+        chunks = [Chunk(i, i + 1, 0, len(text), text or " ", (), 0) for i, text in enumerate(texts)]
+        record = DocumentRecord(f"{number:064x}", name, len(texts), len(texts), "text", 0, 0, "", "")
+        documents.append(NewDocument(record, doc_vectors[start:start + per_document], chunks, pages))
+        ids.update({(name, i): dataset.doc_ids[start + i] for i in range(len(texts))})
+    collection.add_documents(documents, model)
+    return ids
+
+
+def evaluate_collection(dataset: Dataset, collection, ids: dict, query_vectors: np.ndarray | None, mode: str,
+                        labels: dict[str, str]) -> EvalResult:
+    """The same metrics, every query answered by ``collection.search`` (the store's own retrieval path)."""
+    started = time.perf_counter()
+    ranked = []
+    for i, text in enumerate(dataset.query_texts):
+        vector = None if query_vectors is None or mode == "keyword" else query_vectors[i]
+        hits = collection.search(vector, k=100, query_text=text if mode != "dense" else None, mode=mode)
+        ranked.append([ids[(h.document, h.chunk_index)] for h in hits])
+    done = time.perf_counter()
+    ndcg = [ndcg_at_k(r, dataset.qrels[q], 10) for q, r in zip(dataset.query_ids, ranked)]
+    recall = [recall_at_k(r, dataset.qrels[q], 100) for q, r in zip(dataset.query_ids, ranked)]
+    return EvalResult(
+        dataset=dataset.name, model=labels.get("model", ""), variant=labels.get("variant", ""),
+        provider=labels.get("provider", ""), queries=len(dataset.query_ids), documents=len(dataset.doc_ids),
+        ndcg_at_10=float(np.mean(ndcg)), recall_at_100=float(np.mean(recall)), seconds_corpus=0.0,
+        seconds_queries=round(done - started, 2), mode=mode,
     )

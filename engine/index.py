@@ -12,8 +12,10 @@ after that commit (a reader may still hold the previous manifest), and a reader 
 segment gone re-reads the manifest and tries again: searches never fail while other processes
 delete and re-ingest. ``drop()`` renames the folder away under the lock, then removes it.
 
-Search is exact cosine top-k over all vectors (held in memory per generation), optionally
-restricted to some documents.
+Search (engine/retrieval.py) reads each generation's segments memory-mapped; its mode is dense (exact
+cosine, or the HNSW index above the collection's ANN threshold), keyword (BM25) or hybrid (their
+reciprocal-rank fusion). The keyword and ANN indexes are derived from the segments in the commit path
+(engine/derived_indexes.py), before the manifest that names them.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from engine import locking, storage
+from engine import derived_indexes, locking, storage
 from engine.chunking import Chunk
 from engine.collection_format import (
     FORMAT,
@@ -49,13 +51,15 @@ from engine.collection_format import (
     require_same_model,
 )
 from engine.errors import CollectionError, CollectionNotFoundError, InputError, ModelMismatchError, StudioError
+from engine.fusion import CANDIDATES, dense_weights, reciprocal_rank_fusion, resolve_mode
 from engine.pages import Page
+from engine.retrieval import SearchConfig, View
 
 if TYPE_CHECKING:
     from engine.collection_check import CheckReport
 
-__all__ = ["FORMAT", "MANIFEST", "Collection", "CollectionInfo", "DocumentRecord", "SearchHit", "list_collections",
-           "scan_collections"]
+__all__ = ["FORMAT", "MANIFEST", "Collection", "CollectionInfo", "DocumentRecord", "NewDocument", "SearchHit",
+           "list_collections", "scan_collections"]
 log = logging.getLogger(__name__)
 MANIFEST = "collection.json"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -77,6 +81,7 @@ class SearchHit:
     text: str
     heading_path: tuple[str, ...]
     chunk_index: int
+    retrievers: dict[str, float] = field(default_factory=dict)  # which retriever(s) found it, with their scores
 
     def to_dict(self) -> dict:
         return {**asdict(self), "heading_path": list(self.heading_path)}
@@ -88,6 +93,27 @@ class _SegmentGone(CollectionError):
     def __init__(self, stem: str) -> None:
         super().__init__(f"segment {stem} is missing")
         self.stem = stem
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    """One document to store: its record, vectors (one per chunk), chunks, page texts and original file."""
+
+    record: DocumentRecord
+    vectors: np.ndarray
+    chunks: Sequence[Chunk]
+    pages: Sequence[Page] = ()
+    original: bytes | None = None
+    suffix: str = ".pdf"
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """float32 rows of length 1; rows already of unit length are kept bit for bit (an import stores exactly
+    what was exported)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    scale = np.where(np.abs(norms - 1.0) <= 1e-6, 1.0, 1.0 / np.maximum(norms, 1e-12)).astype(np.float32)
+    return vectors * scale
 
 
 def _now() -> str:
@@ -103,7 +129,7 @@ class Collection:
         self.name = name
         self.root = Path(root)
         self.path = self.root / name
-        self._cache: tuple[tuple[str, int], np.ndarray, list[dict], list[str]] | None = None
+        self._cache: tuple[tuple[str, int], View] | None = None
         self._cache_lock = threading.Lock()
 
     # -- reading ------------------------------------------------------------------------------------
@@ -203,49 +229,60 @@ class Collection:
                                   f"python -m engine check-collection {self.name} says what to do") from None
         return vectors, chunks
 
-    def _matrix(self, info: CollectionInfo) -> tuple[np.ndarray, list[dict], list[str]]:
+    def _view(self, info: CollectionInfo) -> View:
+        """This generation's memory-mapped segments and indexes (opened once per generation and process)."""
         with self._cache_lock:
-            if self._cache is not None and self._cache[0] == (info.uid, info.generation):
-                return self._cache[1], self._cache[2], self._cache[3]
-            parts, chunks, owners = [], [], []
-            for record in info.documents:
-                vectors, metadata = self._load_segment(record.segment)
-                parts.append(vectors)
-                chunks.extend(metadata)
-                owners.extend([record.doc_id] * len(metadata))
-            matrix = np.concatenate(parts) if parts else np.zeros((0, info.dim), dtype=np.float32)
-            self._cache = ((info.uid, info.generation), matrix, chunks, owners)
-            return matrix, chunks, owners
+            if self._cache is None or self._cache[0] != (info.uid, info.generation):
+                try:
+                    view = View(self.path, info, self._segment_files)
+                except FileNotFoundError as gone:  # a writer retired it: _reading retries with a newer manifest
+                    raise _SegmentGone(Path(gone.filename or "?").name) from None
+                self._cache = ((info.uid, info.generation), view)
+            return self._cache[1]
 
-    def search(self, query_vector: np.ndarray, k: int = 5, documents: Sequence[str] | None = None,
-               model: str | None = None, info: CollectionInfo | None = None) -> list[SearchHit]:
-        """Top-k chunks by cosine similarity; ``info`` is a manifest the caller just read (else one read here)."""
+    def search(self, query_vector: np.ndarray | None = None, k: int = 5, documents: Sequence[str] | None = None,
+               model: str | None = None, *, query_text: str | None = None, mode: str | None = None,
+               exact: bool | None = None, ef: int | None = None, dense_weight: float | None = None,
+               info: CollectionInfo | None = None) -> list[SearchHit]:
+        """Top-k chunks for a query vector (dense), a query text (keyword) or both (hybrid).
+
+        ``mode`` defaults to the collection's; ``exact`` forces exact dense search; ``ef`` is the HNSW
+        search breadth; ``dense_weight`` the dense share of the hybrid fusion (default: the collection's);
+        ``info`` is a manifest the caller just read (else one read here)."""
         info = info if info is not None else self.info()
         require_same_model(info, self.name, model)
         if k < 1:
             raise InputError("k must be at least 1.")
-        info, (matrix, chunks, owners) = self._reading(lambda current: (current, self._matrix(current)), info)
-        if matrix.shape[0] == 0:
+        info, view = self._reading(lambda current: (current, self._view(current)), info)
+        mode = resolve_mode(mode, view.config.mode, query_text is not None, query_vector is not None)
+        if view.size == 0:
             return []
-        query = np.asarray(query_vector, dtype=np.float32).reshape(-1)
-        if query.shape[0] != matrix.shape[1]:
-            raise ModelMismatchError(f"The query has {query.shape[0]} dimensions, the collection {matrix.shape[1]}.")
-        query = query / max(float(np.linalg.norm(query)), 1e-12)
-        scores = matrix @ query
-        names = {d.doc_id: d.name for d in info.documents}
+        wanted = None
         if documents:
             wanted = {d.doc_id for d in info.documents if d.doc_id in documents or d.name in documents}
             if not wanted:
                 raise InputError(f"None of {list(documents)} is in collection {self.name!r}.")
-            scores = np.where(np.isin(np.array(owners), list(wanted)), scores, -np.inf)
-        k = min(k, int(np.isfinite(scores).sum()))
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [
-            SearchHit(float(scores[i]), names[owners[i]], owners[i], chunks[i]["page"], chunks[i]["start"],
-                      chunks[i]["end"], chunks[i]["text"], tuple(chunks[i]["heading_path"]), chunks[i]["index"])
-            for i in top if np.isfinite(scores[i])
-        ]
+        depth = k if mode != "hybrid" else max(k, CANDIDATES)
+        rankings = {}
+        if mode in ("dense", "hybrid"):
+            query = np.asarray(query_vector, dtype=np.float32).reshape(-1)
+            if query.shape[0] != info.dim:
+                raise ModelMismatchError(f"The query has {query.shape[0]} dimensions, the collection {info.dim}.")
+            query = query / max(float(np.linalg.norm(query)), 1e-12)
+            rankings["dense"] = view.dense(query, depth, wanted, exact, ef)
+        if mode in ("keyword", "hybrid"):
+            rankings["keyword"] = view.keyword_top(query_text, depth, wanted)
+        weights = dense_weights(view.config.dense_weight if dense_weight is None else dense_weight)
+        fused = reciprocal_rank_fusion(rankings, weights)[:k]
+        hits = []
+        for item in fused:
+            segment, offset = view.locate(item.row)
+            chunk = segment.chunk(offset)
+            score = item.score if mode == "hybrid" else item.sources[0][1]
+            hits.append(SearchHit(float(score), segment.name, segment.doc_id, chunk["page"], chunk["start"],
+                                  chunk["end"], chunk["text"], tuple(chunk["heading_path"]), chunk["index"],
+                                  dict(item.sources)))
+        return hits
 
     # -- writing ------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -265,9 +302,11 @@ class Collection:
 
     def _commit(self, before: CollectionInfo | None, after: CollectionInfo, files: storage.Transaction) -> CollectionInfo:
         after = replace(after, generation=after.generation + 1)
+        after = replace(after, indexes=derived_indexes.build(self.path, after, self._segment_files))
         files.write(self.path / MANIFEST, info_to_json(after))
         files.keep()  # the new manifest is in place: from here on the change stands
         self._collect_garbage(before, after)
+        derived_indexes.collect_garbage(self.path, after)
         return after
 
     def _collect_garbage(self, before: CollectionInfo | None, after: CollectionInfo) -> None:
@@ -297,12 +336,14 @@ class Collection:
                 if file.name.split(".", 1)[0] not in documents and now - file.stat().st_mtime > RETAIN_SECONDS:
                     file.unlink()
 
-    def create(self, model: str, variant: str, dim: int, chunking: dict) -> CollectionInfo:
-        """Make the collection; one that exists already is returned as it is (add_document checks the fit)."""
+    def create(self, model: str, variant: str, dim: int, chunking: dict, search: dict | None = None) -> CollectionInfo:
+        """Make the collection; one that exists already is returned as it is (add_document checks the fit).
+        ``search``: its retrieval.SearchConfig as a dict (default mode, language, ANN options)."""
         with self._locked():
             if self.exists:
                 return self.info()
-            info = CollectionInfo(self.name, model, variant, dim, _now(), chunking=chunking, uid=uuid.uuid4().hex)
+            info = CollectionInfo(self.name, model, variant, dim, _now(), chunking=chunking, uid=uuid.uuid4().hex,
+                                  search=SearchConfig.from_dict(search).to_dict())
             with storage.transaction(f"Creating collection {self.name!r}", self.root) as files:
                 self.path.mkdir(exist_ok=True)
                 return self._commit(None, info, files)
@@ -313,32 +354,56 @@ class Collection:
         """Store one document's chunks, vectors, page texts and original file; replaces an earlier copy.
 
         ``model`` (and ``variant`` when given) must be the collection's, checked under the lock."""
-        if vectors.ndim != 2 or vectors.shape[0] != len(chunks):
-            raise CollectionError(f"{len(chunks)} chunks but {vectors.shape[0]} vectors for {record.name}.")
-        chunks_data, pages_data = encoded_segment(record, chunks, pages)
+        return self.add_documents([NewDocument(record, vectors, chunks, pages, original, suffix)], model, variant)[0]
+
+    def add_documents(self, documents: Sequence[NewDocument], model: str,
+                      variant: str | None = None) -> list[DocumentRecord]:
+        """Store several documents in ONE commit (all or nothing: an import, a bulk load)."""
+        if len({new.record.doc_id[:16] for new in documents}) != len(documents):  # [:16]: the segment stem
+            raise CollectionError("The same document appears twice in one batch.")
+        encoded = []
+        for new in documents:
+            if new.vectors.ndim != 2 or new.vectors.shape[0] != len(new.chunks):
+                raise CollectionError(f"{len(new.chunks)} chunks but {new.vectors.shape[0]} vectors for {new.record.name}.")
+            encoded.append(encoded_segment(new.record, new.chunks, new.pages))
         with self._locked():
             info = self.info()
             require_same_model(info, self.name, model, variant)
-            if vectors.shape[1] != info.dim:
-                raise ModelMismatchError(f"Vectors have {vectors.shape[1]} dimensions; the collection {info.dim}.")
-            stem = f"{record.doc_id[:16]}-g{info.generation + 1}"
-            vectors_file, chunks_file = self._segment_files(stem)
-            normalized = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-            buffer = io.BytesIO()
-            np.save(buffer, normalized.astype(np.float32), allow_pickle=False)
-            suffix = suffix.lower() if SUFFIX.match(suffix.lower()) else ".bin"
-            with storage.transaction(f"Storing {record.name} in collection {self.name!r}", self.path) as files:
+            for new in documents:
+                if new.vectors.shape[1] != info.dim:
+                    raise ModelMismatchError(f"Vectors have {new.vectors.shape[1]} dimensions; the collection {info.dim}.")
+            what = documents[0].record.name if len(documents) == 1 else f"{len(documents)} documents"
+            with storage.transaction(f"Storing {what} in collection {self.name!r}", self.path) as files:
                 (self.path / "segments").mkdir(exist_ok=True)
-                files.write(vectors_file, buffer.getvalue())
-                files.write(chunks_file, chunks_data)
-                files.write(self._pages_file(stem), pages_data)
-                if original is not None:
-                    (self.path / "files").mkdir(exist_ok=True)
-                    files.write(self.path / "files" / f"{record.doc_id}{suffix}", original)
-                record = replace(record, segment=stem, chunks=len(chunks))
-                documents = tuple(d for d in info.documents if d.doc_id != record.doc_id) + (record,)
-                self._commit(info, replace(info, documents=documents), files)
-            return record
+                records = [self._write_segment(info.generation + 1, new, data, files)
+                           for new, data in zip(documents, encoded)]
+                replaced = {r.doc_id for r in records}
+                kept = tuple(d for d in info.documents if d.doc_id not in replaced)
+                self._commit(info, replace(info, documents=kept + tuple(records)), files)
+            return records
+
+    def _write_segment(self, generation: int, new: NewDocument, encoded: tuple[bytes, bytes],
+                       files: storage.Transaction) -> DocumentRecord:
+        record = new.record
+        stem = f"{record.doc_id[:16]}-g{generation}"
+        vectors_file, chunks_file = self._segment_files(stem)
+        buffer = io.BytesIO()
+        np.save(buffer, unit_rows(new.vectors), allow_pickle=False)
+        files.write(vectors_file, buffer.getvalue())
+        files.write(chunks_file, encoded[0])
+        files.write(self._pages_file(stem), encoded[1])
+        if new.original is not None:
+            suffix = new.suffix.lower() if SUFFIX.match(new.suffix.lower()) else ".bin"
+            (self.path / "files").mkdir(exist_ok=True)
+            files.write(self.path / "files" / f"{record.doc_id}{suffix}", new.original)
+        return replace(record, segment=stem, chunks=len(new.chunks))
+
+    def reindex(self) -> CollectionInfo:
+        """Rebuild the keyword and ANN indexes from the segments (a new generation with the same documents)."""
+        with self._locked():
+            info = self.info()
+            with storage.transaction(f"Reindexing collection {self.name!r}", self.path) as files:
+                return self._commit(info, replace(info, indexes={}), files)
 
     def delete_document(self, doc_id_or_name: str) -> DocumentRecord:
         with self._locked():

@@ -17,7 +17,7 @@ from pathlib import Path
 from engine.chunking import DEFAULT_OVERLAP, DEFAULT_SIZE, Chunk, ChunkingOptions, chunk_pages
 from engine.cleanup import strip_running_lines
 from engine.collection_format import CollectionInfo, require_same_model
-from engine.errors import CollectionNotFoundError, EmptyDocumentError, InputError, StorageError, StudioError
+from engine.errors import CollectionNotFoundError, EmptyDocumentError, InputError, ModelMismatchError, StorageError, StudioError
 from engine.index import Collection, DocumentRecord, SearchHit, _now
 from engine.ingest_overlap import extract_overlapped
 from engine.pages import Page
@@ -49,6 +49,8 @@ class IngestOptions:
     chunk_overlap: int = DEFAULT_OVERLAP
     headings_in_embedding: bool = False
     force: bool = False  # re-ingest a file that is already in the collection
+    language: str | None = None  # keyword-search language of a NEW collection (default STUDIO_SEARCH_LANGUAGE)
+    store: str | None = None  # embedded or qdrant, for a NEW collection (default STUDIO_VECTOR_STORE)
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,10 @@ def _quiet(_: ProgressEvent) -> None:
     pass
 
 
-def collection(studio: Studio, name: str) -> Collection:
-    """The Studio's Collection object for ``name`` (kept for callers of the older module function)."""
-    return studio.collection(name)
+def collection(studio: Studio, name: str, store: str | None = None) -> Collection:
+    """The Studio's Collection object for ``name`` (kept for callers of the older module function);
+    ``store``: embedded or qdrant for a NEW collection (default STUDIO_VECTOR_STORE)."""
+    return studio.collection(name, store)
 
 
 def chunking_options(embedder, options: IngestOptions) -> ChunkingOptions:
@@ -93,7 +96,7 @@ def chunk_document(embedder, pages: Sequence[Page], options: ChunkingOptions) ->
 
 def _open_or_create(studio: Studio, name: str, options: IngestOptions) -> tuple[Collection, CollectionInfo | None, object]:
     """The collection, its manifest (None while it does not exist yet) and the embedder that fits it."""
-    target = studio.collection(name)
+    target = studio.collection(name, options.store)
     try:
         info = target.info()
     except CollectionNotFoundError:
@@ -160,7 +163,8 @@ def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str
     embedded = time.perf_counter()
     if info is None:  # a collection made meanwhile by another writer is checked by add_document, under its lock
         target.create(embedder.spec.name, embedder.variant, embedder.dim,
-                      {"size": chunking.size, "overlap": chunking.overlap, "headings": chunking.headings_in_embedding})
+                      {"size": chunking.size, "overlap": chunking.overlap, "headings": chunking.headings_in_embedding},
+                      search=settings.search_defaults(options.language))
     record = DocumentRecord(
         doc_id=doc_id, name=label, pages=len(pages), chunks=len(chunks), ocr_engine=options.ocr,
         ocr_pages=sum(p.ocr_used for p in pages), size_bytes=len(data), ingested_at=_now(), segment="",
@@ -231,21 +235,54 @@ class SearchResult:
     hits: list[SearchHit]
     seconds: dict[str, float]
     model: str
-    provider: str
+    provider: str  # "none" when nothing was embedded (keyword mode, or a query vector)
+    mode: str = "dense"
 
 
-def search(studio: Studio, collection_name: str, query: str, k: int = 5, documents: Sequence[str] | None = None,
-           model: str | None = None, provider: str | None = None) -> SearchResult:
-    if not query or not query.strip():
+def search(studio: Studio, collection_name: str, query: str | None, k: int = 5, documents: Sequence[str] | None = None,
+           model: str | None = None, provider: str | None = None, *, mode: str | None = None,
+           vector: Sequence[float] | None = None, exact: bool | None = None) -> SearchResult:
+    """Search by query text (embedded with the collection's model unless the mode is keyword) or by a
+    ready query ``vector`` (checked against the collection's dimension; dense only)."""
+    from engine.fusion import resolve_mode
+    from engine.retrieval import SearchConfig
+
+    if vector is None and (not query or not query.strip()):
         raise InputError("The query is empty.")
+    if vector is not None and query:
+        raise InputError("Give either a query text or a query vector, not both.")
     target = studio.collection(collection_name)
     info = target.info()  # the one read of collection.json for this query
     require_same_model(info, collection_name, model)
+    mode = resolve_mode(mode, SearchConfig.from_dict(info.search).mode, vector is None, True)
     started = time.perf_counter()
-    embedder = studio.embedder(info.model, info.variant, provider)
-    vector = embedder.embed_queries([query])[0]
+    provider_used = "none"
+    if vector is not None:
+        query_vector = _checked_vector(vector, info.dim)
+    elif mode == "keyword":
+        query_vector = None
+    else:
+        embedder = studio.embedder(info.model, info.variant, provider)
+        query_vector = embedder.embed_queries([query])[0]
+        provider_used = embedder.session().active_provider
     embedded = time.perf_counter()
-    hits = target.search(vector, k=k, documents=documents, info=info)
+    hits = target.search(query_vector, k=k, documents=documents, query_text=query if vector is None else None,
+                         mode=mode, exact=exact, info=info)
     done = time.perf_counter()
     return SearchResult(hits, {"embed": embedded - started, "search": done - embedded, "total": done - started},
-                        info.model, embedder.session().active_provider)
+                        info.model, provider_used, mode)
+
+
+def _checked_vector(vector: Sequence[float], dim: int):
+    import numpy as np
+
+    try:
+        array = np.asarray(vector, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        raise InputError("The query vector must be a list of numbers.") from None
+    if array.shape[0] != dim:
+        raise ModelMismatchError(f"The query vector has {array.shape[0]} dimensions; the collection has {dim}.",
+                                 "embed the query with the collection's model")
+    if not np.isfinite(array).all() or not np.any(array):
+        raise InputError("The query vector must be finite and not all zeros.")
+    return array

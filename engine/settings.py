@@ -44,6 +44,20 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(None, validation_alias=AliasChoices("API_TOKEN", "STUDIO_API_TOKEN"),
                                         description="The HTTP API's bearer token; the app's password when no other is set")
 
+    # search: the defaults a NEW collection stores in its collection.json (existing ones keep theirs)
+    search_mode: Literal["dense", "keyword", "hybrid"] = Field("hybrid", description="Default search mode")
+    search_language: str = Field("en", description="Stemmer and stop words of keyword search (en, de, fr, ..., none)")
+    hybrid_dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="Dense share of the hybrid RRF fusion")
+    ann_threshold: int = Field(20_000, ge=1, description="Chunks from which dense search uses the HNSW index")
+    ann_dtype: Literal["f32", "f16", "i8"] = Field("f16", description="Vector storage inside the HNSW index")
+    ann_ef: int = Field(128, ge=8, le=4096, description="HNSW search breadth (expansion_search)")
+
+    # where NEW collections keep their chunks and vectors (an existing collection says in its collection.json)
+    vector_store: Literal["embedded", "qdrant"] = Field("embedded", description="embedded (files) or qdrant")
+    qdrant_url: str | None = Field(None, description="Qdrant server or cluster, e.g. http://qdrant:6333")
+    qdrant_api_key: SecretStr | None = Field(None, description="Qdrant API key (never logged)")
+    qdrant_path: Path | None = Field(None, description="qdrant-client embedded local mode folder (no server)")
+
     # documents
     max_upload_mb: int = Field(200, ge=1)
     max_pages: int = Field(2000, ge=1)
@@ -71,6 +85,12 @@ class Settings(BaseSettings):
     @property
     def reports_dir(self) -> Path:
         return self.data_dir / "reports"
+
+    def search_defaults(self, language: str | None = None) -> dict:
+        """The ``search`` entry of a new collection's manifest (see engine/retrieval.py SearchConfig)."""
+        return {"mode": self.search_mode, "language": language or self.search_language,
+                "dense_weight": self.hybrid_dense_weight,
+                "ann": {"threshold": self.ann_threshold, "dtype": self.ann_dtype, "expansion_search": self.ann_ef}}
 
     @property
     def max_upload_bytes(self) -> int:

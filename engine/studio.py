@@ -30,19 +30,24 @@ class Studio:
         self.registry = Registry(self.settings.registry, self.settings.models_dir)
         self.sessions = SessionCache(self.settings.session_cache_size)
         self._embedders: dict[tuple[str, str, str], Embedder] = {}
-        self._collections: dict[str, Collection] = {}
+        self._collections: dict[str, tuple[str, Collection]] = {}  # name -> (store kind, collection)
         self._lock = threading.Lock()
         self._jobs = None  # engine.jobs.IngestJobs, made on first use
 
-    def collection(self, name: str) -> Collection:
-        """The one Collection object of this Studio for ``name`` (an invalid name is an InputError)."""
-        from engine.index import Collection
+    def collection(self, name: str, store: str | None = None) -> Collection:
+        """The one Collection object of this Studio for ``name`` (an invalid name is an InputError), of the
+        store its collection.json names; ``store`` (embedded, qdrant) only decides for a new collection
+        (default STUDIO_VECTOR_STORE)."""
+        from engine.stores import open_collection, stored_kind
 
         with self._lock:
-            found = self._collections.get(name)
-            if found is None:
-                found = self._collections[name] = Collection(self.settings.collections_dir, name)
-            return found
+            cached = self._collections.get(name)
+            if cached is not None and store in (None, cached[0]):
+                return cached[1]  # no extra read of collection.json per query
+            kind = stored_kind(self.settings.collections_dir, name) or store or self.settings.vector_store
+            if cached is None or cached[0] != kind:
+                self._collections[name] = (kind, open_collection(self.settings, name, kind))
+            return self._collections[name][1]
 
     @property
     def session_options(self) -> SessionOptions:

@@ -10,6 +10,8 @@ import streamlit as st
 from app import open_collection, page_setup, show_error
 from engine import pipeline, providers, ui
 from engine.errors import StudioError
+from engine.fusion import MODES
+from engine.retrieval import SearchConfig
 
 studio = page_setup()
 st.title("Search")
@@ -25,8 +27,12 @@ collection_name = info.name
 
 with st.form("search"):
     query = st.text_input("Your question", key="search_query", placeholder="What are you looking for?")
-    k_column, provider_column, docs_column = st.columns([1, 1, 2])
+    k_column, mode_column, provider_column, docs_column = st.columns([1, 1, 1, 2])
     k = k_column.slider("Hits (k)", min_value=1, max_value=20, value=5)
+    mode = mode_column.selectbox("Mode", MODES, index=MODES.index(SearchConfig.from_dict(info.search).mode),
+                                 key="search_mode",
+                                 help="dense: embeddings (meaning); keyword: BM25 (exact words, part numbers, "
+                                      "names); hybrid: both, fused by reciprocal rank")
     provider = provider_column.selectbox("Provider", ui.provider_choices(providers.status()),
                                          help="auto picks the best one ONNX Runtime has here")
     names = {d.doc_id: d.name for d in info.documents}
@@ -35,7 +41,8 @@ with st.form("search"):
 if submitted:
     try:
         with st.spinner("Searching…"):
-            result = pipeline.search(studio, collection_name, query, k=k, documents=only or None, provider=provider)
+            result = pipeline.search(studio, collection_name, query, k=k, documents=only or None, provider=provider,
+                                     mode=mode)
         st.session_state["search_result"] = (collection_name, query, result)
     except StudioError as exc:
         st.session_state.pop("search_result", None)
@@ -50,7 +57,7 @@ latency, model, ran_on = st.columns(3)
 latency.metric("Query latency", ui.format_ms(result.seconds["total"]), help=ui.latency_text(result.seconds))
 model.metric("Model", result.model)
 ran_on.metric("Ran on", result.provider)
-st.caption(f"“{asked}” — {ui.latency_text(result.seconds)}")
+st.caption(f"“{asked}” — {result.mode} search — {ui.latency_text(result.seconds)}")
 if not result.hits:
     st.info("No hits: the collection is empty or the documents filter excludes everything.")
     st.stop()
@@ -59,7 +66,8 @@ page_texts: dict[tuple[str, int], str] = {}
 for rank, hit in enumerate(result.hits, 1):
     with st.container(border=True):
         st.markdown(f"#### {rank}. {hit.document} — page {hit.page}")
-        st.caption(f"score {hit.score:.4f} · characters {hit.start}–{hit.end}"
+        found = " + ".join(f"{name} ({score:.3f})" for name, score in hit.retrievers.items())
+        st.caption(f"score {hit.score:.4f} · found by {found} · characters {hit.start}–{hit.end}"
                    + (f" · {' > '.join(hit.heading_path)}" if hit.heading_path else ""))
         text_column, image_column = st.columns([3, 2])
         with text_column:

@@ -268,7 +268,8 @@ def _load_commands() -> None:
     """Subcommands of other modules register themselves on import."""
     import importlib
 
-    for module in ("engine.cli.documents", "engine.cli.ocr", "engine.cli.bench", "engine.cli.checks", "engine.cli.service"):
+    for module in ("engine.cli.documents", "engine.cli.ocr", "engine.cli.bench", "engine.cli.checks", "engine.cli.service",
+                   "engine.cli.search"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

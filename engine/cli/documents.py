@@ -24,6 +24,10 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-overlap", type=cliargs.non_negative_int, default=16, help="tokens of overlap (default 16)")
     p.add_argument("--headings", action="store_true", help="prepend the heading path to each chunk for embedding")
     p.add_argument("--force", action="store_true", help="re-ingest files already in the collection")
+    p.add_argument("--language", help="keyword-search language of a NEW collection: en, de, fr, ... or none "
+                                      "(default: STUDIO_SEARCH_LANGUAGE or en)")
+    p.add_argument("--store", choices=["embedded", "qdrant"],
+                   help="where a NEW collection keeps its vectors (default: STUDIO_VECTOR_STORE or embedded)")
 
 
 @command("ingest", "ingest PDFs into a collection (text layer / OCR -> chunks -> vectors)", _ingest_args)
@@ -33,7 +37,8 @@ def cmd_ingest(args: argparse.Namespace) -> tuple[object, str]:
     studio = _studio(args)
     options = IngestOptions(ocr=args.ocr, password=args.password, model=args.model, variant=args.variant,
                             provider=args.provider, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
-                            headings_in_embedding=args.headings, force=args.force)
+                            headings_in_embedding=args.headings, force=args.force, language=args.language,
+                            store=args.store)
 
     def progress(event: ProgressEvent) -> None:
         if args.json:
@@ -70,9 +75,12 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--document", action="append", help="only search this document (name or id); repeatable")
     p.add_argument("--model", help="must be the collection's model (checked)")
     p.add_argument("--provider")
+    p.add_argument("--mode", choices=["dense", "keyword", "hybrid"],
+                   help="dense (embeddings), keyword (BM25) or hybrid (both, fused); default: the collection's")
+    p.add_argument("--exact", action="store_true", help="exact dense search even where the collection has an ANN index")
 
 
-@command("search", "semantic search in a collection (cosine top-k)", _search_args)
+@command("search", "search a collection: dense (cosine), keyword (BM25) or hybrid", _search_args)
 def cmd_search(args: argparse.Namespace) -> tuple[object, str]:
     from engine.pipeline import search
     from engine.textcheck import check_encodable
@@ -80,11 +88,13 @@ def cmd_search(args: argparse.Namespace) -> tuple[object, str]:
     # bytes that are not UTF-8 in argv arrive as lone surrogates (PEP 383): a clear error, not a tokenizer crash
     check_encodable(args.query, "The query")
     result = search(_studio(args), args.collection, args.query, k=args.k, documents=args.document,
-                    model=args.model, provider=args.provider)
-    lines = [f"{len(result.hits)} hits in {result.seconds['total'] * 1000:.0f} ms ({result.model} on {result.provider})"]
+                    model=args.model, provider=args.provider, mode=args.mode, exact=args.exact or None)
+    lines = [f"{len(result.hits)} hits in {result.seconds['total'] * 1000:.0f} ms, {result.mode} "
+             f"({result.model} on {result.provider})"]
     for rank, hit in enumerate(result.hits, 1):
         snippet = " ".join(hit.text.split())[:160]
-        lines.append(f"{rank:2d}. {hit.score:.3f}  {hit.document} p.{hit.page} [{hit.start}:{hit.end}]  {snippet}")
+        found = "+".join(hit.retrievers)
+        lines.append(f"{rank:2d}. {hit.score:.3f} {found:13s} {hit.document} p.{hit.page} [{hit.start}:{hit.end}]  {snippet}")
     return [hit.to_dict() for hit in result.hits], "\n".join(lines)
 
 
@@ -150,6 +160,13 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--provider")
     p.add_argument("--split", default="test")
     p.add_argument("--batch-size", type=cliargs.positive_int)
+    p.add_argument("--mode", choices=["dense", "keyword", "hybrid", "all"], default="dense",
+                   help="dense (embeddings, default), keyword (BM25), hybrid (reciprocal-rank fusion) or all three")
+    p.add_argument("--dense-weight", type=float, default=None,
+                   help="hybrid: the dense share of the fusion, 0..1 (default STUDIO_HYBRID_DENSE_WEIGHT, 0.5)")
+    p.add_argument("--store", choices=["embedded", "qdrant"],
+                   help="answer every query through a temporary collection of this store (default: in memory)")
+    p.add_argument("--vectors-cache", type=Path, help="folder to keep the corpus/query vectors in between runs")
 
 
 @command("eval", "retrieval quality on a BEIR dataset (nDCG@10, Recall@100)", _eval_args)
@@ -161,20 +178,81 @@ def cmd_eval(args: argparse.Namespace) -> tuple[object, str]:
 
     studio = _studio(args)
     dataset = load_beir(args.dataset, args.split)
-    embedder = studio.embedder(args.model, args.variant, args.provider).with_batching(args.batch_size)
-    embedder.session()
-    labels = {"model": embedder.spec.name, "variant": embedder.variant, "provider": embedder.session().active_provider}
-    result = evaluate(dataset, embedder.embed_documents, embedder.embed_queries, labels)
+    dense_weight = studio.settings.hybrid_dense_weight if args.dense_weight is None else args.dense_weight
+    modes = ["dense", "keyword", "hybrid"] if args.mode == "all" else [args.mode]
+    docs = queries = None
+    if modes == ["keyword"]:
+        labels = {"model": "bm25", "variant": "", "provider": "none"}
+    else:
+        embedder = studio.embedder(args.model, args.variant, args.provider).with_batching(args.batch_size)
+        embedder.session()
+        labels = {"model": embedder.spec.name, "variant": embedder.variant,
+                  "provider": embedder.session().active_provider}
+        docs = _cached(args.vectors_cache, f"{dataset.name}-{labels['model']}-{labels['variant']}-corpus",
+                       lambda: embedder.embed_documents(dataset.doc_texts), len(dataset.doc_texts))
+        queries = _cached(args.vectors_cache, f"{dataset.name}-{labels['model']}-{labels['variant']}-queries",
+                          lambda: embedder.embed_queries(dataset.query_texts), len(dataset.query_texts))
+    if args.store:
+        results = _eval_store(studio, args.store, dataset, docs, queries, modes, labels)
+    else:
+        results = [evaluate(dataset, lambda _: docs, lambda _: queries, labels, mode=m, dense_weight=dense_weight)
+                   for m in modes]
     report_dir = studio.settings.reports_dir / "eval"
     report_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    (report_dir / f"{dataset.name}-{embedder.spec.name}-{embedder.variant}-{stamp}.json").write_text(
-        json.dumps(result.to_dict(), indent=2))
-    text = (f"{dataset.name}: {result.queries} queries, {result.documents} documents, "
-            f"{embedder.spec.name}/{embedder.variant} on {labels['provider']}\n"
-            f"nDCG@10 {result.ndcg_at_10:.5f}   Recall@100 {result.recall_at_100:.5f}   "
-            f"(corpus {result.seconds_corpus:.0f}s, queries {result.seconds_queries:.1f}s)")
-    return result.to_dict(), text
+    data = [{**r.to_dict(), "store": args.store or "memory"} for r in results]
+    (report_dir / f"{dataset.name}-{labels['model']}-{labels['variant']}-{args.mode}-{stamp}.json").write_text(
+        json.dumps(data if len(data) > 1 else data[0], indent=2))
+    lines = [f"{dataset.name}: {results[0].queries} queries, {results[0].documents} documents, "
+             f"{labels['model']}/{labels['variant']} on {labels['provider']}, store {args.store or 'memory'}"]
+    lines += [f"{r.mode:8s} nDCG@10 {r.ndcg_at_10:.5f}   Recall@100 {r.recall_at_100:.5f}   "
+              f"(queries {r.seconds_queries:.1f}s)" for r in results]
+    return (data if len(data) > 1 else data[0]), "\n".join(lines)
+
+
+def _cached(folder: Path | None, stem: str, compute, rows: int):
+    import numpy as np
+
+    path = folder / f"{stem}.npy" if folder else None
+    if path is not None and path.is_file():
+        vectors = np.load(path)
+        if vectors.shape[0] == rows:
+            return vectors
+    vectors = compute()
+    if path is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(path, vectors)
+    return vectors
+
+
+def _eval_store(studio, store: str, dataset, docs, queries, modes: list[str], labels: dict) -> list:
+    """Every query through a temporary collection of ``store`` (Qdrant: STUDIO_QDRANT_URL, else local mode)."""
+    import tempfile
+
+    import numpy as np
+
+    from engine.evaluation import corpus_collection, evaluate_collection
+    from engine.index import Collection
+
+    with tempfile.TemporaryDirectory(prefix="studio-eval-") as folder:
+        dim = docs.shape[1] if docs is not None else 1
+        vectors = docs if docs is not None else np.ones((len(dataset.doc_ids), 1), dtype=np.float32)
+        search = studio.settings.search_defaults() | {"mode": modes[0]}
+        if store == "qdrant":
+            from engine.qdrant_store import QdrantCollection, QdrantConnection
+
+            settings = studio.settings
+            key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+            connection = QdrantConnection(settings.qdrant_url, None if settings.qdrant_url else f"{folder}/qdrant", key)
+            collection = QdrantCollection(Path(folder), "eval", connection)
+        else:
+            collection = Collection(Path(folder), "eval")
+        collection.create(labels["model"], labels["variant"], dim, {}, search=search)
+        try:
+            ids = corpus_collection(collection, dataset, vectors, labels["model"])
+            return [evaluate_collection(dataset, collection, ids, queries, m, labels) for m in modes]
+        finally:
+            collection.drop()
 
 
 def _chunk_eval_args(p: argparse.ArgumentParser) -> None:

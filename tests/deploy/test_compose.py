@@ -21,6 +21,8 @@ PROFILES = {
     "gpu": {"api-gpu", "ui-gpu"},
     "converter": {"converter"},
     "vllm": {"vllm-embed", "vllm-ocr"},
+    "qdrant": {"qdrant"},
+    "vlm-ocr": {"vlm-ocr"},
 }
 
 
@@ -63,7 +65,7 @@ def test_every_profile_renders_with_its_services_and_health_checks(profile):
         assert service["healthcheck"]["test"], f"{name} has no health check"
         assert service.get("restart") == "unless-stopped"
         assert service["logging"]["options"] == {"max-size": "10m", "max-file": "3"}
-        assert has_gpu(service) == (profile in {"gpu", "vllm"}), name
+        assert has_gpu(service) == (profile in {"gpu", "vllm", "vlm-ocr"}), name
 
 
 def test_studio_services_share_data_models_and_the_hf_cache_with_the_converter():
@@ -116,6 +118,13 @@ def test_the_dgx_spark_files_publish_no_ports_and_use_the_host_network():
                             "--profile", "ray", "--profile", "replicas")
         for name, service in rendered.items():
             assert not service.get("ports") and service.get("network_mode") == "host", (path.name, name)
+def test_the_qdrant_profile_runs_the_official_image_with_a_readiness_check():
+    rendered = services("-f", str(STUDIO_FILE), "--profile", "cpu", "--profile", "qdrant")
+    qdrant = rendered["qdrant"]
+    assert qdrant["image"].startswith("qdrant/qdrant:v1.") and mounts(qdrant)["/qdrant/storage"] == "qdrant-storage"
+    assert "/readyz" in " ".join(qdrant["healthcheck"]["test"]) and [p["target"] for p in qdrant["ports"]] == [6333]
+    assert rendered["api"]["environment"]["STUDIO_QDRANT_URL"] == "http://qdrant:6333"
+    assert rendered["api"]["environment"].get("STUDIO_QDRANT_API_KEY") is None  # passed through only when set
 
 
 def test_vllm_services_use_the_pinned_image_and_the_pooling_runner():

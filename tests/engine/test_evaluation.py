@@ -28,3 +28,19 @@ def test_load_scifact():
     assert len(dataset.doc_ids) == 5183 and len(dataset.query_ids) == 300
     assert sum(len(v) for v in dataset.qrels.values()) == 339
     assert all(t == t.strip() and t for t in dataset.doc_texts[:100])
+
+
+def test_fusion_of_two_rankings_is_the_collections_fusion():
+    from engine.evaluation import fuse_ranked
+
+    assert fuse_ranked(["a", "b", "c"], ["c", "d"], 3) == ["c", "a", "b"]  # c: 1/63 + 1/61 beats a: 1/61
+    assert fuse_ranked(["a"], ["b"], 2, dense_weight=0.2) == ["b", "a"]
+
+
+def test_keyword_mode_on_scifact_needs_no_model():
+    from engine.evaluation import evaluate
+
+    result = evaluate(load_beir(shared_data("scifact")), None, None, {"model": "bm25"}, mode="keyword")
+    data = result.to_dict()
+    assert data["mode"] == "keyword" and data["ndcg@10"] == result.ndcg_at_10
+    assert 0.68 <= data["ndcg@10"] <= 0.70 and data["recall@100"] > 0.9  # bm25s + English stemmer: 0.686

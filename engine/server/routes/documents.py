@@ -1,7 +1,7 @@
 """``POST /v1/ocr`` (a PDF or image -> page texts with the engine of choice) and the collection
-routes: list, inspect, ingest uploaded PDFs, search, delete. Uploads may be as large as the
-engine's own limit (STUDIO_MAX_UPLOAD_MB), checked while each file is read; the work runs in a worker
-thread so the event loop keeps answering embeddings requests meanwhile.
+routes: list, inspect, ingest uploaded PDFs, search (text or vector), export/import (parquet), delete.
+Uploads may be as large as the engine's own limit (STUDIO_MAX_UPLOAD_MB), checked while each file is read; the
+work runs in a worker thread so the event loop keeps answering embeddings requests meanwhile.
 
 An ingest of several files answers 200 with one result per file, like the CLI: a file that cannot be
 ingested (empty, too large, not a PDF) is reported in ``results`` with its reason and the others are
@@ -10,13 +10,16 @@ name, an unknown option) is a 4xx. Stored document names are the upload's base n
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
 
 from engine.chunking import DEFAULT_OVERLAP, DEFAULT_SIZE
 from engine.errors import EmptyDocumentError, RequestError, StudioError
@@ -133,27 +136,71 @@ async def ingest_documents(name: str, files: list[UploadFile] = File(...), ocr: 
 
 
 class SearchBody(BaseModel):
+    """A query text, or a query vector (``vector``, of the collection's dimension) for dense search."""
+
     # strict: true is not 1 and "12" is not 12 at the HTTP boundary
     model_config = ConfigDict(strict=True)
 
-    query: str = Field(min_length=1, max_length=10_000)
+    query: str | None = Field(None, min_length=1, max_length=10_000)
+    vector: list[float] | None = Field(None, min_length=1, max_length=65_536)
     k: int = Field(5, ge=1, le=1000)
     documents: list[Annotated[str, Field(max_length=512)]] | None = Field(
         None, max_length=1000, description="document names or ids to search in")
+    mode: Literal["dense", "keyword", "hybrid"] | None = None  # default: the collection's
+    exact: bool = False  # exact dense search even where the collection has an ANN index
 
 
 @router.post("/v1/collections/{name}/search")
 async def search_collection(name: str, body: SearchBody, state: ServerState = Depends(get_state)) -> dict:
     from engine.pipeline import search
 
-    if not body.query.strip():
-        raise RequestError("The query is empty.", "query")
-    check_encodable(body.query, "query", param="query")
-    result = await run_in_threadpool(search, state.studio, name, body.query, body.k, body.documents,
-                                     provider=state.provider)
-    return {"collection": name, "model": result.model, "provider": result.provider,
+    if body.vector is None and not (body.query or "").strip():
+        raise RequestError("The query is empty.", "query", "send a non-empty 'query' or a 'vector'")
+    if body.query is not None:
+        check_encodable(body.query, "query", param="query")
+    result = await run_in_threadpool(lambda: search(state.studio, name, body.query, body.k, body.documents,
+                                                    provider=state.provider, mode=body.mode, vector=body.vector,
+                                                    exact=body.exact or None))
+    return {"collection": name, "model": result.model, "provider": result.provider, "mode": result.mode,
             "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
             "hits": [hit.to_dict() for hit in result.hits]}
+
+
+@router.get("/v1/collections/{name}/export")
+async def export_parquet(name: str, state: ServerState = Depends(get_state)) -> FileResponse:
+    """The collection as a parquet file (engine/transfer.py), streamed from a temporary file."""
+    import tempfile
+    from pathlib import Path
+
+    from engine.pipeline import collection
+    from engine.transfer import export_collection
+
+    folder = Path(tempfile.mkdtemp(prefix="studio-export-"))
+    target = folder / f"{name}.parquet"
+    try:
+        await run_in_threadpool(export_collection, collection(state.studio, name), target)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return FileResponse(target, media_type="application/vnd.apache.parquet", filename=target.name,
+                        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True))
+
+
+@router.post("/v1/collections/{name}/import")
+async def import_parquet(name: str, file: UploadFile = File(...), state: ServerState = Depends(get_state)) -> dict:
+    """Load an export into the collection (created if new): validated whole, stored in one commit."""
+    import tempfile
+
+    from engine.pipeline import collection
+    from engine.transfer import import_collection, known_models
+
+    _, data = await read_upload(file, state.studio.settings.max_upload_bytes)
+    with tempfile.NamedTemporaryFile(suffix=".parquet") as handle:
+        handle.write(data)
+        handle.flush()
+        result = await run_in_threadpool(import_collection, collection(state.studio, name), handle.name,
+                                         known_models(state.studio))
+    return result.to_dict() | {"file": file.filename or "upload.parquet"}
 
 
 @router.delete("/v1/collections/{name}/documents/{document}")

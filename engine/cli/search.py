@@ -1,0 +1,97 @@
+"""CLI: bench-search (exact vs HNSW), reindex, export/import of collections (parquet)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from pathlib import Path
+
+from engine.cli import _studio, _table, command
+
+
+def _bench_search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sizes", default="10000,100000", help="comma list of collection sizes (default 10000,100000)")
+    p.add_argument("--dim", type=int, default=384)
+    p.add_argument("--ef", default="64,128", help="comma list of HNSW search breadths (default 64,128)")
+    p.add_argument("--queries", type=int, default=500, help="ANN queries per size (default 500)")
+    p.add_argument("--exact-queries", type=int, default=100, help="exact queries per size (default 100)")
+    p.add_argument("--dtype", default="f16", choices=["f32", "f16", "i8"], help="vector storage inside the index")
+    p.add_argument("--rss", action="store_true", help="start the API on the largest collection and report its memory")
+    p.add_argument("--compare-faiss", type=int, metavar="N", help="also compare usearch and faiss HNSW on N vectors")
+    p.add_argument("--keep", action="store_true", help="keep the bench-<size> collections")
+
+
+@command("bench-search", "exact vs ANN search latency, recall@10, build time and API memory", _bench_search_args)
+def cmd_bench_search(args: argparse.Namespace) -> tuple[object, str]:
+    from engine.search_bench import api_rss, bench_size, clustered_unit_vectors, compare_faiss
+
+    studio = _studio(args)
+    root = studio.settings.collections_dir
+    root.mkdir(parents=True, exist_ok=True)
+    ef_values = [int(v) for v in args.ef.split(",")]
+    rows, collections, data = [], [], {}
+    for size in (int(v) for v in args.sizes.split(",")):
+        size_rows, collection = bench_size(root, size, args.dim, ef_values, args.queries, args.exact_queries, args.dtype)
+        rows += size_rows
+        collections.append(collection)
+    data["rows"] = [asdict(r) for r in rows]
+    if args.rss and collections:
+        queries = clustered_unit_vectors(50, args.dim, clusters=1024, seed=99)
+        data["api_rss"] = {"collection": collections[-1].name, **api_rss(studio.settings.data_dir, collections[-1].name,
+                                                                          queries)}
+    if args.compare_faiss:
+        data["faiss_vs_usearch"] = compare_faiss(args.compare_faiss, args.dim, ef_values, min(args.queries, 300))
+    if not args.keep:
+        for collection in collections:
+            collection.drop()
+    text = _table([[str(r.size), r.mode, f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.recall_at_10:.4f}", str(r.queries),
+                    f"{r.build_seconds:.1f}" if r.build_seconds else "-",
+                    f"{r.vectors_per_second:.0f}" if r.vectors_per_second else "-"] for r in rows],
+                  ["size", "mode", "p50 ms", "p99 ms", "recall@10", "queries", "build s", "vectors/s"])
+    if "api_rss" in data:
+        text += f"\nAPI memory with {data['api_rss']['collection']}: {data['api_rss']}"
+    for row in data.get("faiss_vs_usearch", []):
+        text += f"\n{row}"
+    return data, text
+
+
+def _reindex_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--collection", required=True)
+
+
+@command("reindex", "rebuild a collection's keyword and ANN indexes (a new generation, same documents)", _reindex_args)
+def cmd_reindex(args: argparse.Namespace) -> tuple[object, str]:
+    from engine.pipeline import collection
+
+    info = collection(_studio(args), args.collection).reindex()
+    return {"collection": info.name, "generation": info.generation, "indexes": info.indexes}, (
+        f"reindexed {info.name!r}: generation {info.generation}, {info.indexes}")
+
+
+def _transfer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--collection", required=True)
+    p.add_argument("file", type=Path, help="the .parquet file")
+    p.add_argument("--store", choices=["embedded", "qdrant"], help="import: the store of a NEW collection")
+
+
+@command("export", "write a collection to a parquet file (one row per chunk, with its vector)", _transfer_args)
+def cmd_export(args: argparse.Namespace) -> tuple[object, str]:
+    from engine.pipeline import collection
+    from engine.transfer import export_collection
+
+    result = export_collection(collection(_studio(args), args.collection), args.file)
+    return result.to_dict(), (f"exported {result.collection!r}: {result.documents} documents, "
+                              f"{result.chunks} chunks -> {result.file}")
+
+
+@command("import", "load a parquet export into a collection (validated first; all or nothing)", _transfer_args)
+def cmd_import(args: argparse.Namespace) -> tuple[object, str]:
+    from engine.pipeline import collection
+    from engine.transfer import import_collection, known_models
+
+    studio = _studio(args)
+    result = import_collection(collection(studio, args.collection, args.store), args.file, known_models(studio))
+    return result.to_dict(), (f"imported {result.file}: {result.documents} documents, {result.chunks} chunks "
+                              f"into {result.collection!r}")
+
+

@@ -1,0 +1,225 @@
+"""Collections out and in: one parquet file, one row per chunk.
+
+Columns: ``vector`` (fixed-size list of float32, the collection's dimension), ``text``, ``document``
+(file name), ``doc_id``, ``page`` (1-based), ``start``/``end`` (offsets into the page text),
+``heading_path``, ``chunk_index``, ``tokens``; on the first row of each document ``document_record``
+and ``document_pages`` (JSON: its record and page texts, so offsets, the Chunks page and highlighting
+work after an import). The schema metadata ``studio`` holds the model, variant, dimension, chunking and
+search settings. Stored original files (page images) are not exported.
+
+An import validates the whole file (model and dimension against the target, every row's vector,
+offsets and fields) before anything is written, then stores all documents in one commit, which
+builds the keyword and ANN indexes: all or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.chunking import Chunk
+from engine.errors import InputError, ModelMismatchError
+from engine.index import Collection, DocumentRecord, NewDocument
+from engine.pages import Page
+
+log = logging.getLogger(__name__)
+FORMAT = 1
+COLUMNS = ("vector", "text", "document", "doc_id", "page", "start", "end", "heading_path", "chunk_index", "tokens",
+           "document_record", "document_pages")
+
+
+def _schema(dim: int, meta: dict):
+    import pyarrow as pa
+
+    return pa.schema([
+        ("vector", pa.list_(pa.float32(), dim)), ("text", pa.string()), ("document", pa.string()),
+        ("doc_id", pa.string()), ("page", pa.int32()), ("start", pa.int32()), ("end", pa.int32()),
+        ("heading_path", pa.list_(pa.string())), ("chunk_index", pa.int32()), ("tokens", pa.int32()),
+        ("document_record", pa.string()), ("document_pages", pa.string()),
+    ], metadata={"studio": json.dumps(meta)})
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    collection: str
+    file: str
+    documents: int
+    chunks: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def export_collection(collection: Collection, path: Path) -> TransferResult:
+    """Write every chunk of the collection (documents in collection order) to ``path`` (parquet)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    info = collection.info()
+    meta = {"format": FORMAT, "model": info.model, "variant": info.variant, "dim": info.dim,
+            "chunking": info.chunking, "search": info.search, "collection": info.name}
+    schema = _schema(info.dim, meta)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    chunks_total = 0
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for record in info.documents:
+            vectors, chunks = collection.chunks_of(record.doc_id)
+            pages = [asdict(p) for p in collection.pages_of(record.doc_id)]
+            n = len(chunks)
+            columns = {
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(vectors, np.float32).reshape(-1)),
+                                                            info.dim),
+                "text": [c["text"] for c in chunks], "document": [record.name] * n, "doc_id": [record.doc_id] * n,
+                "page": [c["page"] for c in chunks], "start": [c["start"] for c in chunks],
+                "end": [c["end"] for c in chunks], "heading_path": [list(c["heading_path"]) for c in chunks],
+                "chunk_index": [c["index"] for c in chunks], "tokens": [c.get("tokens", 0) for c in chunks],
+                "document_record": [json.dumps(asdict(record))] + [None] * (n - 1),
+                "document_pages": [json.dumps(pages, ensure_ascii=False)] + [None] * (n - 1),
+            }
+            writer.write_table(pa.table(columns, schema=schema))
+            chunks_total += n
+    tmp.replace(path)
+    log.info("exported %s: %d documents, %d chunks -> %s", info.name, len(info.documents), chunks_total, path)
+    return TransferResult(info.name, str(path), len(info.documents), chunks_total)
+
+
+def read_export(path: Path):
+    """The parquet table and its ``studio`` metadata; InputError if it is not a studio export."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist.") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{Path(path).name} is not a readable parquet file: {exc}") from None
+    raw = (table.schema.metadata or {}).get(b"studio")
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if raw is None or missing:
+        raise InputError(f"{Path(path).name} is not a collection export"
+                         + (f" (missing columns: {', '.join(missing)})." if missing else " (no studio metadata)."),
+                         "export one with: python -m engine export --collection NAME FILE.parquet")
+    try:
+        meta = json.loads(raw)
+        int(meta["dim"]), str(meta["model"])
+    except (ValueError, KeyError, TypeError):
+        raise InputError(f"The studio metadata of {Path(path).name} is unreadable.") from None
+    return table, meta
+
+
+def validate_rows(table, meta: dict) -> list[NewDocument]:
+    """Every row checked; the documents to store, in file order. Raises InputError naming the first bad row."""
+    import pyarrow as pa
+
+    dim = int(meta["dim"])
+    column = table.column("vector").combine_chunks()
+    if pa.types.is_fixed_size_list(column.type):
+        if column.type.list_size != dim:
+            raise ModelMismatchError(f"The vectors have {column.type.list_size} dimensions; the export says {dim}.")
+        if column.null_count:
+            raise InputError(f"{column.null_count} rows have no vector.")
+        vectors = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
+    else:
+        vectors = _ragged_vectors(column.to_pylist(), dim)
+    rows = {name: table.column(name).to_pylist() for name in COLUMNS if name != "vector"}
+    norms = np.linalg.norm(vectors, axis=1)
+    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1) | (norms == 0))
+    if bad.size:
+        raise InputError(f"Row {int(bad[0])}: the vector is not finite or all zeros.")
+    documents, current = [], None
+    for i in range(table.num_rows):
+        doc_id = rows["doc_id"][i]
+        if current is None or doc_id != current["doc_id"]:
+            if current is not None:
+                documents.append(_document(current, vectors))
+            if any(d.record.doc_id == doc_id for d in documents):
+                raise InputError(f"Row {i}: the chunks of document {doc_id!r} are not contiguous.")
+            current = _start_document(rows, i)
+        current["rows"].append(i)
+        _check_row(rows, i, current)
+    if current is not None:
+        documents.append(_document(current, vectors))
+    return documents
+
+
+def _ragged_vectors(values: list, dim: int) -> np.ndarray:
+    for i, v in enumerate(values):
+        if v is None or len(v) != dim:
+            raise ModelMismatchError(f"Row {i}: the vector has {0 if v is None else len(v)} values, not {dim}.")
+    return np.asarray(values, dtype=np.float32).reshape(-1, dim)
+
+
+def _start_document(rows: dict, i: int) -> dict:
+    try:
+        record = json.loads(rows["document_record"][i])
+        record = DocumentRecord(**{**record, "notes": tuple(record.get("notes", ()))})
+        pages = [Page(**{**p, "notes": tuple(p.get("notes", ()))}) for p in json.loads(rows["document_pages"][i])]
+    except (TypeError, ValueError, KeyError) as exc:
+        raise InputError(f"Row {i}: the first row of a document needs its document_record and document_pages "
+                         f"({exc}).") from None
+    if record.doc_id != rows["doc_id"][i] or record.name != rows["document"][i]:
+        raise InputError(f"Row {i}: document_record does not match the row's doc_id/document.")
+    return {"doc_id": record.doc_id, "record": record, "pages": pages, "rows": [], "chunks": [],
+            "page_lengths": {p.number: len(p.text) for p in pages}}
+
+
+def _check_row(rows: dict, i: int, current: dict) -> None:
+    text, page, start, end = rows["text"][i], rows["page"][i], rows["start"][i], rows["end"][i]
+    heading, index, tokens = rows["heading_path"][i], rows["chunk_index"][i], rows["tokens"][i]
+    if rows["document"][i] != current["record"].name:
+        raise InputError(f"Row {i}: the document name changes within document {current['doc_id']!r}.")
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"Row {i}: the chunk text is empty.")
+    if not isinstance(page, int) or page not in current["page_lengths"]:
+        raise InputError(f"Row {i}: page {page!r} is not a page of {current['record'].name}.")
+    if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= current["page_lengths"][page]):
+        raise InputError(f"Row {i}: offsets {start!r}:{end!r} do not lie within page {page}.")
+    if index != len(current["chunks"]):
+        raise InputError(f"Row {i}: chunk_index {index!r}, expected {len(current['chunks'])}.")
+    current["chunks"].append(Chunk(index, page, start, end, text, tuple(heading or ()),
+                                   int(tokens) if isinstance(tokens, int) else 0))
+
+
+def _document(current: dict, vectors: np.ndarray) -> NewDocument:
+    record = current["record"]
+    if record.chunks != len(current["chunks"]):
+        raise InputError(f"{record.name}: the record says {record.chunks} chunks, the file has {len(current['chunks'])}.")
+    return NewDocument(record, vectors[current["rows"]], current["chunks"], current["pages"], None)
+
+
+def import_collection(collection: Collection, path: Path, known_models: dict[str, int] | None = None) -> TransferResult:
+    """Import ``path`` into ``collection`` (created with the export's model and settings if it does not
+    exist). ``known_models``: registry name -> dimension, to reject an export of an unknown model."""
+    table, meta = read_export(path)
+    model, dim = str(meta["model"]), int(meta["dim"])
+    if known_models is not None and model not in known_models:
+        raise ModelMismatchError(f"{Path(path).name} was embedded with {model!r}, which is not in the registry.",
+                                 "add the model to models.yaml (and convert it) before importing")
+    if known_models is not None and known_models[model] and known_models[model] != dim:
+        raise ModelMismatchError(f"{model!r} has {known_models[model]} dimensions; the export has {dim}.")
+    if collection.exists:
+        info = collection.info()
+        if info.model != model or info.dim != dim:
+            raise ModelMismatchError(f"Collection {collection.name!r} holds {info.model!r} ({info.dim} dimensions); "
+                                     f"the export {model!r} ({dim}).", "import into a new collection")
+    documents = validate_rows(table, meta)
+    if not collection.exists:
+        collection.create(model, str(meta.get("variant", "fp32")), dim, dict(meta.get("chunking") or {}),
+                          search=meta.get("search") or None)
+    if documents:
+        collection.add_documents(documents, model)
+    chunks = sum(len(d.chunks) for d in documents)
+    log.info("imported %s into %s: %d documents, %d chunks", Path(path).name, collection.name, len(documents), chunks)
+    return TransferResult(collection.name, str(path), len(documents), chunks)
+
+
+def known_models(studio) -> dict[str, int]:
+    """Registry name -> dimension (0 where the registry does not say)."""
+    return {spec.name: int(spec.manifest.dim if spec.manifest else spec.dim) for spec in studio.registry.list()}

@@ -1,0 +1,146 @@
+"""Parquet export/import: a round trip gives the same search results in every mode; an import is
+validated whole (model, dimension, every row) and writes nothing when any of it is wrong."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine.chunking import Chunk
+from engine.errors import InputError, ModelMismatchError
+from engine.index import Collection, DocumentRecord
+from engine.pages import Page
+from engine.transfer import export_collection, import_collection
+
+DIM = 12
+
+
+def _fill(c: Collection, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    all_vectors = []
+    for d in range(3):
+        texts = [f"document {d} chunk {i} about {'valves' if i % 3 else 'pumps'} part QX-{d}{i}" for i in range(40)]
+        pages = [Page(1, "\n".join(texts[:20]), "text"), Page(2, "\n".join(texts[20:]), "text", notes=("n",))]
+        chunks, cursor = [], {1: 0, 2: 0}
+        for i, text in enumerate(texts):
+            page = 1 if i < 20 else 2
+            start = pages[page - 1].text.index(text, cursor[page])
+            cursor[page] = start + len(text)
+            chunks.append(Chunk(i, page, start, start + len(text), text, ("Part", f"S{i // 10}"), 9))
+        vectors = rng.normal(size=(40, DIM)).astype(np.float32)
+        record = DocumentRecord(f"{d}" * 64, f"doc{d}.pdf", 2, 40, "text", 0, 123, "2026-01-01T00:00:00Z", "")
+        c.add_document(record, vectors, chunks, "m", pages=pages, original=b"%PDF")
+        all_vectors.append(vectors)
+    return np.concatenate(all_vectors)
+
+
+def _hits(c: Collection, vector: np.ndarray, text: str) -> list[list[dict]]:
+    return [[h.to_dict() for h in c.search(vector, k=8, mode="dense")],
+            [h.to_dict() for h in c.search(query_text=text, k=8, mode="keyword")],
+            [h.to_dict() for h in c.search(vector, query_text=text, k=8, mode="hybrid")]]
+
+
+@pytest.fixture()
+def source(tmp_path):
+    c = Collection(tmp_path, "source")
+    c.create("m", "fp32", DIM, {"size": 64}, search={"mode": "hybrid", "ann": {"threshold": 50}})
+    return c, _fill(c)
+
+
+def test_round_trip_gives_identical_search_results(tmp_path, source):
+    c, vectors = source
+    out = export_collection(c, tmp_path / "out" / "source.parquet")
+    assert (out.documents, out.chunks) == (3, 120)
+    table = pq.read_table(out.file)
+    assert table.schema.field("vector").type == pa.list_(pa.float32(), DIM) and table.num_rows == 120
+    assert json.loads(table.schema.metadata[b"studio"])["model"] == "m"
+    copy = Collection(tmp_path, "copy")
+    result = import_collection(copy, out.file, {"m": DIM})
+    assert (result.documents, result.chunks) == (3, 120)
+    info = copy.info()
+    assert info.search == c.info().search and info.chunking == {"size": 64} and "ann" in info.indexes
+    for q in (vectors[5], vectors[77] + 0.1, np.ones(DIM)):
+        assert _hits(copy, q, "pumps QX-17") == _hits(c, q, "pumps QX-17")
+    assert copy.pages_of("1" * 64) == c.pages_of("1" * 64)
+    assert copy.chunks_of("2" * 64)[1] == c.chunks_of("2" * 64)[1]
+
+
+def _rewrite(path, out, change):
+    table = pq.read_table(path)
+    columns = {name: table.column(name).to_pylist() for name in table.column_names}
+    change(columns)
+    pq.write_table(pa.table(columns, schema=table.schema), out)
+    return out
+
+
+@pytest.mark.parametrize("change, error", [
+    (lambda c: c["vector"].__setitem__(7, [0.0] * DIM), "Row 7: the vector is not finite"),
+    (lambda c: c["text"].__setitem__(50, "  "), "Row 50: the chunk text is empty"),
+    (lambda c: c["end"].__setitem__(90, 10**6), "Row 90: offsets"),
+    (lambda c: c["page"].__setitem__(3, 9), "Row 3: page 9"),
+    (lambda c: c["chunk_index"].__setitem__(41, 5), "Row 41: chunk_index 5"),
+    (lambda c: c["document_pages"].__setitem__(40, None), "Row 40: the first row of a document"),
+])
+def test_a_bad_row_rejects_the_whole_import(tmp_path, source, change, error):
+    c, _ = source
+    good = export_collection(c, tmp_path / "good.parquet").file
+    bad = _rewrite(good, tmp_path / "bad.parquet", change)
+    target = Collection(tmp_path, "target")
+    with pytest.raises(InputError, match=error):
+        import_collection(target, bad, {"m": DIM})
+    assert not target.exists  # nothing written, not even an empty collection
+
+
+def test_model_and_dimension_are_checked(tmp_path, source):
+    c, _ = source
+    good = export_collection(c, tmp_path / "good.parquet").file
+    with pytest.raises(ModelMismatchError, match="not in the registry"):
+        import_collection(Collection(tmp_path, "a"), good, {"other": DIM})
+    with pytest.raises(ModelMismatchError, match="dimensions"):
+        import_collection(Collection(tmp_path, "b"), good, {"m": DIM + 1})
+    other = Collection(tmp_path, "other")
+    other.create("m2", "fp32", DIM, {})
+    with pytest.raises(ModelMismatchError, match="import into a new collection"):
+        import_collection(other, good, {"m": DIM, "m2": DIM})
+    assert other.info().documents == ()
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(InputError, match="not a readable parquet"):
+        import_collection(Collection(tmp_path, "c"), tmp_path / "junk.parquet")
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "plain.parquet")
+    with pytest.raises(InputError, match="not a collection export"):
+        import_collection(Collection(tmp_path, "d"), tmp_path / "plain.parquet")
+
+
+def test_importing_into_an_existing_collection_adds_its_documents(tmp_path, source):
+    c, vectors = source
+    good = export_collection(c, tmp_path / "good.parquet").file
+    target = Collection(tmp_path, "target")
+    target.create("m", "fp32", DIM, {}, search={"mode": "dense"})
+    import_collection(target, good)
+    import_collection(target, good)  # the same documents again: replaced, not duplicated
+    assert target.info().chunk_count == 120
+    assert target.search(vectors[3], k=1)[0].text == c.search(vectors[3], k=1, mode="dense")[0].text
+
+
+def test_cli_export_import_and_search_modes(tmp_path, capsys):
+    from engine.cli import main
+
+    c = Collection(tmp_path / "collections", "src")
+    c.create("m", "fp32", DIM, {}, search={"mode": "hybrid"})
+    _fill(c)
+    out = tmp_path / "src.parquet"
+    assert main(["export", "--collection", "src", str(out), "--data-dir", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["chunks"] == 120
+    assert main(["import", "--collection", "dst", str(out), "--data-dir", str(tmp_path), "--json"]) == 2
+    assert "not in the registry" in json.loads(capsys.readouterr().out)["message"]  # model "m" is unknown here
+    assert not Collection(tmp_path / "collections", "dst").exists
+    assert main(["search", "QX-17 pumps", "--collection", "src", "--mode", "keyword", "--data-dir", str(tmp_path),
+                 "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits[0]["text"].endswith("QX-17") and hits[0]["retrievers"].keys() == {"keyword"}
+    assert main(["reindex", "--collection", "src", "--data-dir", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["indexes"]["keyword"].startswith("keyword-g")
