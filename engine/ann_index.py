@@ -28,6 +28,16 @@ log = logging.getLogger(__name__)
 DTYPES = ("f32", "f16", "i8")
 
 
+
+def _usearch_index():
+    """usearch's Index class. onnxruntime is imported first: usearch 2.26 loaded before onnxruntime 1.32
+    makes the later ``import onnxruntime`` crash the process (SIGSEGV, measured here), and every process
+    that searches may also embed."""
+    import onnxruntime  # noqa: F401
+    from usearch.index import Index
+
+    return Index
+
 @dataclass(frozen=True)
 class AnnOptions:
     threshold: int = 20_000  # chunks; exact search below (see README: measured crossover)
@@ -89,7 +99,7 @@ class AnnIndex:
 
     @classmethod
     def empty(cls, dim: int, options: AnnOptions) -> AnnIndex:
-        from usearch.index import Index
+        Index = _usearch_index()
 
         index = Index(ndim=dim, metric="ip", dtype=options.dtype, connectivity=options.connectivity,
                       expansion_add=options.expansion_add, expansion_search=options.expansion_search)
@@ -137,7 +147,7 @@ class AnnIndex:
     @classmethod
     def load(cls, path: Path, view: bool = True) -> AnnIndex:
         """``view``: memory-map the file (read-only, shared between processes); else load a mutable copy."""
-        from usearch.index import Index
+        Index = _usearch_index()
 
         try:
             keymap = KeyMap.from_json(keys_path(path).read_text(encoding="utf-8"))

@@ -174,7 +174,10 @@ def _memory(pid: int) -> dict[str, float]:
 def compare_faiss(size: int, dim: int, ef_values: Sequence[int], queries_n: int, seed: int = 0) -> list[dict]:
     """usearch vs faiss HNSW (M=16, efConstruction=128, float32, inner product) on the same vectors."""
     import faiss
-    from usearch.index import Index
+
+    from engine.ann_index import _usearch_index
+
+    Index = _usearch_index()
 
     vectors = clustered_unit_vectors(size, dim, clusters=1024, seed=seed)
     queries = clustered_unit_vectors(queries_n, dim, clusters=1024, seed=seed + 1)
