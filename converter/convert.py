@@ -22,7 +22,6 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,10 +29,10 @@ from converter import export, stconfig, validate, variants
 from engine import hub
 from engine.errors import ConversionError, InputError, ModelNotFoundError, StudioError, UnsupportedModelError
 from engine.manifest import VARIANTS, DenseLayer, Manifest, VariantInfo
+from engine.progress import StepProgress
 from engine.registry import NAME_PATTERN
 
 log = logging.getLogger("converter")
-Progress = Callable[[str, float], None]
 FP32_GATE_MIN_COSINE = 0.999  # below this the export is broken, not merely imprecise
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -170,7 +169,7 @@ def convert(
     trust_remote_code: bool = False,
     force: bool = False,
     validate_parity: bool = True,
-    progress: Progress | None = None,
+    progress: StepProgress | None = None,
 ) -> Manifest:
     started = time.perf_counter()
     report = progress or (lambda step, fraction: log.info("[%3.0f%%] %s", fraction * 100, step))

@@ -15,19 +15,18 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import ConversionError, InputError
 from engine.httpauth import mask_url, mask_urls
 from engine.manifest import VARIANTS
+from engine.progress import StepProgress
 from engine.registry import NAME_PATTERN, Registry
 from engine.settings import REPO_ROOT, get_settings
 
 log = logging.getLogger(__name__)
 CONVERTER = REPO_ROOT / "converter" / "convert.py"
-Progress = Callable[[str, float], None]
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ def converter_installed() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("torch", "optimum", "sentence_transformers"))
 
 
-def run(request: ConversionRequest, models_dir: Path, progress: Progress | None = None,
+def run(request: ConversionRequest, models_dir: Path, progress: StepProgress | None = None,
         timeout: float | None = None, converter_url: str | None = None) -> dict:
     """Convert in a subprocess, or through the converter service when ``converter_url`` (default:
     STUDIO_CONVERTER_URL) is set; returns the converter's JSON summary."""
@@ -160,7 +159,7 @@ def run(request: ConversionRequest, models_dir: Path, progress: Progress | None 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
-def run_remote(url: str, request: ConversionRequest, progress: Progress | None = None,
+def run_remote(url: str, request: ConversionRequest, progress: StepProgress | None = None,
                timeout: float | None = None, poll_seconds: float = 0.5) -> dict:
     """Convert through the converter service (converter/server.py): submit a job, relay its progress."""
     import httpx

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +20,12 @@ import numpy as np
 from engine import pooling
 from engine.errors import InferenceError, InputError, ModelFileError
 from engine.manifest import Manifest
+from engine.progress import CountProgress
 from engine.registry import ModelSpec
 from engine.sessions import CachedSession, SessionCache, SessionKey, SessionOptions
 from engine.tokenize import Batch, Encoded, TextTokenizer
 
 log = logging.getLogger(__name__)
-Progress = Callable[[int, int], None]
 # sentence-transformers' encode_document takes the first of document, passage, corpus
 PROMPT_NAMES = {"query": ("query",), "document": ("document", "passage", "corpus"), "passage": ("passage", "document", "corpus")}
 _ONNX_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
@@ -218,7 +218,7 @@ class Embedder:
         prompt: str | None = None,
         normalize: bool | None = None,
         dimensions: int | None = None,
-        progress: Progress | None = None,
+        progress: CountProgress | None = None,
     ) -> np.ndarray:
         """(len(texts), dim) float32 in input order. An empty list gives an empty (0, dim) array."""
         if isinstance(texts, str):
@@ -239,7 +239,7 @@ class Embedder:
         return result
 
     def embed_encoded(self, encoded: Sequence[Encoded], prompt_length: int = 0,
-                      progress: Progress | None = None) -> np.ndarray:
+                      progress: CountProgress | None = None) -> np.ndarray:
         """Vectors for texts already tokenized by ``self.tokenizer`` (prompt included), in their order.
         The HTTP server tokenizes each request once (for its token budget and ``usage``) and hands the
         result here, so nothing is tokenized twice."""

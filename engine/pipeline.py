@@ -35,7 +35,7 @@ class ProgressEvent:
     message: str = ""
 
 
-Progress = Callable[[ProgressEvent], None]
+EventProgress = Callable[[ProgressEvent], None]
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def _displayable(name: str) -> str:
 
 
 def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str | None = None,
-           options: IngestOptions = IngestOptions(), progress: Progress = _quiet) -> IngestResult:
+           options: IngestOptions = IngestOptions(), progress: EventProgress = _quiet) -> IngestResult:
     """Ingest one file; a StudioError is raised for the caller to report (nothing is stored then)."""
     from engine.documents import Limits, open_document, read_source
     from engine.ocr.extract import extract_pages
@@ -192,7 +192,7 @@ def _unconverted(exc: OSError, name: str) -> StudioError:
 
 
 def ingest_many(studio: Studio, collection_name: str, sources: Sequence[Path | tuple[str, bytes]],
-                options: IngestOptions = IngestOptions(), progress: Progress = _quiet) -> list[IngestResult]:
+                options: IngestOptions = IngestOptions(), progress: EventProgress = _quiet) -> list[IngestResult]:
     """Ingest several files; one that fails is reported with its reason and the others go on."""
     results = []
     for source in sources:
@@ -208,7 +208,7 @@ def ingest_many(studio: Studio, collection_name: str, sources: Sequence[Path | t
 
 
 def rechunk(studio: Studio, collection_name: str, doc_id: str, options: IngestOptions,
-            progress: Progress = _quiet) -> IngestResult:
+            progress: EventProgress = _quiet) -> IngestResult:
     """Re-chunk a stored document with new size/overlap and replace its chunks (no re-extraction)."""
     started = time.perf_counter()
     target = studio.collection(collection_name)

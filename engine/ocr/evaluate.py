@@ -39,7 +39,7 @@ import re
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,10 +48,10 @@ import pymupdf
 
 from engine.documents import Limits, open_document
 from engine.errors import ConfigError, InputError, StudioError
+from engine.progress import StepProgress
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float], None]
 SCRIPTS = ("Latin", "CJK", "Cyrillic", "Greek", "Arabic", "Hebrew", "Thai", "Hangul", "Other")
 MIN_REFERENCE_CHARS = 100
 UNSPACED_SCRIPTS = ("CJK", "Thai")
@@ -307,7 +307,7 @@ class BenchSample:
     tesseract_languages: str
 
 
-def collect_samples(config: BenchConfig, installed_languages: set[str], progress: Progress | None = None) -> tuple[
+def collect_samples(config: BenchConfig, installed_languages: set[str], progress: StepProgress | None = None) -> tuple[
         list[BenchSample], list[dict]]:
     """Scans and references for every usable document; skipped files come back with the reason."""
     if not config.pdfs.is_dir():
@@ -340,7 +340,7 @@ def collect_samples(config: BenchConfig, installed_languages: set[str], progress
     return samples, skipped
 
 
-def run_benchmark(config: BenchConfig, progress: Progress | None = None) -> dict:
+def run_benchmark(config: BenchConfig, progress: StepProgress | None = None) -> dict:
     """Run every engine on every sample page; returns the report (see write_report)."""
     from engine.ocr import get_backend
     from engine.ocr.extract import extract_pages

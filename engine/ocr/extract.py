@@ -34,12 +34,12 @@ from engine.errors import ConfigError, InputError, OCRUnavailableError, StudioEr
 from engine.ocr import Availability, OCRBackend, OCRText, PageImage, get_backend, load_backends
 from engine.ocr.base import usable_cores
 from engine.pages import Page
+from engine.progress import StepProgress
 
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
 TEXT = "text"
-Progress = Callable[[str, float], None]
 BackendOptions = Mapping[str, Mapping[str, object]]
 
 
@@ -254,7 +254,7 @@ def extract_pages(
     document: Document | bytes | Path | str,
     engine: str = AUTO,
     pages: Sequence[int] | None = None,
-    progress: Progress | None = None,
+    progress: StepProgress | None = None,
     settings: object = None,
     backend_options: BackendOptions | None = None,
     workers: int | None = None,
