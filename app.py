@@ -83,7 +83,7 @@ def guarded(action: str) -> Iterator[None]:
 def choose_collection(engine, key: str, extra: tuple[str, ...] = ()) -> str | None:
     """A collection picker that remembers the choice across pages (widget state does not survive a
     page switch, so the choice is kept under its own session key)."""
-    from engine.index import list_collections
+    from engine.collection import list_collections
 
     names = [c.name for c in list_collections(engine.settings.collections_dir)] + list(extra)
     if not names:
@@ -154,7 +154,7 @@ def _default_model(engine) -> None:
 
 
 def _collections(engine) -> None:
-    from engine.index import scan_collections
+    from engine.collection import scan_collections
 
     st.subheader("Collections")
     try:

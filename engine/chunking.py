@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from engine.errors import InputError
-from engine.pages import Page
+from engine.page_records import Page
 
 CountTokens = Callable[[str], int]
 TokenSpans = Callable[[str], list[tuple[int, int]]]

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from engine.collection import READ_ATTEMPTS, Collection, _SegmentGone
 from engine.collection_format import CollectionInfo, DocumentRecord, pages_from_json
 from engine.errors import CollectionNotFoundError, StudioError
-from engine.index import READ_ATTEMPTS, Collection, _SegmentGone
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 from engine.chunking import Chunk
 from engine.errors import CollectionError, InputError, ModelMismatchError, VariantMismatchError
-from engine.pages import Page
+from engine.page_records import Page
 
 FORMAT = 1
 SEGMENT_STEM = re.compile(r"^[0-9a-f]{16}-g[0-9]+$")

@@ -31,8 +31,7 @@ from engine.errors import (
     InputError,
 )
 from engine.layout import Block, Line, order_blocks
-from engine.ocr.base import PageImage
-from engine.pages import Page
+from engine.page_records import Page, PageImage
 from engine.text_quality import TextQuality, assess_text_layer
 
 log = logging.getLogger(__name__)

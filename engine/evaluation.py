@@ -167,8 +167,8 @@ def corpus_collection(collection, dataset: Dataset, doc_vectors: np.ndarray, mod
     """Load the corpus into a (new, empty) collection of any store: one chunk and page per corpus text,
     1000 per document record; returns the corpus id of each (document name, chunk index)."""
     from engine.chunking import Chunk
-    from engine.index import DocumentRecord, NewDocument
-    from engine.pages import Page
+    from engine.collection import DocumentRecord, NewDocument
+    from engine.page_records import Page
 
     documents, ids = [], {}
     for number, start in enumerate(range(0, len(dataset.doc_ids), per_document)):

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.cleanup import strip_running_lines
-from engine.pages import Page
+from engine.page_records import Page
+from engine.running_lines import strip_running_lines
 
 log = logging.getLogger(__name__)
 WINDOW = 24  # pages per speculative embedding step: large enough for full batches, small enough to overlap

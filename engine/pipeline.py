@@ -15,12 +15,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from engine.chunking import DEFAULT_OVERLAP, DEFAULT_SIZE, Chunk, ChunkingOptions, chunk_pages
-from engine.cleanup import strip_running_lines
+from engine.collection import Collection, DocumentRecord, SearchHit, _now
 from engine.collection_format import CollectionInfo, require_same_model
 from engine.errors import CollectionNotFoundError, EmptyDocumentError, InputError, ModelMismatchError, StorageError, StudioError
-from engine.index import Collection, DocumentRecord, SearchHit, _now
 from engine.ingest_overlap import extract_overlapped
-from engine.pages import Page
+from engine.page_records import Page
+from engine.running_lines import strip_running_lines
 from engine.studio import Studio
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str
            options: IngestOptions = IngestOptions(), progress: EventProgress = _quiet) -> IngestResult:
     """Ingest one file; a StudioError is raised for the caller to report (nothing is stored then)."""
     from engine.documents import Limits, open_document, read_source
-    from engine.ocr.extract import extract_pages
+    from engine.page_extraction import extract_pages
 
     started = time.perf_counter()
     settings = studio.settings

@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from engine import storage
+from engine.collection import MANIFEST, SUFFIX, Collection, CollectionInfo, NewDocument, SearchHit, _now
 from engine.collection_format import info_to_json, require_same_model
 from engine.errors import CollectionError, ConfigError, InputError, ModelMismatchError, StudioError
 from engine.fusion import RRF_K, dense_weights, resolve_mode
-from engine.index import MANIFEST, SUFFIX, Collection, CollectionInfo, NewDocument, SearchHit, _now
 from engine.keyword_index import Analyzer
 from engine.retrieval import SearchConfig
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.chunking import Chunk
-from engine.index import Collection, DocumentRecord, NewDocument
+from engine.collection import Collection, DocumentRecord, NewDocument
 
 log = logging.getLogger(__name__)
 CHUNKS_PER_DOCUMENT = 10_000

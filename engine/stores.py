@@ -1,4 +1,4 @@
-"""Which store a collection lives in: the embedded files (engine/index.py) or Qdrant
+"""Which store a collection lives in: the embedded files (engine/collection.py) or Qdrant
 (engine/qdrant_store.py). An existing collection says so in its collection.json; a new one gets the
 store asked for, else STUDIO_VECTOR_STORE."""
 
@@ -8,8 +8,8 @@ import json
 import logging
 from pathlib import Path
 
+from engine.collection import MANIFEST, NAME, Collection
 from engine.errors import InputError
-from engine.index import MANIFEST, NAME, Collection
 
 log = logging.getLogger(__name__)
 STORES = ("embedded", "qdrant")

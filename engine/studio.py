@@ -19,7 +19,7 @@ from engine.sessions import SessionCache, SessionOptions
 from engine.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from engine.index import Collection
+    from engine.collection import Collection
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from engine.chunking import Chunk
+from engine.collection import Collection, DocumentRecord, NewDocument
 from engine.errors import InputError, ModelMismatchError
-from engine.index import Collection, DocumentRecord, NewDocument
-from engine.pages import Page
+from engine.page_records import Page
 
 log = logging.getLogger(__name__)
 FORMAT = 1

@@ -6,8 +6,8 @@ import streamlit as st
 
 from app import guarded, page_setup, show_error
 from engine import conversion, hub, ui
+from engine.collection import list_collections
 from engine.errors import HubOfflineError, InputError, StudioError
-from engine.index import list_collections
 from engine.manifest import VARIANTS
 
 studio = page_setup()

@@ -12,7 +12,7 @@ import streamlit as st
 from app import choose_collection, guarded, page_setup, show_error
 from engine import pipeline, ui
 from engine.errors import StudioError
-from engine.ocr.extract import list_engines
+from engine.page_extraction import list_engines
 
 studio = page_setup()
 NEW = "+ new collection"
@@ -24,7 +24,7 @@ for message in st.session_state.pop("documents_flash", []):
 @st.cache_data(ttl=60, show_spinner="Checking the OCR engines…")
 def ocr_engines() -> list:
     # Availability changes only when keys, servers or packages change: a minute of caching is plenty.
-    return list_engines(studio.settings)
+    return list_engines()
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

@@ -100,7 +100,7 @@ def cmd_search(args: argparse.Namespace) -> tuple[object, str]:
 
 @command("collections", "list collections and their documents (broken ones are marked)", lambda p: None)
 def cmd_collections(args: argparse.Namespace) -> tuple[object, str]:
-    from engine.index import scan_collections
+    from engine.collection import scan_collections
 
     infos, broken = scan_collections(_studio(args).settings.collections_dir)
     rows = [[i.name, i.model, i.variant, str(len(i.documents)), str(i.chunk_count), i.created_at] for i in infos]
@@ -231,8 +231,8 @@ def _eval_store(studio, store: str, dataset, docs, queries, modes: list[str], la
 
     import numpy as np
 
+    from engine.collection import Collection
     from engine.evaluation import corpus_collection, evaluate_collection
-    from engine.index import Collection
 
     with tempfile.TemporaryDirectory(prefix="studio-eval-") as folder:
         dim = docs.shape[1] if docs is not None else 1

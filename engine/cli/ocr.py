@@ -37,7 +37,7 @@ def _ocr_args(p: argparse.ArgumentParser) -> None:
 @command("ocr", "read a PDF or image into page texts (text layer, OCR, or auto)", _ocr_args)
 def cmd_ocr(args: argparse.Namespace) -> tuple[object, str]:
     from engine.documents import Limits, open_document
-    from engine.ocr.extract import extract_pages, parse_page_spec
+    from engine.page_extraction import extract_pages, parse_page_spec
 
     settings = _settings(args)
     options = {"tesseract": {"languages": args.lang}} if args.lang else None
@@ -64,7 +64,7 @@ def cmd_ocr(args: argparse.Namespace) -> tuple[object, str]:
 def cmd_ocr_engines(args: argparse.Namespace) -> tuple[object, str]:
     from engine.ocr import list_engines
 
-    rows = list_engines(_settings(args))
+    rows = list_engines()
     data = [row.__dict__ for row in rows]
     text = _table([[r.engine, "yes" if r.available else "no", r.reason, r.hint] for r in rows],
                   ["engine", "available", "note", "hint"])

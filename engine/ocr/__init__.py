@@ -22,7 +22,6 @@ __all__ = ["Availability", "BACKENDS", "OCRBackend", "OCRText", "PageImage", "re
 # --- lookup: load the back-end modules, build one by name, list them --------------------------------
 # Back-end modules register themselves on import; a module that is not there (yet) is skipped.
 BACKEND_MODULES = (
-    "engine.ocr.text",
     "engine.ocr.tesseract",
     "engine.ocr.rapidocr",
     "engine.ocr.mistral",
@@ -50,7 +49,7 @@ def get_backend(name: str, **options: object) -> OCRBackend:
 
     backends = load_backends()
     if name not in backends:
-        known = ", ".join(["auto", *sorted(backends)])
+        known = ", ".join(["auto", "text", *sorted(backends)])
         raise InputError(f"Unknown OCR engine '{name}'.", f"choose one of: {known}")
     try:
         return backends[name](**options)
@@ -58,8 +57,8 @@ def get_backend(name: str, **options: object) -> OCRBackend:
         raise InputError(f"Invalid options for the OCR engine '{name}': {exc}", "check the engine's options") from None
 
 
-def list_engines(settings: object = None) -> list[Availability]:
+def list_engines() -> list[Availability]:
     """Every engine, ``auto`` first, with whether it can run here and, if not, why and how to fix it."""
-    from engine.ocr.extract import list_engines as _list_engines
+    from engine.page_extraction import list_engines as _list_engines
 
-    return _list_engines(settings)
+    return _list_engines()

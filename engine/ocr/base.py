@@ -7,6 +7,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
+from engine.page_records import PageImage
+
+__all__ = ["Availability", "OCRBackend", "OCRText", "PageImage"]
+
 
 @dataclass(frozen=True)
 class Availability:
@@ -14,15 +18,6 @@ class Availability:
     available: bool
     reason: str = ""  # why not, in words a user understands
     hint: str = ""  # what to install or configure
-
-
-@dataclass(frozen=True)
-class PageImage:
-    number: int  # 1-based page number in the document
-    png: bytes
-    width_px: int
-    height_px: int
-    dpi: int
 
 
 @dataclass(frozen=True)
@@ -40,7 +35,7 @@ class OCRBackend(ABC):
     name: ClassVar[str]
     local: ClassVar[bool] = True  # runs on this machine without network or GPU
     # recognize() may run on several pages at once, in threads (a CPU engine whose work happens outside
-    # the GIL: a subprocess, ONNX Runtime); engine.ocr.extract then uses one worker per usable core
+    # the GIL: a subprocess, ONNX Runtime); engine.page_extraction then uses one worker per usable core
     parallel: ClassVar[bool] = False
 
     @abstractmethod

@@ -5,7 +5,7 @@ Method (``python -m engine ocr-bench``):
    at least 100 characters), spread over the document.
 2. Render them at ``dpi`` (grey, like a scanner) and rebuild an image-only PDF with PyMuPDF: the
    "scan". Its reference text is the original page's text layer, in the same reading order.
-3. Run each engine through the real pipeline (engine.ocr.extract.extract_pages on the scanned PDF,
+3. Run each engine through the real pipeline (engine.page_extraction.extract_pages on the scanned PDF,
    rendered back at the same dpi, so the engine sees the scan's own pixels).
 4. Score: CER = (substitutions + deletions + insertions) / reference characters, raw and
    normalised (NFKC, whitespace runs collapsed to one space, spaces next to CJK characters removed
@@ -343,8 +343,8 @@ def collect_samples(config: BenchConfig, installed_languages: set[str], progress
 def run_benchmark(config: BenchConfig, progress: StepProgress | None = None) -> dict:
     """Run every engine on every sample page; returns the report (see write_report)."""
     from engine.ocr import get_backend
-    from engine.ocr.extract import extract_pages
     from engine.ocr.tesseract import TesseractBackend, parse_languages
+    from engine.page_extraction import extract_pages
 
     engines: list[str] = []
     unavailable: dict[str, str] = {}

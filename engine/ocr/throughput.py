@@ -3,7 +3,7 @@
     python -m engine.ocr.throughput [PDF] [--pages 8] [--dpi 170] [--engine tesseract] [--workers 1,2] [--repeats 1]
 
 A born-digital PDF's first clean text-layer pages are rendered in grey at ``dpi`` into an image-only
-PDF (engine.ocr.evaluate.make_scan: the "scan"); that scan goes through engine.ocr.extract with each
+PDF (engine.ocr.evaluate.make_scan: the "scan"); that scan goes through engine.page_extraction with each
 worker count, back to back (repeated ``--repeats`` times, interleaved, so a load change on a shared
 machine hits every setting), and each run's text is scored against the original text layer.
 Pages per second = pages / wall-clock seconds of the whole document, rendering included.
@@ -59,7 +59,7 @@ def clean_pages(pdf: Path, count: int) -> tuple[list[int], list[str]]:
 def measure(scan: bytes, references: Sequence[str], engine: str, workers: int, dpi: int, repeat: int = 0) -> Run:
     import hashlib
 
-    from engine.ocr.extract import extract_pages
+    from engine.page_extraction import extract_pages
 
     started = time.perf_counter()
     with open_document(scan, name="scan.pdf", limits=Limits(render_dpi=dpi)) as document:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from engine.chunking import ChunkingOptions, chunk_pages, heading_level
 from engine.errors import InputError
-from engine.pages import Page
+from engine.page_records import Page
 from engine.tokenize import TextTokenizer
 
 MAX_SEQ = 256

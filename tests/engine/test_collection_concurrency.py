@@ -9,11 +9,11 @@ import sys
 
 import numpy as np
 import pytest
-from test_index import DIM, _doc
+from test_collection import DIM, _doc
 
-from engine import index
+from engine import collection as index
+from engine.collection import Collection
 from engine.errors import CollectionNotFoundError, ModelMismatchError, VariantMismatchError
-from engine.index import Collection
 
 ROOT = __import__("conftest").ROOT
 
@@ -95,8 +95,8 @@ DROP_RACE = """
 import json, sys, time, traceback
 sys.path[:0] = [{root!r}, {root!r} + "/tests", {tests!r}]
 from engine.errors import CollectionNotFoundError, StudioError
-from engine.index import Collection
-from test_index import _doc, DIM
+from engine.collection import Collection
+from test_collection import _doc, DIM
 role, seconds = sys.argv[1], float(sys.argv[2])
 col = Collection({path!r}, "race")
 counts = {{"ok": 0, "not_found": 0, "other_studio_error": []}}

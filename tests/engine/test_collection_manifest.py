@@ -11,10 +11,10 @@ import subprocess
 import sys
 
 import pytest
-from test_index import DIM, _doc
+from test_collection import DIM, _doc
 
+from engine.collection import Collection, list_collections, scan_collections
 from engine.errors import CollectionError
-from engine.index import Collection, list_collections, scan_collections
 
 ROOT = __import__("conftest").ROOT
 WRONG_SHAPES = {
@@ -174,7 +174,8 @@ def test_every_model_and_variant_check_is_the_one_function():
     """The four places that compared models now call collection_format.require_same_model."""
     import inspect
 
-    from engine import index, pipeline
+    from engine import collection as index
+    from engine import pipeline
 
     for module in (index, pipeline):
         source = inspect.getsource(module)

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from engine.cleanup import strip_running_lines
 from engine.ingest_overlap import extract_overlapped
-from engine.pages import Page
+from engine.page_records import Page
+from engine.running_lines import strip_running_lines
 
 
 def _pages(count: int) -> list[Page]:

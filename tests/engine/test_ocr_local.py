@@ -22,8 +22,8 @@ from engine.documents import Limits, open_document
 from engine.errors import ConfigError, InputError, OCRUnavailableError
 from engine.ocr import BACKENDS, OCRBackend, OCRText, get_backend, list_engines
 from engine.ocr.evaluate import cer, normalize
-from engine.ocr.extract import extract_pages, parse_page_spec
 from engine.ocr.tesseract import TesseractBackend, parse_languages, parse_version, tsv_to_text
+from engine.page_extraction import extract_pages, parse_page_spec
 
 HAS_TESSERACT = shutil.which("tesseract") is not None and TesseractBackend().availability().available
 needs_tesseract = pytest.mark.skipif(

@@ -14,8 +14,8 @@ from engine.documents import Limits, open_document
 from engine.ocr import get_backend
 from engine.ocr.base import usable_cores
 from engine.ocr.evaluate import make_scan
-from engine.ocr.extract import extract_pages, worker_count
 from engine.ocr.throughput import clean_pages
+from engine.page_extraction import extract_pages, worker_count
 
 DPI = 150
 

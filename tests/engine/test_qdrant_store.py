@@ -11,10 +11,10 @@ import pytest
 
 from engine import storage
 from engine.chunking import Chunk
+from engine.collection import Collection, DocumentRecord, NewDocument
 from engine.collection_format import encoded_segment
 from engine.errors import InputError, ModelMismatchError
-from engine.index import Collection, DocumentRecord, NewDocument
-from engine.pages import Page
+from engine.page_records import Page
 from engine.qdrant_store import QdrantCollection, QdrantConnection, sparse_document, sparse_query, term_id
 from engine.settings import load_settings
 from engine.stores import open_collection

@@ -10,11 +10,11 @@ import pytest
 
 from engine.ann_index import KeyMap, plan_update
 from engine.chunking import Chunk
+from engine.collection import Collection, DocumentRecord
 from engine.errors import InputError, ModelMismatchError
 from engine.fusion import reciprocal_rank_fusion, resolve_mode
-from engine.index import Collection, DocumentRecord
 from engine.keyword_index import Analyzer, KeywordIndex
-from engine.pages import Page
+from engine.page_records import Page
 
 DIM = 16
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import shared_data
-from test_index import DIM, _doc
+from test_collection import DIM, _doc
 
 from engine import storage
+from engine.collection import Collection
 from engine.errors import StorageError, StorageFullError
-from engine.index import Collection
 
 ROOT = __import__("conftest").ROOT
 ROOTED = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -126,8 +126,8 @@ PERMISSION = """
 import json, sys
 sys.path[:0] = [{root!r}, {root!r} + "/tests", {tests!r}]
 from engine.errors import StorageError
-from engine.index import Collection
-from test_index import _doc
+from engine.collection import Collection
+from test_collection import _doc
 col = Collection({path!r}, "locked")
 record, vectors, chunks, pages = _doc("4" * 64, "d.pdf", 3, 4)
 try:

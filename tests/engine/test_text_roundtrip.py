@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.chunking import Chunk, ChunkingOptions, chunk_pages
+from engine.collection import Collection, DocumentRecord
 from engine.errors import InputError
-from engine.index import Collection, DocumentRecord
-from engine.pages import Page
+from engine.page_records import Page
 
 DIM = 64
 LINE_BREAKERS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # everything str.splitlines() splits on

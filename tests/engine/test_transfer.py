@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.chunking import Chunk
+from engine.collection import Collection, DocumentRecord
 from engine.errors import InputError, ModelMismatchError
-from engine.index import Collection, DocumentRecord
-from engine.pages import Page
+from engine.page_records import Page
 from engine.transfer import export_collection, import_collection
 
 DIM = 12

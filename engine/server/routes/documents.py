@@ -35,7 +35,7 @@ MAX_FILENAME_CHARS = 255
 
 def _ocr(studio, data: bytes, name: str, engine: str, pages: str | None, password: str | None) -> dict:
     from engine.documents import Limits, open_document
-    from engine.ocr.extract import extract_pages, parse_page_spec
+    from engine.page_extraction import extract_pages, parse_page_spec
 
     started = time.perf_counter()
     with open_document(data, name=name, password=password, limits=Limits.from_settings(studio.settings)) as document:
@@ -99,7 +99,7 @@ def _collection_info(info) -> dict:
 @router.get("/v1/collections")
 async def list_all(state: ServerState = Depends(get_state)) -> dict:
     """Every collection; one that cannot be read is listed with ``broken: true`` and its error."""
-    from engine.index import scan_collections
+    from engine.collection import scan_collections
 
     infos, broken = await run_in_threadpool(scan_collections, state.studio.settings.collections_dir)
     return {"object": "list", "data": [_collection_info(i) for i in infos]

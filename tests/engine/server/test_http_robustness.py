@@ -19,8 +19,8 @@ from conftest import ROOT, shared_data
 from server_harness import serve
 
 from engine.chunking import Chunk
-from engine.index import Collection, DocumentRecord
-from engine.pages import Page
+from engine.collection import Collection, DocumentRecord
+from engine.page_records import Page
 
 RACE_SECONDS = float(os.environ.get("STUDIO_RACE_SECONDS", "12"))
 HTTP_DOC, CLI_DOC = "table_small.pdf", "encrypted_owner_only_aes256.pdf"

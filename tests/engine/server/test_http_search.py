@@ -8,8 +8,8 @@ import pytest
 from server_harness import serve, wait_ready
 
 from engine.chunking import Chunk
-from engine.index import Collection, DocumentRecord
-from engine.pages import Page
+from engine.collection import Collection, DocumentRecord
+from engine.page_records import Page
 from engine.server import create_app
 from engine.server.config import ApiSettings
 from engine.settings import load_settings

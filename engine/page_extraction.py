@@ -33,7 +33,7 @@ from engine.documents import Document, Limits, TextLayer, open_document
 from engine.errors import ConfigError, InputError, OCRUnavailableError, StudioError
 from engine.ocr import Availability, OCRBackend, OCRText, PageImage, get_backend, load_backends
 from engine.ocr.base import usable_cores
-from engine.pages import Page
+from engine.page_records import Page
 from engine.progress import StepProgress
 
 log = logging.getLogger(__name__)
@@ -356,11 +356,12 @@ def _auto(document: Document, numbers: list[int], options: BackendOptions | None
         _close(backend)
 
 
-def list_engines(settings: object = None) -> list[Availability]:
-    """``auto`` first, then every registered engine (local ones first) with its availability."""
+def list_engines() -> list[Availability]:
+    """``auto`` first, then ``text`` (the text layer, no OCR: always there), then every OCR back-end (local
+    ones first) with its availability. Each back-end reads its own STUDIO_* settings."""
     backends = load_backends()
     rows: list[Availability] = []
-    for name in sorted(backends, key=lambda n: (not backends[n].local, n != TEXT, n)):
+    for name in sorted(backends, key=lambda n: (not backends[n].local, n)):
         try:
             rows.append(backends[name]().availability())
         except StudioError as exc:
@@ -375,4 +376,4 @@ def list_engines(settings: object = None) -> list[Availability]:
     else:
         auto = Availability(AUTO, True, "text layer only: no OCR engine is available, so image-only pages will fail",
                             "install Tesseract (apt-get install tesseract-ocr tesseract-ocr-eng) or rapidocr")
-    return [auto, *rows]
+    return [auto, Availability(TEXT, True, "the document's own text layer, no OCR"), *rows]

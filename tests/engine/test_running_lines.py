@@ -1,5 +1,5 @@
-from engine.cleanup import normalise, running_lines, strip_running_lines
-from engine.pages import Page
+from engine.page_records import Page
+from engine.running_lines import normalise, running_lines, strip_running_lines
 
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
 

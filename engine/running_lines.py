@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 
-from engine.pages import Page
+from engine.page_records import Page
 
 ZONE = 3  # lines examined at each end of a page
 MAX_CHARS = 120  # running heads and folios are short; a long repeated line is content

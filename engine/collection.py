@@ -52,7 +52,7 @@ from engine.collection_format import (
 )
 from engine.errors import CollectionError, CollectionNotFoundError, InputError, ModelMismatchError, StudioError
 from engine.fusion import CANDIDATES, dense_weights, reciprocal_rank_fusion, resolve_mode
-from engine.pages import Page
+from engine.page_records import Page
 from engine.retrieval import SearchConfig, View
 
 if TYPE_CHECKING:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from engine.chunking import Chunk
+from engine.collection import Collection, DocumentRecord, list_collections
 from engine.errors import CollectionError, CollectionNotFoundError, InputError, ModelMismatchError
-from engine.index import Collection, DocumentRecord, list_collections
-from engine.pages import Page
+from engine.page_records import Page
 
 ROOT = __import__("conftest").ROOT
 DIM = 8
@@ -64,7 +64,7 @@ def test_add_search_filter_and_delete(col):
 
 
 def test_replacing_a_document_keeps_one_copy(col, monkeypatch):
-    from engine import index
+    from engine import collection as index
 
     rec, vec, chunks, pages = _doc("c" * 64, "c.pdf", 3, 3)
     col.add_document(rec, vec, chunks, "model-a", pages=pages)
@@ -106,8 +106,8 @@ def test_model_checks_and_bad_input(col, tmp_path):
 KILLER = """
 import os, signal, sys, numpy as np
 sys.path[:0] = [{root!r}, {root!r} + "/tests", {tests!r}]
-from engine import index
-from test_index import _doc
+from engine import collection as index
+from test_collection import _doc
 real_replace = os.replace
 def replace_then_die(src, dst):
     if str(dst).endswith("collection.json"):

@@ -1,4 +1,5 @@
-"""The page record shared by documents, OCR back-ends, chunking and the pipeline."""
+"""The page records shared by documents, OCR back-ends, chunking and the pipeline: ``Page`` (a page's
+text after extraction or OCR) and ``PageImage`` (a page rendered for an OCR engine)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,14 @@ class Page:
     quality: float = 1.0  # 0..1 text-layer quality score that decided whether OCR was needed
     seconds: float = 0.0  # extraction or OCR time for this page
     notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PageImage:
+    """A page rendered for OCR (PNG bytes)."""
+
+    number: int  # 1-based page number in the document
+    png: bytes
+    width_px: int
+    height_px: int
+    dpi: int
