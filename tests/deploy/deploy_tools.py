@@ -63,7 +63,8 @@ def _is_binary(path: Path) -> bool:
 
 def shell_scripts() -> list[Path]:
     """Every shell script of the repository (by extension or by shebang), outside environments and data."""
-    skip = {".venv", ".venv-peers", "data", ".git", "node_modules", ".stage", ".gl", "__pycache__", ".hypothesis", ".pytest_cache",
+    skip = {".venv", ".venv-peers", "data", ".git", "node_modules", ".stage", ".gl", "__pycache__", ".hypothesis",
+            ".pytest_cache",
             ".ruff_cache", "test-artifacts"}
     found = []
     for folder, subfolders, files in os.walk(ROOT):
