@@ -120,7 +120,8 @@ def resolve(request: str | None) -> ProviderChoice:
 def _install_hint(name: str) -> str:
     hints = {
         "cuda": "run scripts/install-onnxruntime-gpu.sh: it leaves onnxruntime-gpu as the only ONNX Runtime wheel "
-                "(from PyPI on x86_64 and on ARM64 + CUDA such as DGX Spark; Microsoft's CUDA 13 feed as the fallback); see docker/README.md",
+                "(from PyPI on x86_64 and on ARM64 + CUDA such as DGX Spark; Microsoft's CUDA 13 feed as the "
+                "fallback); see docker/README.md",
         "tensorrt": "install onnxruntime-gpu plus TensorRT libraries",
         "rocm": "install an onnxruntime build with ROCm",
         "migraphx": "install an onnxruntime build with MIGraphX",

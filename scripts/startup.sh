@@ -77,7 +77,7 @@ decide() {
     if [ "$PROFILE" = gpu ]; then ORT="(inside the image: onnxruntime-gpu)"; fi
   elif [ "$gpu" = yes ]; then
     ORT=onnxruntime-gpu
-    if [ "$HW_CLASS" = arm64-cuda ]; then ORT="onnxruntime-gpu (PyPI aarch64 wheel; CUDA 13 feed as fallback)"; fi
+    if [ "$HW_CLASS" = arm64-cuda ]; then ORT="onnxruntime-gpu (PyPI aarch64; CUDA 13 feed fallback)"; fi
   else
     ORT=onnxruntime
   fi

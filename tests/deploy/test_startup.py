@@ -100,7 +100,7 @@ def test_extra_arguments_go_to_streamlit(tmp_path):
         (dict(gpu=H100, docker="plain"), "local", "-", "onnxruntime-gpu", "no NVIDIA runtime"),
         (dict(gpu=H100), "local", "-", "onnxruntime-gpu", "Docker is not installed"),
         (dict(gpu=H100, gpu_broken=True, docker="plain"), "docker", "cpu", "(inside the image: onnxruntime)", "usable"),
-        (dict(arch="aarch64", gpu=GB10), "local", "-", "onnxruntime-gpu (PyPI aarch64 wheel; CUDA 13 feed as fallback)", "not installed"),
+        (dict(arch="aarch64", gpu=GB10), "local", "-", "onnxruntime-gpu (PyPI aarch64; CUDA 13 feed fallback)", "not installed"),
         (dict(arch="aarch64", gpu=GB10, docker="nvidia"), "docker", "gpu", "(inside the image: onnxruntime-gpu)", "CUDA"),
         (dict(arch="aarch64"), "local", "-", "onnxruntime", "Docker is not installed"),
         (dict(os_name="Darwin", arch="arm64", docker="plain"), "local", "-", "onnxruntime", "Apple Silicon"),
