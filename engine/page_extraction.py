@@ -8,7 +8,7 @@ renders the pages (PyMuPDF is not thread-safe) and hands them out, at most one r
 worker is held, and pages are yielded (and progress reported) in order. ``auto`` OCRs only the pages whose text layer
 ``engine.documents`` judged unusable (image-only scans, garbled fonts, a few characters over a
 page-sized image) with the first available engine of STUDIO_OCR_AUTO_ENGINES. Its default order,
-tesseract then rapidocr, comes from the measurement in engine/ocr/evaluate.py (``python -m engine
+tesseract then rapidocr, comes from the measurement in engine/measure/ocr.py (``python -m engine
 ocr-bench``): on scanned copies of the corpus Tesseract was more accurate on Latin text (CER 8.7 %
 vs 9.6 %, characters missed 1.8 % vs 2.9 %) and 4.9x faster on the 2-core CPU. RapidOCR reads CJK
 far better (vertical Japanese above all): for CJK documents set STUDIO_OCR_AUTO_ENGINES=rapidocr,tesseract.

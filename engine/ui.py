@@ -358,7 +358,7 @@ def bench_rows(report) -> list[dict]:
 
 
 def report_csv(report) -> str:
-    from engine.bench import CSV_FIELDS
+    from engine.measure.bench import CSV_FIELDS
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)

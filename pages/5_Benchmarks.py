@@ -8,8 +8,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app import guarded, page_setup, show_error
-from engine import bench, conversion, providers, ui
+from engine import conversion, providers, ui
 from engine.errors import InputError, StudioError
+from engine.measure import bench
 from engine.settings import REPO_ROOT
 
 studio = page_setup()

@@ -32,7 +32,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 
 @command("bench", "benchmark ONNX Runtime vs PyTorch vs vLLM/HTTP servers, with parity", _bench_args)
 def cmd_bench(args: argparse.Namespace) -> tuple[object, str]:
-    from engine.bench import run_benchmark, save_report, workload_texts
+    from engine.measure.bench import run_benchmark, save_report, workload_texts
 
     studio = _studio(args)
     split = lambda value: [v.strip() for v in value.split(",") if v.strip()]  # noqa: E731
@@ -56,8 +56,8 @@ def cmd_bench(args: argparse.Namespace) -> tuple[object, str]:
 
 
 def _side_by_side(studio, args: argparse.Namespace, split) -> tuple[object, str]:
-    from engine.bench import save_report
-    from engine.bench_peers import DEFAULT_CONFIGS, OurConfig, markdown, run_side_by_side
+    from engine.measure.bench import save_report
+    from engine.measure.peers import DEFAULT_CONFIGS, OurConfig, markdown, run_side_by_side
 
     model = split(args.models)[0] if args.models else studio.registry.default_model
     configs = [OurConfig.parse(c) for c in (split(args.configs) if args.configs else DEFAULT_CONFIGS)]

@@ -174,7 +174,7 @@ def cmd_eval(args: argparse.Namespace) -> tuple[object, str]:
     import json
     import time
 
-    from engine.evaluation import evaluate, load_beir
+    from engine.measure.evaluation import evaluate, load_beir
 
     studio = _studio(args)
     dataset = load_beir(args.dataset, args.split)
@@ -232,7 +232,7 @@ def _eval_store(studio, store: str, dataset, docs, queries, modes: list[str], la
     import numpy as np
 
     from engine.collection import Collection
-    from engine.evaluation import corpus_collection, evaluate_collection
+    from engine.measure.evaluation import corpus_collection, evaluate_collection
 
     with tempfile.TemporaryDirectory(prefix="studio-eval-") as folder:
         dim = docs.shape[1] if docs is not None else 1
@@ -264,7 +264,7 @@ def _chunk_eval_args(p: argparse.ArgumentParser) -> None:
 
 @command("chunk-eval", "which chunk size/overlap finds the right page for sentences from your PDFs", _chunk_eval_args)
 def cmd_chunk_eval(args: argparse.Namespace) -> tuple[object, str]:
-    from engine.chunk_eval import evaluate_chunking
+    from engine.measure.chunk_eval import evaluate_chunking
 
     settings = []
     for item in args.settings.split(","):

@@ -84,7 +84,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 @command("ocr-bench", "OCR accuracy (CER) and speed of local engines on scanned copies of real PDFs", _bench_args)
 def cmd_ocr_bench(args: argparse.Namespace) -> tuple[object, str]:
     from engine.errors import InputError
-    from engine.ocr.evaluate import BenchConfig, markdown, run_benchmark, write_report
+    from engine.measure.ocr import BenchConfig, markdown, run_benchmark, write_report
     from engine.settings import load_settings
 
     if not 36 <= args.dpi <= 600:

@@ -23,7 +23,7 @@ def _bench_search_args(p: argparse.ArgumentParser) -> None:
 
 @command("bench-search", "exact vs ANN search latency, recall@10, build time and API memory", _bench_search_args)
 def cmd_bench_search(args: argparse.Namespace) -> tuple[object, str]:
-    from engine.search_bench import api_rss, bench_size, clustered_unit_vectors, compare_faiss
+    from engine.measure.search import api_rss, bench_size, clustered_unit_vectors, compare_faiss
 
     studio = _studio(args)
     root = studio.settings.collections_dir

@@ -226,7 +226,7 @@ def test_benchmarks_page_shows_the_shipped_side_by_side_report_before_any_run(en
     ok(at)
     assert at.selectbox[0].value.startswith("shipped: ")
     assert any("shipped with the project" in c for c in texts(at.caption))
-    from engine.bench import load_report
+    from engine.measure.bench import load_report
 
     report = load_report(shipped[-1])
     workloads = {r.workload for r in report.results}

@@ -6,8 +6,8 @@ import csv
 
 import pytest
 
-from engine.bench import load_report, run_benchmark, save_report, workload_texts
 from engine.errors import InputError
+from engine.measure.bench import load_report, run_benchmark, save_report, workload_texts
 
 
 def test_benchmark_onnx_against_the_torch_baseline(studio, tmp_path):

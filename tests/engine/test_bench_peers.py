@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import shared_data
 
-from engine import peers
-from engine.bench import BenchReport, BenchResult
-from engine.bench_peers import OurConfig, markdown, workload
 from engine.errors import InputError
+from engine.measure import peer_env as peers
+from engine.measure.bench import BenchReport, BenchResult
+from engine.measure.peers import OurConfig, markdown, workload
 
 
 def test_configs_parse_and_name():
@@ -56,7 +56,7 @@ def test_our_worker_speaks_the_runner_protocol(default_model, tmp_path, monkeypa
     monkeypatch.setenv("STUDIO_DATA_DIR", str(default_model.parent.parent))
     texts = tmp_path / "texts.json"
     texts.write_text(json.dumps(["a protein", "a cell regulates growth", "mortality"]))
-    worker = peers.PeerProcess("ours fp32", [sys.executable, "-m", "engine.peers.ours", "--model", default_model.name,
+    worker = peers.PeerProcess("ours fp32", [sys.executable, "-m", "engine.measure.peer_env.ours", "--model", default_model.name,
                                              "--variant", "fp32"], threads=1)
     try:
         worker.load()

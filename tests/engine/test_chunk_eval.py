@@ -1,6 +1,6 @@
 from conftest import shared_data
 
-from engine.chunk_eval import evaluate_chunking, sample_queries
+from engine.measure.chunk_eval import evaluate_chunking, sample_queries
 
 
 def test_chunk_eval_scores_page_lookup(studio):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import shared_data
 
-from engine.evaluation import load_beir, ndcg_at_k, rank, recall_at_k
+from engine.measure.evaluation import load_beir, ndcg_at_k, rank, recall_at_k
 
 
 def test_ndcg_and_recall_by_hand():
@@ -31,14 +31,14 @@ def test_load_scifact():
 
 
 def test_fusion_of_two_rankings_is_the_collections_fusion():
-    from engine.evaluation import fuse_ranked
+    from engine.measure.evaluation import fuse_ranked
 
     assert fuse_ranked(["a", "b", "c"], ["c", "d"], 3) == ["c", "a", "b"]  # c: 1/63 + 1/61 beats a: 1/61
     assert fuse_ranked(["a"], ["b"], 2, dense_weight=0.2) == ["b", "a"]
 
 
 def test_keyword_mode_on_scifact_needs_no_model():
-    from engine.evaluation import evaluate
+    from engine.measure.evaluation import evaluate
 
     result = evaluate(load_beir(shared_data("scifact")), None, None, {"model": "bm25"}, mode="keyword")
     data = result.to_dict()

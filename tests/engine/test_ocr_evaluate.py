@@ -9,7 +9,7 @@ import pytest
 from conftest import shared_data
 
 from engine.documents import Limits, open_document
-from engine.ocr.evaluate import (
+from engine.measure.ocr import (
     PageScore,
     cer,
     dominant_script,

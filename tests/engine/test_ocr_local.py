@@ -2,7 +2,7 @@
 
 CER thresholds: on the pages used here the engines measured 0.11 % (Tesseract, NIST SP 800-223
 page 10 at 200 dpi) and 0.0 % (RapidOCR, the lorem-ipsum page at 150 dpi); on the benchmark's clean
-prose pages Tesseract stayed under 1.1 % and RapidOCR ranged 0-10 % (engine/ocr/evaluate.py). The
+prose pages Tesseract stayed under 1.1 % and RapidOCR ranged 0-10 % (engine/measure/ocr.py). The
 tests allow 2 % (Tesseract) and 3 % (RapidOCR, which drops more characters, e.g. "cell" -> "cel"):
 margin for engine and rendering changes on these easy pages, while real breakage (wrong reading
 order, wrong language, half-size rendering, lost lines) lands far above it.
@@ -20,8 +20,8 @@ from conftest import shared_data
 
 from engine.documents import Limits, open_document
 from engine.errors import ConfigError, InputError, OCRUnavailableError
+from engine.measure.ocr import cer, normalize
 from engine.ocr import BACKENDS, OCRBackend, OCRText, get_backend, list_engines
-from engine.ocr.evaluate import cer, normalize
 from engine.ocr.tesseract import TesseractBackend, parse_languages, parse_version, tsv_to_text
 from engine.page_extraction import extract_pages, parse_page_spec
 

@@ -11,10 +11,10 @@ import pytest
 from conftest import shared_data
 
 from engine.documents import Limits, open_document
+from engine.measure.ocr import make_scan
+from engine.measure.ocr_throughput import clean_pages
 from engine.ocr import get_backend
 from engine.ocr.base import usable_cores
-from engine.ocr.evaluate import make_scan
-from engine.ocr.throughput import clean_pages
 from engine.page_extraction import extract_pages, worker_count
 
 DPI = 150

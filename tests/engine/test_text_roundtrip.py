@@ -138,8 +138,8 @@ def test_a_lone_surrogate_is_an_input_error_before_anything_is_written(tmp_path,
 
 
 def test_beir_jsonl_with_raw_line_separators_loads(tmp_path):
-    """engine/evaluation.py read BEIR JSONL with splitlines(): a raw U+2028 inside a text broke the line."""
-    from engine.evaluation import load_beir
+    """engine/measure/evaluation.py read BEIR JSONL with splitlines(): a raw U+2028 inside a text broke the line."""
+    from engine.measure.evaluation import load_beir
 
     docs = [{"_id": "d1", "title": "T\u2028itle", "text": "one\u2029two\x85three\x0bfour"}, {"_id": "d2", "text": "plain"}]
     (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), "utf-8")

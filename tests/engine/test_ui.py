@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from engine import ui
-from engine.bench import CSV_FIELDS, BenchReport, BenchResult
 from engine.errors import InputError, ModelNotFoundError
+from engine.measure.bench import CSV_FIELDS, BenchReport, BenchResult
 from engine.pipeline import ProgressEvent
 
 

@@ -2,7 +2,7 @@
 
 from server_harness import serve, wait_ready
 
-from engine.bench import run_benchmark, workload_texts
+from engine.measure.bench import run_benchmark, workload_texts
 from engine.server import create_app
 from engine.server.config import ApiSettings
 from engine.settings import load_settings

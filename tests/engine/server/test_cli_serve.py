@@ -93,14 +93,14 @@ def test_serve_help_lists_the_flags():
 
 
 def test_loadtest_script_reports_every_level(default_model, tmp_path):
-    """A tiny run of ``python -m engine.server.loadtest``: the figures the issue asks for are there."""
+    """A tiny run of ``python -m engine.measure.loadtest``: the figures the issue asks for are there."""
     import json
 
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(f"short sentence number {i} about embeddings" for i in range(16)) + "\n")
     report_file = tmp_path / "report.json"
     result = subprocess.run(
-        [sys.executable, "-m", "engine.server.loadtest", "--texts", str(texts), "--count", "16", "--concurrency", "1,4",
+        [sys.executable, "-m", "engine.measure.loadtest", "--texts", str(texts), "--count", "16", "--concurrency", "1,4",
          "--single-count", "4", "--json", str(report_file)],
         cwd=ROOT, env=_env(default_model.parent.parent), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

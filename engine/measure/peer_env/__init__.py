@@ -3,7 +3,7 @@
 The peers (sentence-transformers with its torch, ONNX, quantised-ONNX and OpenVINO back-ends, and
 fastembed) need torch, optimum and optimum-intel, which the engine never imports. They live in
 their own virtual environment, ``.venv-peers`` at the repository root (``STUDIO_PEERS_VENV`` moves
-it), created on first use from ``engine/peers/requirements.txt`` (pinned; torch is the CPU build
+it), created on first use from ``engine/measure/peer_env/requirements.txt`` (pinned; torch is the CPU build
 and is installed first so that pip never pulls a CUDA one). Each peer runs ``runner.py`` in that
 environment and is driven over a pipe, so the benchmark can interleave rounds of every backend.
 """
@@ -113,7 +113,7 @@ def peer_command(name: str, work: Path, onnx_file: Path | None, threads: int, py
 
 def ours_command(model: str, variant: str, provider: str) -> list[str]:
     """The engine itself as a worker with the same protocol (this environment's Python)."""
-    return [sys.executable, "-m", "engine.peers.ours", "--model", model, "--variant", variant, "--provider", provider]
+    return [sys.executable, "-m", "engine.measure.peer_env.ours", "--model", model, "--variant", variant, "--provider", provider]
 
 
 class PeerProcess:

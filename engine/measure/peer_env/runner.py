@@ -3,14 +3,14 @@
 stdin/stdout with one JSON object per line. It never imports the engine: it runs in the peers'
 environment, where torch, sentence-transformers, optimum and fastembed live.
 
-    python engine/peers/runner.py --peer st-onnx --model-dir DIR --onnx FILE --work DIR --threads 2
+    python engine/measure/peer_env/runner.py --peer st-onnx --model-dir DIR --onnx FILE --work DIR --threads 2
 
 Commands (stdin) and answers (stdout):
     {"cmd": "load"}                                        -> {"ok": true, "load_seconds": s, "info": {...}}
     {"cmd": "run", "texts": FILE, "batch_size": 32, "out": FILE.npy or null}
                                                            -> {"ok": true, "seconds": s, "latencies": [...]}
     {"cmd": "quit"}                                        -> exits
-Errors answer {"ok": false, "error": "..."}. The driver is engine/peers/__init__.py.
+Errors answer {"ok": false, "error": "..."}. The driver is engine/measure/peer_env/__init__.py.
 """
 
 from __future__ import annotations

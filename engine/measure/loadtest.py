@@ -1,6 +1,6 @@
 """Throughput of the HTTP API against the engine called in-process, on the same texts, in one run.
 
-    python -m engine.server.loadtest [--texts scifact|queries|FILE] [--count 512] [--concurrency 1,8,64]
+    python -m engine.measure.loadtest [--texts scifact|queries|FILE] [--count 512] [--concurrency 1,8,64]
 
 1. embeds the texts in-process (one call with all of them, then one text per call): the reference
    vectors and the engine's own rate;
@@ -251,7 +251,7 @@ def measure_level(base: str, model: str, texts: list[str], reference: np.ndarray
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.server.loadtest", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m engine.measure.loadtest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--texts", default="scifact", help="scifact (abstracts), queries (short claims) or a file")
     parser.add_argument("--count", type=int, default=512, help="texts per concurrency level")
     parser.add_argument("--concurrency", default="1,8,64", help="comma list of concurrent clients")

@@ -1,7 +1,7 @@
 """RSS over many batches of varying shapes, per ONNX Runtime memory setting (the CPU arena and the
 memory-pattern planner), to choose the default that keeps a long-running process flat.
 
-    python -m engine.bench_memory --batches 200 --out docs/rss-curve.png [--json]
+    python -m engine.measure.memory --batches 200 --out docs/rss-curve.png [--json]
 
 Each setting runs in its own process (RSS is per process); the batches are the same for every
 setting: random batch sizes 1..16 and text lengths 4..200 tokens, seeded.
@@ -79,7 +79,7 @@ def draw(curves: dict[str, list[float]], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.bench_memory")
+    parser = argparse.ArgumentParser(prog="python -m engine.measure.memory")
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--model")
     parser.add_argument("--out", type=Path, default=Path("docs/rss-curve.png"))
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     curves = {}
     for name in SETTINGS:
-        command = [sys.executable, "-m", "engine.bench_memory", "--one", name, "--batches", str(args.batches)]
+        command = [sys.executable, "-m", "engine.measure.memory", "--one", name, "--batches", str(args.batches)]
         if args.model:
             command += ["--model", args.model]
         done = subprocess.run(command, capture_output=True, text=True, check=True)

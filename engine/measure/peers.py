@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import peers as peer_lib
-from engine.bench import BenchReport, BenchResult, _compare, _percentiles, environment
 from engine.errors import InputError, StudioError
+from engine.measure import peer_env as peer_lib
+from engine.measure.bench import BenchReport, BenchResult, _compare, _percentiles, environment
 from engine.settings import REPO_ROOT
 from engine.studio import Studio
 

@@ -1,7 +1,7 @@
 """This project's engine as a benchmark worker, with the same pipe protocol as ``runner.py``, so
 that it runs in its own process like every peer (its RSS is its own) and rounds interleave.
 
-    python -m engine.peers.ours --model M --variant V --provider P --threads N
+    python -m engine.measure.peer_env.ours --model M --variant V --provider P --threads N
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from engine.peers.runner import serve
+from engine.measure.peer_env.runner import serve
 
 
 class Ours:
@@ -44,7 +44,7 @@ class Ours:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.peers.ours")
+    parser = argparse.ArgumentParser(prog="python -m engine.measure.peer_env.ours")
     parser.add_argument("--model", required=True)
     parser.add_argument("--variant", required=True)
     parser.add_argument("--provider", default="cpu")

@@ -1,9 +1,9 @@
 """Pages per second of a local OCR engine with 1 and more workers, and the CER of each run.
 
-    python -m engine.ocr.throughput [PDF] [--pages 8] [--dpi 170] [--engine tesseract] [--workers 1,2] [--repeats 1]
+    python -m engine.measure.ocr_throughput [PDF] [--pages 8] [--dpi 170] [--engine tesseract] [--workers 1,2] [--repeats 1]
 
 A born-digital PDF's first clean text-layer pages are rendered in grey at ``dpi`` into an image-only
-PDF (engine.ocr.evaluate.make_scan: the "scan"); that scan goes through engine.page_extraction with each
+PDF (engine.measure.ocr.make_scan: the "scan"); that scan goes through engine.page_extraction with each
 worker count, back to back (repeated ``--repeats`` times, interleaved, so a load change on a shared
 machine hits every setting), and each run's text is scored against the original text layer.
 Pages per second = pages / wall-clock seconds of the whole document, rendering included.
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -22,12 +21,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from engine.documents import Limits, open_document
+from engine.measure.ocr import MIN_REFERENCE_CHARS, make_scan, pick_pages, score_page, summarize
 from engine.ocr.base import usable_cores
-from engine.ocr.evaluate import MIN_REFERENCE_CHARS, make_scan, pick_pages, score_page, summarize
+from engine.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-SHARED_DATA = Path(os.environ.get("STUDIO_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+SHARED_DATA = get_settings().shared_data  # STUDIO_SHARED_DATA, default ../shared/data
 DEFAULT_PDF = SHARED_DATA / "pdfs" / "report_nist_sp800-223.pdf"
 
 
@@ -86,7 +86,7 @@ def run(pdf: Path, pages: int, dpi: int, engine: str, worker_counts: Sequence[in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.ocr.throughput", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m engine.measure.ocr_throughput", description=__doc__.split("\n\n")[0])
     parser.add_argument("pdf", nargs="?", type=Path, default=DEFAULT_PDF, help="a born-digital PDF")
     parser.add_argument("--pages", type=int, default=8)
     parser.add_argument("--dpi", type=int, default=170)
