@@ -32,7 +32,6 @@ ORT_NAMES = {
 }
 SHORT_NAMES = {v: k for k, v in ORT_NAMES.items()}
 AUTO_ORDER = ("cuda", "rocm", "migraphx", "directml", "openvino", "cpu")
-GPU_PROVIDERS = frozenset({"tensorrt", "cuda", "rocm", "migraphx", "directml"})
 
 
 @dataclass(frozen=True)

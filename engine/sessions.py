@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import providers
-from engine.errors import ModelFileError, ProviderError
+from engine.errors import ModelFileError, ProviderError, StudioError
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +80,40 @@ def create_session(path: Path, choice: providers.ProviderChoice, options: Sessio
         raise ModelFileError(f"The ONNX file {path.name} is missing from {path.parent}.", "re-convert the model")
     try:
         return ort.InferenceSession(str(path), sess_options=options.build(), providers=list(choice.ort_providers))
-    except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/RuntimeException types
-        text = str(exc)
-        if "Protobuf" in text or "parsing" in text.lower() or "ModelProto" in text or "Load model" in text:
-            raise ModelFileError(
-                f"The ONNX file {path.name} in {path.parent.name} is corrupt or truncated.",
-                "delete the model folder and convert again: python -m engine convert NAME --force",
-            ) from None
-        if any(name in text for name in providers.ORT_NAMES.values()) and choice.name != "cpu":
-            raise ProviderError(f"ONNX Runtime could not start the {choice.name} provider: {text[:300]}") from None
-        raise ModelFileError(f"ONNX Runtime could not load {path.name}: {text[:300]}") from None
+    except Exception as exc:  # ORT raises its own classes (onnxruntime_pybind11_state.*), not one base
+        raise ort_failure(exc, path, choice) from None
+
+
+_CORRUPT = ("The ONNX file {file} in {folder} is corrupt or truncated.",
+            "delete the model folder and convert again: python -m engine convert NAME --force")
+# ONNX Runtime's exception class names -> (our error, message, hint): the one table of what a user is told.
+ORT_FAILURES: dict[str, tuple[type[StudioError], str, str]] = {
+    "InvalidProtobuf": (ModelFileError, *_CORRUPT),
+    "NoSuchFile": (ModelFileError, "The ONNX file {file} is missing from {folder}.", "re-convert the model"),
+    "InvalidGraph": (ModelFileError, "The ONNX file {file} in {folder} is not a valid ONNX graph: {detail}",
+                     "re-convert the model; if it persists, report the model id"),
+    "NotImplemented": (ModelFileError, "{file} uses an operator this ONNX Runtime cannot run: {detail}",
+                       "upgrade onnxruntime, or convert with an older opset"),
+    "EPFail": (ProviderError, "ONNX Runtime could not start the {provider} provider: {detail}",
+               "python -m engine providers says what is installed; --provider cpu always works"),
+}
+# Fail and RuntimeException carry the cause only in their text: these markers tell a corrupt file.
+_CORRUPT_MARKERS = ("Protobuf", "parsing", "ModelProto", "Load model")
+
+
+def ort_failure(exc: Exception, path: Path, choice: providers.ProviderChoice) -> StudioError:
+    """The user-facing error for an ONNX Runtime failure while loading ``path`` on ``choice``."""
+    text = str(exc)
+    fields = {"file": path.name, "folder": path.parent.name, "provider": choice.name, "detail": text[:300]}
+    kind = ORT_FAILURES.get(type(exc).__name__)
+    if kind is None and any(marker.lower() in text.lower() for marker in _CORRUPT_MARKERS):
+        kind = (ModelFileError, *_CORRUPT)
+    if kind is None and choice.name != "cpu" and any(name in text for name in providers.ORT_NAMES.values()):
+        kind = ORT_FAILURES["EPFail"]
+    if kind is None:
+        kind = (ModelFileError, "ONNX Runtime could not load {file}: {detail}", "")
+    error, message, hint = kind
+    return error(message.format(**fields), hint)
 
 
 class SessionCache:

@@ -79,3 +79,20 @@ def test_diagnostics_flag_a_gpu_without_the_cuda_provider(monkeypatch, tmp_path)
     monkeypatch.setenv("PATH", f"{tmp_path}:{__import__('os').environ['PATH']}")
     warnings = providers.diagnostics()
     assert any("no CUDA provider" in w and "install-onnxruntime-gpu.sh" in w for w in warnings)
+
+
+def test_onnx_runtime_failures_are_told_from_one_table(tmp_path):
+    from engine import providers
+    from engine.errors import ModelFileError, ProviderError
+    from engine.sessions import ORT_FAILURES, ort_failure
+
+    cpu = providers.resolve("cpu")
+    classes = {name: type(name, (Exception,), {}) for name in ORT_FAILURES}
+    path = tmp_path / "model.onnx"
+    assert isinstance(ort_failure(classes["InvalidProtobuf"]("x"), path, cpu), ModelFileError)
+    assert "corrupt" in ort_failure(classes["InvalidProtobuf"]("x"), path, cpu).message
+    assert isinstance(ort_failure(classes["EPFail"]("boom"), path, cpu), ProviderError)
+    fail = type("Fail", (Exception,), {})
+    assert "corrupt" in ort_failure(fail("[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Protobuf parsing failed."), path,
+                                    cpu).message
+    assert isinstance(ort_failure(fail("anything else"), path, cpu), ModelFileError)
