@@ -26,15 +26,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from engine.documents import Document, Limits, TextLayer, open_document
-from engine.errors import ConfigError, InputError, OCRUnavailableError, StudioError
+from engine.errors import InputError, OCRUnavailableError, StudioError
 from engine.ocr import Availability, OCRBackend, OCRText, PageImage, get_backend, load_backends
 from engine.ocr.base import usable_cores
 from engine.page_records import Page
 from engine.progress import StepProgress
+from engine.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +41,8 @@ TEXT = "text"
 BackendOptions = Mapping[str, Mapping[str, object]]
 
 
-class ExtractSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STUDIO_", extra="ignore", frozen=True)
-
-    ocr_auto_engines: str = Field("tesseract,rapidocr", description="OCR engines auto tries, best first")
-    ocr_workers: int | None = Field(None, ge=1, le=256, description="pages OCR'd at once; default: usable cores")
-
-
 def auto_preference() -> list[str]:
-    try:
-        raw = ExtractSettings().ocr_auto_engines
-    except ValueError as exc:
-        raise ConfigError(f"Invalid STUDIO_OCR_AUTO_ENGINES: {exc}", "use a comma list such as tesseract,rapidocr") from None
+    raw = load_settings().ocr_auto_engines
     return [name.strip() for name in raw.split(",") if name.strip() and name.strip() not in (AUTO, TEXT)]
 
 
@@ -169,10 +157,7 @@ def worker_count(backend: OCRBackend, pages: int, requested: int | None = None) 
         return 1
     if requested:
         return max(1, min(requested, pages))
-    try:
-        configured = ExtractSettings().ocr_workers
-    except ValueError as exc:
-        raise ConfigError(f"Invalid STUDIO_OCR_WORKERS: {exc}", "use a whole number of workers, e.g. 2") from None
+    configured = load_settings().ocr_workers
     return max(1, min(configured or usable_cores(), pages))
 
 

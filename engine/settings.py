@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     qdrant_api_key: SecretStr | None = Field(None, description="Qdrant API key (never logged)")
     qdrant_path: Path | None = Field(None, description="qdrant-client embedded local mode folder (no server)")
 
+    # local OCR (tesseract, rapidocr and the per-page orchestrator, engine/page_extraction.py)
+    ocr_auto_engines: str = Field("tesseract,rapidocr", description="OCR engines auto tries, best first")
+    ocr_workers: int | None = Field(None, ge=1, le=256, description="pages OCR'd at once; default: usable cores")
+    ocr_languages: str = Field("eng", description="Tesseract languages, joined with '+' (eng+deu+fra)")
+    ocr_timeout_s: float = Field(300.0, gt=0, description="longest one page may take")
+    tesseract_cmd: str = Field("tesseract", description="the tesseract program (name on PATH or full path)")
+    tesseract_psm: int = Field(3, ge=0, le=13, description="page segmentation mode; 3 = automatic")
+    tesseract_threads: int = Field(1, ge=1, le=64, description="OMP_THREAD_LIMIT for each tesseract run")
+    rapidocr_threads: int | None = Field(None, ge=1, le=256, description="RapidOCR's ONNX Runtime intra-op threads")
+    rapidocr_text_score: float = Field(0.5, ge=0.0, le=1.0, description="minimum RapidOCR recognition score kept")
+
     # documents
     max_upload_mb: int = Field(200, ge=1)
     max_pages: int = Field(2000, ge=1)

@@ -19,14 +19,11 @@ import threading
 import time
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from engine.errors import OCRError, OCRUnavailableError
 from engine.layout import layout_text
 from engine.ocr import register
 from engine.ocr.base import Availability, OCRBackend, OCRText, PageImage, usable_cores
-from engine.settings import build
+from engine.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +34,6 @@ BUNDLED_MODELS = {
     "Cls": "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
 }
 INSTALL_HINT = "pip install rapidocr==3.10.0 onnxruntime (the wheel bundles the PP-OCRv6 small models)"
-
-
-class RapidOCRSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STUDIO_", extra="ignore", frozen=True)
-
-    rapidocr_threads: int | None = Field(None, ge=1, le=256, description="ONNX Runtime intra-op threads")
-    rapidocr_text_score: float = Field(0.5, ge=0.0, le=1.0, description="minimum recognition score kept")
 
 
 def package_dir(name: str) -> Path | None:
@@ -134,7 +124,7 @@ class RapidOCRBackend(OCRBackend):
     parallel = True  # ONNX Runtime runs outside the GIL; one engine per worker thread
 
     def __init__(self, threads: int | None = None, text_score: float | None = None) -> None:
-        settings = build(RapidOCRSettings, "RapidOCR settings")
+        settings = load_settings()
         self.threads = threads or settings.rapidocr_threads
         self.text_score = settings.rapidocr_text_score if text_score is None else text_score
 

@@ -21,28 +21,15 @@ import shutil
 import subprocess
 import time
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from engine.errors import ConfigError, OCRError, OCRUnavailableError
 from engine.ocr import register
 from engine.ocr.base import Availability, OCRBackend, OCRText, PageImage
-from engine.settings import build
+from engine.settings import load_settings
 
 log = logging.getLogger(__name__)
 
 _LANGUAGES = re.compile(r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$")
 LOW_CONFIDENCE = 0.6
-
-
-class TesseractSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STUDIO_", extra="ignore", frozen=True)
-
-    ocr_languages: str = Field("eng", description="Tesseract languages, joined with '+' (eng+deu+fra)")
-    tesseract_cmd: str = Field("tesseract", description="the tesseract program (name on PATH or full path)")
-    tesseract_psm: int = Field(3, ge=0, le=13, description="page segmentation mode; 3 = automatic")
-    tesseract_threads: int = Field(1, ge=1, le=64, description="OMP_THREAD_LIMIT for each tesseract run")
-    ocr_timeout_s: float = Field(300.0, gt=0, description="longest one page may take")
 
 
 def install_hint(languages: str) -> str:
@@ -96,7 +83,7 @@ class TesseractBackend(OCRBackend):
 
     def __init__(self, languages: str | None = None, cmd: str | None = None, psm: int | None = None,
                  threads: int | None = None, timeout_s: float | None = None) -> None:
-        settings = build(TesseractSettings, "Tesseract settings")
+        settings = load_settings()
         self.languages = (languages or settings.ocr_languages).strip()
         if not _LANGUAGES.match(self.languages):
             raise ConfigError(f"'{self.languages}' is not a Tesseract language list.",
