@@ -7,6 +7,7 @@ order), the same rows the dense side uses, so the two rankings can be fused.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -68,10 +69,13 @@ def _stemmer(name: str | None):
 class KeywordIndex:
     """A BM25 index over ``size`` chunk texts; ``scores`` gives one score per row (0 = no term matched)."""
 
-    def __init__(self, retriever, language: str, size: int) -> None:
+    def __init__(self, retriever, language: str, size: int, indexed: bool | None = None) -> None:
         self._retriever = retriever
         self.language = language
         self.size = size
+        # False when no row has a single term (only stop words, punctuation or symbols): bm25s cannot
+        # index an empty vocabulary, and every score is 0 anyway
+        self.indexed = bool(size) if indexed is None else indexed
 
     @classmethod
     def build(cls, texts: Sequence[str], language: str = "en") -> KeywordIndex:
@@ -79,13 +83,14 @@ class KeywordIndex:
 
         retriever = bm25s.BM25()
         terms = Analyzer(language).terms(texts)
-        if texts:
+        indexed = any(any(row) for row in terms)
+        if indexed:
             retriever.index(terms, show_progress=False)
-        return cls(retriever, language, len(texts))
+        return cls(retriever, language, len(texts), indexed)
 
     def scores(self, query: str) -> np.ndarray:
         terms = [t for t in Analyzer(self.language).terms([query])[0] if t]
-        if not terms or self.size == 0:
+        if not terms or not self.indexed:
             return np.zeros(self.size, dtype=np.float32)
         return np.asarray(self._retriever.get_scores(terms), dtype=np.float32)
 
@@ -103,9 +108,9 @@ class KeywordIndex:
         tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        if self.size:
+        if self.indexed:
             self._retriever.save(str(tmp), show_progress=False)
-        (tmp / "keyword.json").write_text(f'{{"language": "{self.language}", "size": {self.size}}}')
+        (tmp / "keyword.json").write_text(json.dumps({"language": self.language, "size": self.size, "indexed": self.indexed}))
         for file in tmp.iterdir():
             with open(file, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -114,18 +119,16 @@ class KeywordIndex:
 
     @classmethod
     def load(cls, folder: Path) -> KeywordIndex:
-        import json
-
         bm25s = _bm25s()
 
         try:
             meta = json.loads((Path(folder) / "keyword.json").read_text())
-            retriever = (bm25s.BM25.load(str(folder), mmap=True, show_progress=False) if meta["size"]
-                         else bm25s.BM25())
+            indexed = bool(meta.get("indexed", meta["size"]))
+            retriever = bm25s.BM25.load(str(folder), mmap=True, show_progress=False) if indexed else bm25s.BM25()
         except (OSError, ValueError, KeyError) as exc:
             raise CollectionError(f"The keyword index {Path(folder).name} is unreadable: {exc}",
                                   "rebuild it: python -m engine reindex --collection NAME") from None
-        return cls(retriever, meta["language"], int(meta["size"]))
+        return cls(retriever, meta["language"], int(meta["size"]), indexed)
 
 
 def top_k(scores: np.ndarray, k: int, floor: float = -np.inf) -> tuple[np.ndarray, np.ndarray]:
