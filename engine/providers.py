@@ -86,9 +86,14 @@ def _options(name: str) -> dict[str, str]:
     return {}
 
 
+def normalize(request: str | None) -> str:
+    """A provider as the user typed it (" CUDA", None) -> its one spelling ("cuda", "auto")."""
+    return (request or "auto").strip().lower()
+
+
 def resolve(request: str | None) -> ProviderChoice:
     """Turn 'auto' or a provider name into the provider list for a session."""
-    requested = (request or "auto").strip().lower()
+    requested = normalize(request)
     present = available()
     if requested == "auto":
         name = next(p for p in AUTO_ORDER if p in present or p == "cpu")

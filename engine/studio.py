@@ -62,7 +62,7 @@ class Studio:
     def embedder(self, model: str | None = None, variant: str | None = None, provider: str | None = None) -> Embedder:
         spec = self.registry.require_converted(model or self.registry.default_model)
         variant = variant or spec.default_variant
-        requested = (provider or self.settings.provider).strip().lower()
+        requested = providers.normalize(provider or self.settings.provider)
         # resolved once, here: "auto" and the provider it picks share one embedder and one session
         resolved = providers.resolve(requested).name
         key = (spec.name, variant, resolved)
