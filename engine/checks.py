@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import providers
 from engine.errors import StudioError
 from engine.manifest import TOKENIZER_FILE, Manifest, Parity
 
@@ -186,7 +187,7 @@ def check_variant(studio, spec, variant: str, requested_provider: str, load: boo
 def check_models(studio, models: Iterable[str] | None = None, provider: str | None = None,
                  variants: Iterable[str] | None = None, load: bool = True) -> list[ModelCheck]:
     """Check every registry model (or the ones named); not-converted models are listed as skipped."""
-    requested = (provider or studio.settings.provider or "auto").lower()
+    requested = providers.normalize(provider or studio.settings.provider)
     wanted = set(variants) if variants else None
     specs = studio.registry.list() if not models else [studio.registry.get(name) for name in models]
     results = []

@@ -14,7 +14,7 @@ import logging
 
 from fastapi import FastAPI
 
-from engine import __version__
+from engine import __version__, providers
 from engine.server import errors
 from engine.server.auth import BearerAuthMiddleware
 from engine.server.batching import Batcher, BatchLimits
@@ -47,7 +47,7 @@ def create_app(studio: Studio | None = None, api: ApiSettings | None = None) -> 
         readiness=Readiness(),
         default_model=api.model or studio.registry.default_model,
         default_variant=api.variant,
-        provider=(api.provider or studio.settings.provider).lower(),
+        provider=providers.normalize(api.provider or studio.settings.provider),
     )
 
     @contextlib.asynccontextmanager
