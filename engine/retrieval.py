@@ -55,6 +55,8 @@ class Segment:
             with open(chunks_file, "rb") as handle:
                 size = handle.seek(0, 2)
                 self._lines = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        except FileNotFoundError:
+            raise  # retired by a writer meanwhile: the collection re-reads its manifest and retries
         except (OSError, ValueError) as exc:
             raise CollectionError(f"A segment of the collection is unreadable ({stem}): {exc}") from None
         ends = np.flatnonzero(np.frombuffer(self._lines, dtype=np.uint8) == 10) if size else np.zeros(0, np.int64)

@@ -30,9 +30,11 @@ def stored_kind(root: Path, name: str) -> str | None:
     return kind if kind in STORES else "embedded"  # a malformed manifest: the embedded reader reports it
 
 
-def open_collection(settings, name: str, store: str | None = None) -> Collection:
+def open_collection(settings, name: str, store: str | None = None, kind: str | None = None) -> Collection:
+    """The collection ``name`` in the store it was made in (``kind``, when the caller read it already), or
+    in ``store`` / STUDIO_VECTOR_STORE for a new one."""
     root = Path(settings.collections_dir)
-    kind = stored_kind(root, name) or store or settings.vector_store
+    kind = kind or stored_kind(root, name) or store or settings.vector_store
     if kind not in STORES:
         raise InputError(f"{kind!r} is not a vector store.", f"use one of {', '.join(STORES)}")
     if kind == "qdrant":

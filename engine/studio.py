@@ -46,7 +46,7 @@ class Studio:
                 return cached[1]  # no extra read of collection.json per query
             kind = stored_kind(self.settings.collections_dir, name) or store or self.settings.vector_store
             if cached is None or cached[0] != kind:
-                self._collections[name] = (kind, open_collection(self.settings, name, kind))
+                self._collections[name] = (kind, open_collection(self.settings, name, kind=kind))
             return self._collections[name][1]
 
     @property
