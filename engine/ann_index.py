@@ -152,6 +152,10 @@ class AnnIndex:
         try:
             keymap = KeyMap.from_json(keys_path(path).read_text(encoding="utf-8"))
             index = Index.restore(str(path), view=view)
+            if index is None and not Path(path).exists():  # usearch answers None for a missing file
+                raise FileNotFoundError(2, "No such file or directory", str(path))
+        except FileNotFoundError:
+            raise  # retired by a writer meanwhile: the collection retries with a newer manifest
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise CollectionError(f"The ANN index {Path(path).name} is unreadable: {exc}",
                                   "rebuild it: python -m engine reindex --collection NAME") from None

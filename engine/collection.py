@@ -235,6 +235,7 @@ class Collection:
             if self._cache is None or self._cache[0] != (info.uid, info.generation):
                 try:
                     view = View(self.path, info, self._segment_files)
+                    view.open_stored_indexes()
                 except FileNotFoundError as gone:  # a writer retired it: _reading retries with a newer manifest
                     raise _SegmentGone(Path(gone.filename or "?").name) from None
                 self._cache = ((info.uid, info.generation), view)
@@ -306,7 +307,7 @@ class Collection:
         files.write(self.path / MANIFEST, info_to_json(after))
         files.keep()  # the new manifest is in place: from here on the change stands
         self._collect_garbage(before, after)
-        derived_indexes.collect_garbage(self.path, after)
+        derived_indexes.collect_garbage(self.path, after, RETAIN_SECONDS)
         return after
 
     def _collect_garbage(self, before: CollectionInfo | None, after: CollectionInfo) -> None:

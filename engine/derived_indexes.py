@@ -3,12 +3,15 @@
 (+ ``.keys.json``). They are written before the manifest that names them (collection.json's
 ``indexes``), so a crash leaves the previous generation and its indexes in force; the ANN index is
 updated incrementally from the previous generation's (only the added/removed documents' keys change).
-Files of the current and the previous generation are kept (a reader may hold the older manifest).
+Index files the manifest stops naming are kept for the same retention as segments (a reader may
+still hold an older manifest), then removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import shutil
 import time
@@ -67,17 +70,30 @@ def _update_ann(folder: Path, info, segments: list[Segment], config: SearchConfi
     return name
 
 
-def collect_garbage(root: Path, info) -> None:
-    """Remove index files of generations before the previous one that the manifest does not name."""
+def collect_garbage(root: Path, info, retain_seconds: float = 120.0) -> None:
+    """Retire and remove index files the manifest no longer names, as segments are: the previous
+    generation's are retired now (their mtime marks when), older ones go ``retain_seconds`` after they
+    were retired (a reader may still hold a manifest that names them)."""
     folder = Path(root) / INDEXES
     keep = {v for v in (info.indexes or {}).values() if isinstance(v, str)}
+    now = time.time()
     for entry in folder.iterdir() if folder.is_dir() else ():
         if ".tmp-" in entry.name and entry.name.startswith("."):  # a killed writer's (we hold the lock)
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
             continue
         match = GENERATION.search(entry.name)
         base = entry.name.removesuffix(".keys.json")
-        if entry.name.startswith(".") or match is None or base in keep or int(match.group(1)) >= info.generation - 1:
+        if entry.name.startswith(".") or match is None or base in keep or int(match.group(1)) >= info.generation:
+            continue
+        if int(match.group(1)) == info.generation - 1:
+            with contextlib.suppress(OSError):
+                os.utime(entry)  # retired by this commit: the retention clock starts now
+            continue
+        try:
+            retired_for = now - entry.stat().st_mtime
+        except OSError:
+            continue
+        if retired_for <= retain_seconds:
             continue
         if entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)

@@ -125,6 +125,8 @@ class KeywordIndex:
             meta = json.loads((Path(folder) / "keyword.json").read_text())
             indexed = bool(meta.get("indexed", meta["size"]))
             retriever = bm25s.BM25.load(str(folder), mmap=True, show_progress=False) if indexed else bm25s.BM25()
+        except FileNotFoundError:
+            raise  # retired by a writer meanwhile: the collection retries with a newer manifest
         except (OSError, ValueError, KeyError) as exc:
             raise CollectionError(f"The keyword index {Path(folder).name} is unreadable: {exc}",
                                   "rebuild it: python -m engine reindex --collection NAME") from None

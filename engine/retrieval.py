@@ -113,6 +113,15 @@ class View:
                 scores[self.starts[i]:self.starts[i + 1]] = segment.vectors @ query
         return top_k(scores, k)
 
+    def open_stored_indexes(self) -> None:
+        """Open the keyword and ANN index files this generation names, now: a file a writer retired meanwhile
+        then raises FileNotFoundError while the caller can still retry with a newer manifest."""
+        indexes = getattr(self.info, "indexes", None) or {}
+        if indexes.get("keyword"):
+            self.keyword()
+        if indexes.get("ann"):
+            self.ann()
+
     def ann(self) -> AnnIndex | None:
         if not self._ann_checked:
             name = (getattr(self.info, "indexes", None) or {}).get("ann")

@@ -116,7 +116,10 @@ def test_collection_keyword_and_hybrid_search(tmp_path):
         c.search(vectors[0], mode="keyword")
 
 
-def test_keyword_search_follows_documents_deletes_and_filters(tmp_path):
+def test_keyword_search_follows_documents_deletes_and_filters(tmp_path, monkeypatch):
+    from engine import collection as collection_module
+
+    monkeypatch.setattr(collection_module, "RETAIN_SECONDS", -1.0)  # retired index files go at the next commit
     rng = np.random.default_rng(1)
     c = _collection(tmp_path)
     _add(c, "a" * 64, "a.pdf", ["alpha turbine blade", "common words here"], _unit(rng, 2))
