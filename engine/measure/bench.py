@@ -84,6 +84,18 @@ def environment() -> dict:
             "onnxruntime": ort.__version__, "providers": available(), "load_average": os.getloadavg()[0]}
 
 
+def jsonl_texts(path: Path, count: int) -> list[str]:
+    """The first ``count`` texts of a BEIR-style JSONL file: title and text of each record."""
+    texts = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line)
+            texts.append((record.get("title", "") + " " + record.get("text", "")).strip())
+            if len(texts) >= count:
+                break
+    return texts
+
+
 def workload_texts(name: str, count: int) -> list[str]:
     """'sentences' (short, built in) or a path to a BEIR corpus.jsonl / a .txt file (one text per line)."""
     if name == "sentences":
@@ -98,14 +110,7 @@ def workload_texts(name: str, count: int) -> list[str]:
     if not path.is_file():
         raise InputError(f"Workload {name!r} is neither 'sentences' nor a file.", "give a corpus.jsonl or .txt path")
     if path.suffix == ".jsonl":
-        texts = []
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                record = json.loads(line)
-                texts.append((record.get("title", "") + " " + record.get("text", "")).strip())
-                if len(texts) >= count:
-                    break
-        return texts
+        return jsonl_texts(path, count)
     return [t.rstrip("\r") for t in path.read_text(encoding="utf-8").split("\n") if t.strip()][:count]  # \n only
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from engine.errors import InputError, StudioError
 from engine.measure import peer_env as peer_lib
-from engine.measure.bench import BenchReport, BenchResult, _compare, _percentiles, environment
+from engine.measure.bench import BenchReport, BenchResult, _compare, _percentiles, environment, jsonl_texts
 from engine.settings import REPO_ROOT
 from engine.studio import Studio
 
@@ -55,14 +55,7 @@ def workload(name: str, folder: Path = SCIFACT) -> list[str]:
     path = folder / file
     if not path.is_file():
         raise InputError(f"The SciFact file {path} is missing.", "set STUDIO_SHARED_DATA to the folder holding scifact/")
-    texts = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            record = json.loads(line)
-            texts.append((record.get("title", "") + " " + record.get("text", "")).strip())
-            if len(texts) >= count:
-                break
-    return texts
+    return jsonl_texts(path, count)
 
 
 @dataclass
