@@ -141,11 +141,12 @@ def _default_model(engine) -> None:
         st.markdown(f"**{spec.name}** ({spec.hf_id}) — {manifest.dim} dimensions, "
                     f"{'+'.join(manifest.pooling_modes)} pooling, max {manifest.max_seq_length} tokens, "
                     f"variants: {', '.join(manifest.variants)}")
-        parity = manifest.variants.get(spec.default_variant)
-        if parity and parity.parity:
-            st.caption(f"{spec.default_variant} vs sentence-transformers at conversion: min cosine "
-                       f"{parity.parity.min_cosine:.6f}, max |diff| {parity.parity.max_abs_diff:.1e}")
         embedder = engine.embedder(spec.name)
+        parity = manifest.variants.get(embedder.variant)
+        if parity and parity.parity:
+            chosen = " (chosen by `auto`: the fastest with fp32 quality here)" if spec.default_variant == "auto" else ""
+            st.caption(f"{embedder.variant}{chosen} vs sentence-transformers at conversion: min cosine "
+                       f"{parity.parity.min_cosine:.6f}, max |diff| {parity.parity.max_abs_diff:.1e}")
         info = embedder.info()
         if info["fallback"]:
             st.warning(info["fallback"], icon=":material/error:")

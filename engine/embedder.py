@@ -19,7 +19,7 @@ import numpy as np
 
 from engine import pooling
 from engine.errors import InferenceError, InputError, ModelFileError
-from engine.manifest import Manifest
+from engine.manifest import AUTO_VARIANT, Manifest
 from engine.progress import CountProgress
 from engine.registry import ModelSpec
 from engine.sessions import CachedSession, SessionCache, SessionKey, SessionOptions
@@ -90,6 +90,8 @@ class Embedder:
         self.spec = spec
         self.manifest = spec.manifest
         self.variant = variant or spec.default_variant
+        if self.variant == AUTO_VARIANT:  # measured by Studio.embedder; built directly, the reference
+            self.variant = "fp32" if "fp32" in self.manifest.variants else next(iter(self.manifest.variants))
         if self.variant not in self.manifest.variants:
             raise InputError(
                 f"Model {spec.name!r} has no {self.variant!r} variant (converted: {', '.join(self.manifest.variants)}).",

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import ModelFileError, ModelNotConvertedError, ModelNotFoundError, RegistryError
-from engine.manifest import MANIFEST_FILE, POOLING_MODES, VARIANTS, Manifest, read_manifest
+from engine.manifest import AUTO_VARIANT, MANIFEST_FILE, POOLING_MODES, VARIANT_CHOICES, VARIANTS, Manifest, read_manifest
 
 log = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -33,7 +33,8 @@ class _Entry(BaseModel):
     pooling: list[Literal[POOLING_MODES]] = Field(min_length=1)  # type: ignore[valid-type]
     normalize: bool
     variants: list[Literal[VARIANTS]] = Field(min_length=1)  # type: ignore[valid-type]
-    default_variant: Literal[VARIANTS] = "fp32"  # type: ignore[valid-type]
+    # auto: the fastest converted variant that keeps fp32 quality on the machine it runs on (engine.variant_probe)
+    default_variant: Literal[VARIANT_CHOICES] = AUTO_VARIANT  # type: ignore[valid-type]
     offline_source: str | None = None
     license: str = "unknown"
     languages: list[str] = ["en"]
@@ -49,7 +50,7 @@ class _Entry(BaseModel):
 
     @model_validator(mode="after")
     def _default_in_variants(self) -> _Entry:
-        if self.default_variant not in self.variants:
+        if self.default_variant != AUTO_VARIANT and self.default_variant not in self.variants:
             raise ValueError(f"default_variant {self.default_variant!r} is not in variants {self.variants}")
         return self
 
@@ -133,7 +134,7 @@ def spec_from_manifest(folder: Path, manifest: Manifest) -> ModelSpec:
         pooling=manifest.pooling_modes,
         normalize=manifest.normalize,
         variants=tuple(manifest.variants),
-        default_variant="fp32" if "fp32" in manifest.variants else next(iter(manifest.variants)),
+        default_variant=AUTO_VARIANT,
         offline_source=None,
         license="unknown",
         languages=(),

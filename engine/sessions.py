@@ -29,7 +29,7 @@ class SessionOptions:
     inter_op_threads: int = 1
     graph_optimization: str = "all"
     cpu_mem_arena: bool = True
-    mem_pattern: bool = True
+    mem_pattern: bool = False  # see Settings.mem_pattern
 
     def build(self):
         import onnxruntime as ort

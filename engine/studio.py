@@ -12,8 +12,9 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from engine import providers
+from engine import providers, variant_probe
 from engine.embedder import Embedder
+from engine.manifest import AUTO_VARIANT
 from engine.registry import Registry
 from engine.sessions import SessionCache, SessionOptions
 from engine.settings import Settings, get_settings
@@ -33,6 +34,8 @@ class Studio:
         self._collections: dict[str, tuple[str, Collection]] = {}  # name -> (store kind, collection)
         self._lock = threading.Lock()
         self._jobs = None  # engine.jobs.IngestJobs, made on first use
+        self._auto: dict[tuple[str, str, str], variant_probe.ProbeResult] = {}  # (model, provider, converted_at)
+        self._probe_lock = threading.Lock()  # one probe at a time: they would time each other
 
     def collection(self, name: str, store: str | None = None) -> Collection:
         """The one Collection object of this Studio for ``name`` (an invalid name is an InputError), of the
@@ -65,6 +68,8 @@ class Studio:
         requested = providers.normalize(provider or self.settings.provider)
         # resolved once, here: "auto" and the provider it picks share one embedder and one session
         resolved = providers.resolve(requested).name
+        if variant == AUTO_VARIANT:
+            variant = self.auto_variant(spec, resolved).chosen
         key = (spec.name, variant, resolved)
         with self._lock:
             cached = self._embedders.get(key)
@@ -83,6 +88,23 @@ class Studio:
         with self._lock:
             self._embedders[key] = embedder
         return embedder
+
+    def auto_variant(self, spec, provider: str) -> variant_probe.ProbeResult:
+        """What ``auto`` means for ``spec`` on ``provider`` here: remembered in the model folder, or measured
+        once (engine.variant_probe); the probe's sessions are its own and are freed after it."""
+        key = (spec.name, provider, spec.manifest.converted_at)
+        with self._probe_lock:
+            if key not in self._auto:
+                probe_sessions = SessionCache(len(spec.manifest.variants))
+
+                def make_embed(name: str):
+                    return Embedder(spec, variant=name, provider=provider, sessions=probe_sessions,
+                                    session_options=self.session_options, batch_size=32,
+                                    max_batch_tokens=self.settings.max_batch_tokens).embed
+
+                threads = self.settings.intra_op_threads or providers.cpu_count()
+                self._auto[key] = variant_probe.resolve(spec.manifest, spec.folder, provider, threads, make_embed)
+            return self._auto[key]
 
     @property
     def jobs(self):

@@ -24,7 +24,7 @@ import numpy as np
 from engine import __version__
 from engine.cli import args as cliargs
 from engine.errors import InputError, StudioError
-from engine.manifest import VARIANTS
+from engine.manifest import VARIANT_CHOICES
 from engine.textcheck import check_encodable
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,23 @@ def _model_row(spec) -> dict:
         "max_seq_length": manifest.max_seq_length if manifest else spec.max_seq_length,
         "variants": list(manifest.variants) if manifest else list(spec.variants),
         "parity": parity,
+        "default_variant": spec.default_variant,
+        "auto_variant": _auto_row(spec),
         "description": spec.description,
         "folder": str(spec.folder),
     }
+
+
+def _auto_row(spec) -> dict | None:
+    """What ``auto`` chose for ``spec`` on this machine's default provider, where it was measured already."""
+    from engine import providers, variant_probe
+
+    if spec.manifest is None:
+        return None
+    provider = providers.resolve("auto").name
+    result = variant_probe.remembered(spec.manifest, spec.folder, provider, providers.cpu_count())
+    return None if result is None else {"provider": provider, "chosen": result.chosen, "seconds": result.seconds,
+                                        "excluded": result.excluded, "measured_at": result.measured_at}
 
 
 @command("models", "the model registry and which models are converted", lambda p: None)
@@ -159,7 +173,7 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=cliargs.output_file,
                    help="output file, written exactly as named (.npy format: float32, input order); its folder must exist")
     p.add_argument("--provider", help="auto, cpu, cuda, tensorrt, ... (default: STUDIO_PROVIDER or auto)")
-    p.add_argument("--variant", choices=VARIANTS)
+    p.add_argument("--variant", choices=VARIANT_CHOICES)
     p.add_argument("--prompt-name", help="a prompt of the model, e.g. query or document")
     p.add_argument("--dimensions", type=cliargs.positive_int, help="Matryoshka: keep this many dimensions (re-normalised)")
     p.add_argument("--batch-size", type=cliargs.positive_int, help="texts per inference call")

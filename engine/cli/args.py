@@ -127,3 +127,21 @@ def input_folder(text: str) -> Path:
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is not a folder" if path.exists() else f"{text} does not exist")
     return path
+
+
+def config_list(text: str) -> list:
+    """Our benchmark configurations, a comma list of VARIANT[:PROVIDER]: 'int8, optimized:cpu'."""
+    from engine.measure.peers import OurConfig
+    from engine.providers import ORT_NAMES
+
+    configs = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        variant, _, provider = part.lower().partition(":")
+        if variant not in VARIANTS:
+            raise argparse.ArgumentTypeError(f"{part!r}: unknown variant {variant!r}: choose from {', '.join(VARIANTS)}")
+        if provider and provider not in (*ORT_NAMES, "auto"):
+            raise argparse.ArgumentTypeError(f"{part!r}: unknown provider {provider!r}: choose from auto, {', '.join(ORT_NAMES)}")
+        configs.append(OurConfig(variant, provider or "cpu"))
+    if not configs:
+        raise argparse.ArgumentTypeError("give at least one VARIANT[:PROVIDER], e.g. int8:cpu")
+    return list(dict.fromkeys(configs))

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from engine.cli import _studio, _table, command
 from engine.cli import args as cliargs
+from engine.measure.peer_env import PEERS
+from engine.measure.peers import DEFAULT_CONFIGS, WORKLOADS
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
@@ -20,14 +22,14 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vllm-url", action="append", default=[], help="an OpenAI-compatible server to include (repeatable)")
     p.add_argument("--vllm-model", help="model name to send to that server")
     p.add_argument("--out", type=Path, help="report folder (default: <data dir>/reports/bench)")
-    p.add_argument("--peers", help="side by side with peer libraries, each in its own process and environment "
-                                   "(.venv-peers, created on first use): st-torch,st-onnx,st-onnx-qint8,st-openvino,"
-                                   "fastembed")
-    p.add_argument("--configs", help="with --peers: our configurations as VARIANT[:PROVIDER] "
-                                     "(default fp32:cpu,optimized:cpu,int8:cpu)")
-    p.add_argument("--workloads", default="scifact-queries,scifact-abstracts",
+    p.add_argument("--peers", type=cliargs.choice_list(PEERS),
+                   help="side by side with peer libraries, each in its own process and environment "
+                        f"(.venv-peers, created on first use): {','.join(PEERS)}")
+    p.add_argument("--configs", type=cliargs.config_list, help="with --peers: our configurations as VARIANT[:PROVIDER] "
+                                                               f"(default {','.join(DEFAULT_CONFIGS)})")
+    p.add_argument("--workloads", type=cliargs.choice_list(WORKLOADS), default=",".join(WORKLOADS),
                    help="with --peers: scifact-queries (300) and/or scifact-abstracts (256)")
-    p.add_argument("--rounds", type=int, default=3, help="with --peers: timed rounds per backend (best kept)")
+    p.add_argument("--rounds", type=cliargs.positive_int, default=3, help="with --peers: timed rounds per backend (best kept)")
 
 
 @command("bench", "benchmark ONNX Runtime vs PyTorch vs vLLM/HTTP servers, with parity", _bench_args)
@@ -57,13 +59,12 @@ def cmd_bench(args: argparse.Namespace) -> tuple[object, str]:
 
 def _side_by_side(studio, args: argparse.Namespace, split) -> tuple[object, str]:
     from engine.measure.bench import save_report
-    from engine.measure.peers import DEFAULT_CONFIGS, OurConfig, markdown, run_side_by_side
+    from engine.measure.peers import OurConfig, markdown, run_side_by_side
 
     model = split(args.models)[0] if args.models else studio.registry.default_model
-    configs = [OurConfig.parse(c) for c in (split(args.configs) if args.configs else DEFAULT_CONFIGS)]
-    batch = int(split(args.batch_sizes)[-1])  # the default "1,32" gives 32
-    report = run_side_by_side(studio, model, split(args.peers), configs, split(args.workloads), batch_size=batch,
-                              rounds=max(1, args.rounds))
+    configs = args.configs or [OurConfig.parse(c) for c in DEFAULT_CONFIGS]
+    batch = args.batch_sizes[-1]  # the default "1,32" gives 32
+    report = run_side_by_side(studio, model, args.peers, configs, args.workloads, batch_size=batch, rounds=args.rounds)
     json_path, csv_path = save_report(report, args.out or studio.settings.reports_dir / "bench")
     md_path = json_path.with_suffix(".md")
     text = markdown(report)

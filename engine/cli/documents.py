@@ -9,7 +9,7 @@ from pathlib import Path
 from engine.cli import _studio, _table, command
 from engine.cli import args as cliargs
 from engine.errors import InputError
-from engine.manifest import VARIANTS
+from engine.manifest import VARIANT_CHOICES
 
 
 def _ingest_args(p: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ocr", default="auto", help="auto, text, tesseract, rapidocr, mistral, deepseek-ocr, hunyuan-ocr")
     p.add_argument("--password", help="password of encrypted PDFs")
     p.add_argument("--model", help="embedding model of a NEW collection (default: the registry default)")
-    p.add_argument("--variant", choices=VARIANTS, help="variant of a new collection")
+    p.add_argument("--variant", choices=VARIANT_CHOICES, help="variant of a new collection")
     p.add_argument("--provider", help="execution provider (default: STUDIO_PROVIDER or auto)")
     p.add_argument("--chunk-size", type=cliargs.int_range(8), default=128, help="tokens per chunk (default 128)")
     p.add_argument("--chunk-overlap", type=cliargs.non_negative_int, default=16, help="tokens of overlap (default 16)")
@@ -156,7 +156,7 @@ def cmd_delete(args: argparse.Namespace) -> tuple[object, str]:
 def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, type=cliargs.input_folder, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels")
     p.add_argument("--model", help="model (default: the registry default)")
-    p.add_argument("--variant", choices=VARIANTS)
+    p.add_argument("--variant", choices=VARIANT_CHOICES)
     p.add_argument("--provider")
     p.add_argument("--split", default="test")
     p.add_argument("--batch-size", type=cliargs.positive_int)

@@ -15,7 +15,7 @@ import os
 from engine.cli import _studio, command
 from engine.cli import args as cliargs
 from engine.errors import InputError, ModelNotConvertedError
-from engine.manifest import VARIANTS
+from engine.manifest import VARIANT_CHOICES
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all interfaces)")
     p.add_argument("--port", type=cliargs.port, default=8000, help="port to bind (0: any free port)")
     p.add_argument("--model", help="default model, warmed up at start (default: STUDIO_API_MODEL or the registry's)")
-    p.add_argument("--variant", choices=VARIANTS, help="variant of the default model")
+    p.add_argument("--variant", choices=VARIANT_CHOICES, help="variant of the default model")
     p.add_argument("--provider", help="auto, cpu, cuda, tensorrt, ... (default: STUDIO_API_PROVIDER, STUDIO_PROVIDER)")
     p.add_argument("--workers", type=cliargs.int_range(1, 64), default=1,
                    help="server processes (default 1; see the module notes)")

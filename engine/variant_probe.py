@@ -1,0 +1,182 @@
+"""The ``auto`` variant: the fastest converted variant of a model that keeps fp32 quality, measured here.
+
+A variant is a candidate when the parity measured at conversion (the manifest's, against
+sentence-transformers torch fp32) reaches the fp32 tier, min cosine >= ``FP32_TIER``. The candidates are
+timed on this machine and provider, on a fixed probe (one batch of long texts, as ingesting embeds, and
+one of short ones, as queries are), interleaved and best of ``ROUNDS``; the reference fp32 is kept unless
+another candidate is ``MARGIN`` faster, so probe noise never flips the choice. The result is remembered in
+the model folder (``variant-probe.json``, one entry per hardware fingerprint) and reused until the
+model is re-converted or the machine, provider or ONNX Runtime changes. A variant the user names is
+never second-guessed: only ``auto`` (the registry's default) is resolved here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from engine.manifest import AUTO_VARIANT, Manifest
+
+log = logging.getLogger(__name__)
+
+FP32_TIER = 0.9999
+REFERENCE = "fp32"
+MARGIN = 1.05
+ROUNDS = 3
+PROBE_FILE = "variant-probe.json"
+_WORDS = ("the protein expression of tumour cells was measured in a cohort of patients with chronic liver "
+          "disease and the immune response to insulin was compared across groups at baseline and follow up").split()
+
+Embed = Callable[[Sequence[str]], object]
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    fingerprint: str
+    provider: str
+    chosen: str
+    seconds: dict[str, float]  # candidate -> best seconds of one probe pass (long batch + short batch)
+    excluded: dict[str, str] = field(default_factory=dict)  # variant -> why it was not a candidate
+    measured_at: str = ""
+
+
+def candidates(manifest: Manifest) -> tuple[list[str], dict[str, str]]:
+    """The variants whose measured parity keeps the fp32 tier (fp32 first), and why the others do not."""
+    chosen, excluded = [], {}
+    for name, info in manifest.variants.items():
+        if name == REFERENCE:
+            chosen.insert(0, name)
+        elif info.parity is None:
+            excluded[name] = "no parity measured at conversion"
+        elif info.parity.min_cosine < FP32_TIER:
+            excluded[name] = f"min cosine {info.parity.min_cosine:.6f} < {FP32_TIER}"
+        else:
+            chosen.append(name)
+    return chosen, excluded
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith(("model name", "Hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def fingerprint(manifest: Manifest, provider: str, threads: int) -> str:
+    """What the measurement depends on: the model files, the machine, the provider and ONNX Runtime."""
+    import onnxruntime
+
+    parts = [manifest.converted_at, json.dumps({k: v.size_bytes for k, v in sorted(manifest.variants.items())}),
+             _cpu_model(), platform.machine(), str(threads), provider, onnxruntime.__version__]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def probe_texts(max_seq_length: int, long_count: int = 8, short_count: int = 16) -> tuple[list[str], list[str]]:
+    """``long_count`` long texts (``max_seq_length`` words: truncated, as long chunks are) and ``short_count``
+    short ones (12 words, a query), deterministic: a few seconds per candidate, once per machine."""
+    def text(start: int, words: int) -> str:
+        return " ".join(_WORDS[(start + i) % len(_WORDS)] for i in range(words))
+
+    return ([text(i, max_seq_length) for i in range(long_count)], [text(i * 3, 12) for i in range(short_count)])
+
+
+def measure(embedders: dict[str, Embed], long_texts: Sequence[str], short_texts: Sequence[str],
+            rounds: int = ROUNDS) -> dict[str, float]:
+    """Best seconds per candidate of embedding both batches; rounds interleaved with a rotating start (a slow
+    moment of the machine hits every candidate), one warm-up pass each first. A candidate more than twice as
+    slow as the best after the first round is not timed again (fp16 on a CPU): it cannot win."""
+    for embed in embedders.values():
+        embed(long_texts[:2])
+        embed(short_texts[:2])
+    best = {name: float("inf") for name in embedders}
+    timed = list(embedders)
+    for round_index in range(rounds):
+        start = round_index % len(timed)
+        for name in timed[start:] + timed[:start]:
+            started = time.perf_counter()
+            embedders[name](long_texts)
+            embedders[name](short_texts)
+            best[name] = min(best[name], time.perf_counter() - started)
+        fastest = min(best.values())
+        timed = [name for name in timed if best[name] <= 2 * fastest]
+    return {name: round(seconds, 4) for name, seconds in best.items()}
+
+
+def choose(seconds: dict[str, float], reference: str = REFERENCE, margin: float = MARGIN) -> str:
+    """The fastest candidate if it beats the reference by ``margin``, else the reference."""
+    fastest = min(seconds, key=seconds.__getitem__)
+    if reference not in seconds or seconds[fastest] * margin <= seconds[reference]:
+        return fastest
+    return reference
+
+
+def read_cached(folder: Path, key: str) -> ProbeResult | None:
+    try:
+        data = json.loads((folder / PROBE_FILE).read_text(encoding="utf-8"))
+        entry = data.get(key) if isinstance(data, dict) else None
+        return ProbeResult(**entry) if isinstance(entry, dict) else None
+    except (OSError, ValueError, TypeError):
+        return None  # missing, unreadable or of another shape: measure again
+
+
+def write_cached(folder: Path, result: ProbeResult) -> None:
+    """Merged into the file, atomically; a read-only model folder only costs a re-measure next time."""
+    path = folder / PROBE_FILE
+    try:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            data = data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            data = {}
+        data[result.fingerprint] = asdict(result)
+        tmp = path.with_name(f".{PROBE_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("could not remember the variant probe in %s: %s", folder, exc)
+
+
+def remembered(manifest: Manifest, folder: Path, provider: str, threads: int) -> ProbeResult | None:
+    """What ``auto`` resolved to on this machine and provider, if it was measured already (never measures)."""
+    return read_cached(folder, fingerprint(manifest, provider, threads))
+
+
+def resolve(manifest: Manifest, folder: Path, provider: str, threads: int,
+            make_embed: Callable[[str], Embed]) -> ProbeResult:
+    """The probe result for this model, machine and provider: remembered, or measured now (seconds, once)."""
+    key = fingerprint(manifest, provider, threads)
+    cached = read_cached(folder, key)
+    if cached is not None and cached.chosen in manifest.variants:
+        return cached
+    names, excluded = candidates(manifest)
+    if len(names) <= 1:
+        result = ProbeResult(key, provider, names[0] if names else next(iter(manifest.variants)), {}, excluded,
+                             _now())
+    else:
+        log.info("variant auto: timing %s of %s on %s (once per machine)", ", ".join(names), folder.name, provider)
+        long_texts, short_texts = probe_texts(manifest.max_seq_length)
+        seconds = measure({name: make_embed(name) for name in names}, long_texts, short_texts)
+        result = ProbeResult(key, provider, choose(seconds), seconds, excluded, _now())
+        log.info("variant auto for %s on %s: %s (%s)", folder.name, provider, result.chosen,
+                 ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items()))
+    write_cached(folder, result)
+    return result
+
+
+def is_auto(variant: str | None) -> bool:
+    return variant == AUTO_VARIANT
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,110 @@
+"""``auto`` variant: the fastest converted variant that keeps fp32 quality, measured on this machine once and
+remembered in the model folder; a variant the user names is used as named."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from engine import variant_probe
+from engine.manifest import read_manifest
+
+
+def test_candidates_are_the_variants_in_the_fp32_tier(default_model):
+    names, excluded = variant_probe.candidates(read_manifest(default_model))
+    assert names[0] == "fp32"
+    assert {"optimized", "fp16"} <= set(names)  # parity at conversion: min cosine >= 0.9999
+    assert "int8" not in names and excluded["int8"].startswith("min cosine 0.9")
+
+
+@pytest.mark.parametrize(("seconds", "chosen"), [
+    ({"fp32": 1.0, "optimized": 0.90}, "optimized"),
+    ({"fp32": 1.0, "optimized": 0.97}, "fp32"),  # within the 5 % margin: the reference stays
+    ({"fp32": 1.0, "optimized": 1.20, "fp16": 5.0}, "fp32"),
+    ({"optimized": 1.0, "fp16": 2.0}, "optimized"),  # no reference converted
+])
+def test_choose_needs_a_margin_over_the_reference(seconds, chosen):
+    assert variant_probe.choose(seconds) == chosen
+
+
+def test_measure_interleaves_and_stops_timing_a_hopeless_candidate():
+    calls: list[str] = []
+
+    def fake(name, cost):
+        def embed(texts):
+            calls.append(name)
+            # real work proportional to cost, so the timings order as the costs do
+            sum(i * i for i in range(int(cost * 20_000)))
+        return embed
+
+    seconds = variant_probe.measure({"a": fake("a", 1), "b": fake("b", 10)}, ["x"] * 4, ["y"] * 4, rounds=3)
+    assert seconds["a"] < seconds["b"]
+    # warm-up (2 calls each), then round 1 times both; b, 10x slower, is not timed in rounds 2 and 3
+    assert calls.count("b") == 4 and calls.count("a") == 2 + 2 * 3
+
+
+def test_studio_resolves_auto_once_and_remembers_it(default_model, tmp_path, monkeypatch):
+    from engine.settings import load_settings
+    from engine.studio import Studio
+
+    probe_file = default_model / variant_probe.PROBE_FILE
+    probe_file.unlink(missing_ok=True)
+    studio = Studio(load_settings(data_dir=default_model.parent.parent))
+    embedder = studio.embedder()  # the registry's default variant is auto
+    assert embedder.variant in ("fp32", "optimized", "fp16")
+    stored = json.loads(probe_file.read_text())
+    (entry,) = stored.values()
+    assert entry["chosen"] == embedder.variant and entry["provider"] == "cpu"
+    assert set(entry["seconds"]) == {"fp32", "optimized", "fp16"} and all(v > 0 for v in entry["seconds"].values())
+    assert "int8" in entry["excluded"]
+
+    # another process (a new Studio) reads the file instead of measuring again
+    monkeypatch.setattr(variant_probe, "measure", lambda *a, **k: pytest.fail("measured again"))
+    again = Studio(load_settings(data_dir=default_model.parent.parent))
+    assert again.embedder(variant="auto").variant == embedder.variant
+    # a variant the user names is used as named
+    assert again.embedder(variant="int8").variant == "int8"
+
+
+def test_a_new_machine_fingerprint_measures_again(default_model):
+    manifest = read_manifest(default_model)
+    assert variant_probe.fingerprint(manifest, "cpu", 2) != variant_probe.fingerprint(manifest, "cpu", 4)
+    assert variant_probe.fingerprint(manifest, "cpu", 2) != variant_probe.fingerprint(manifest, "cuda", 2)
+
+
+def test_unreadable_or_unwritable_probe_file_costs_only_a_measurement(default_model, tmp_path, caplog):
+    manifest = read_manifest(default_model)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / variant_probe.PROBE_FILE).write_text("{not json")
+    assert variant_probe.read_cached(folder, "any") is None
+    (folder / variant_probe.PROBE_FILE).write_text(json.dumps({"k": {"unexpected": 1}}))
+    assert variant_probe.read_cached(folder, "k") is None
+
+    calls = []
+    result = variant_probe.resolve(manifest, folder, "cpu", 2,
+                                   lambda name: (lambda texts: calls.append((name, len(texts)))))
+    assert result.chosen in ("fp32", "optimized", "fp16") and calls
+    assert variant_probe.read_cached(folder, result.fingerprint) == result  # merged over the broken entry
+
+    if os.geteuid() != 0:  # root ignores the permission bits
+        folder.chmod(0o500)
+        try:
+            variant_probe.write_cached(folder, result)
+            assert "could not remember" in caplog.text
+        finally:
+            folder.chmod(0o700)
+
+
+def test_models_json_shows_what_auto_chose(default_model, capsys):
+    from engine.cli import main
+    from engine.settings import load_settings
+    from engine.studio import Studio
+
+    chosen = Studio(load_settings(data_dir=default_model.parent.parent)).embedder().variant
+    assert main(["models", "--json"]) == 0
+    row = next(m for m in json.loads(capsys.readouterr().out)["models"] if m["name"] == "all-minilm-l6-v2")
+    assert row["default_variant"] == "auto"
+    assert row["auto_variant"]["chosen"] == chosen and row["auto_variant"]["provider"] == "cpu"
