@@ -244,11 +244,12 @@ class Collection:
     def search(self, query_vector: np.ndarray | None = None, k: int = 5, documents: Sequence[str] | None = None,
                model: str | None = None, *, query_text: str | None = None, mode: str | None = None,
                exact: bool | None = None, ef: int | None = None, dense_weight: float | None = None,
-               info: CollectionInfo | None = None) -> list[SearchHit]:
+               info: CollectionInfo | None = None, rescore: int | None = None) -> list[SearchHit]:
         """Top-k chunks for a query vector (dense), a query text (keyword) or both (hybrid).
 
         ``mode`` defaults to the collection's; ``exact`` forces exact dense search; ``ef`` is the HNSW
-        search breadth; ``dense_weight`` the dense share of the hybrid fusion (default: the collection's);
+        search breadth and ``rescore`` the HNSW candidates per hit re-ranked exactly (both default: the
+        collection's); ``dense_weight`` the dense share of the hybrid fusion (default: the collection's);
         ``info`` is a manifest the caller just read (else one read here)."""
         info = info if info is not None else self.info()
         require_same_model(info, self.name, model)
@@ -270,7 +271,7 @@ class Collection:
             if query.shape[0] != info.dim:
                 raise ModelMismatchError(f"The query has {query.shape[0]} dimensions, the collection {info.dim}.")
             query = query / max(float(np.linalg.norm(query)), 1e-12)
-            rankings["dense"] = view.dense(query, depth, wanted, exact, ef)
+            rankings["dense"] = view.dense(query, depth, wanted, exact, ef, rescore)
         if mode in ("keyword", "hybrid"):
             rankings["keyword"] = view.keyword_top(query_text, depth, wanted)
         weights = dense_weights(view.config.dense_weight if dense_weight is None else dense_weight)

@@ -148,10 +148,10 @@ class View:
         return (not exact and doc_ids is None and self.size >= self.config.ann.threshold and self.ann() is not None)
 
     def dense(self, query: np.ndarray, k: int, doc_ids: set[str] | None = None, exact: bool | None = None,
-              ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+              ef: int | None = None, rescore: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         if not self.uses_ann(exact, doc_ids):
             return self.dense_exact(query, k, doc_ids)
-        keys, _ = self.ann().search(query, max(k * self.config.ann.rescore, k), ef)
+        keys, _ = self.ann().search(query, k * max(1, rescore or self.config.ann.rescore), ef)
         rows = self._rows_of_keys(keys)
         exact_scores = self.vectors_of(rows) @ query  # re-score quantized candidates in float32
         order = np.lexsort((rows, -exact_scores))[:k]

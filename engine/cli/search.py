@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from engine.cli import _studio, _table, command
+from engine.cli import args as cliargs
 
 
 def _bench_search_args(p: argparse.ArgumentParser) -> None:
@@ -18,7 +19,11 @@ def _bench_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="f16", choices=["f32", "f16", "i8"], help="vector storage inside the index")
     p.add_argument("--rss", action="store_true", help="start the API on the largest collection and report its memory")
     p.add_argument("--compare-faiss", type=int, metavar="N", help="also compare usearch and faiss HNSW on N vectors")
+    p.add_argument("--rescore", type=cliargs.int_list(1, 1000), default=None,
+                   help="comma list of HNSW candidates per hit re-ranked exactly (default: the collection's)")
     p.add_argument("--keep", action="store_true", help="keep the bench-<size> collections")
+    p.add_argument("--reuse", action="store_true",
+                   help="search a kept bench-<size> collection of the same size instead of building it again")
 
 
 @command("bench-search", "exact vs ANN search latency, recall@10, build time and API memory", _bench_search_args)
@@ -31,7 +36,8 @@ def cmd_bench_search(args: argparse.Namespace) -> tuple[object, str]:
     ef_values = [int(v) for v in args.ef.split(",")]
     rows, collections, data = [], [], {}
     for size in (int(v) for v in args.sizes.split(",")):
-        size_rows, collection = bench_size(root, size, args.dim, ef_values, args.queries, args.exact_queries, args.dtype)
+        size_rows, collection = bench_size(root, size, args.dim, ef_values, args.queries, args.exact_queries, args.dtype,
+                                           rescores=args.rescore or (None,), reuse=args.reuse)
         rows += size_rows
         collections.append(collection)
     data["rows"] = [asdict(r) for r in rows]

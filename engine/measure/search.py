@@ -112,20 +112,26 @@ def time_searches(search: Callable[[np.ndarray], list], queries: np.ndarray) -> 
 
 
 def bench_size(root: Path, size: int, dim: int, ef_values: Sequence[int], queries_n: int, exact_n: int,
-               dtype: str, seed: int = 0) -> tuple[list[BenchRow], Collection]:
+               dtype: str, seed: int = 0, rescores: Sequence[int | None] = (None,),
+               reuse: bool = False) -> tuple[list[BenchRow], Collection]:
     vectors = clustered_unit_vectors(size, dim, clusters=1024, seed=seed)
     queries = clustered_unit_vectors(queries_n, dim, clusters=1024, seed=seed + 1)
     truth = exact_top(vectors, queries, 10)
-    collection, built = build_collection(root, f"bench-{size}", vectors, dtype, max(ef_values))
+    kept = Collection(root, f"bench-{size}")
+    if reuse and kept.exists and kept.info().chunk_count == size and kept.info().dim == dim:
+        collection, built = kept, kept.info().indexes.get("seconds", {})  # the same seeded vectors
+    else:
+        collection, built = build_collection(root, f"bench-{size}", vectors, dtype, max(ef_values))
     del vectors
     rows = []
     exact_seconds, exact_hits = time_searches(lambda q: collection.search(q, k=10, exact=True), queries[:exact_n])
     rows.append(BenchRow(size, "exact", **percentiles(exact_seconds),
                          recall_at_10=recall_at([_rows(collection, h) for h in exact_hits], truth, 10), queries=exact_n))
     collection.search(queries[0], k=10)  # open the memory-mapped index before timing
-    for ef in ef_values:
-        seconds, hits = time_searches(lambda q, ef=ef: collection.search(q, k=10, ef=ef), queries)
-        rows.append(BenchRow(size, f"ann ef={ef}", **percentiles(seconds),
+    for ef, rescore in ((ef, rescore) for ef in ef_values for rescore in rescores):
+        seconds, hits = time_searches(lambda q, ef=ef, r=rescore: collection.search(q, k=10, ef=ef, rescore=r), queries)
+        label = f"ann ef={ef}" + (f" rescore={rescore}" if rescore else "")
+        rows.append(BenchRow(size, label, **percentiles(seconds),
                              recall_at_10=recall_at([_rows(collection, h) for h in hits], truth, 10),
                              queries=len(queries), build_seconds=built.get("ann"),
                              vectors_per_second=round(size / built["ann"], 1) if built.get("ann") else None))

@@ -179,3 +179,24 @@ def test_ann_index_above_the_threshold_matches_exact_search(tmp_path, dtype):
     assert c.search(docs[2][7], k=1)[0].chunk_index == 7
     c.delete_document("2.pdf")  # now below the threshold: exact search, no ANN index named
     assert "ann" not in c.info().indexes and c.search(docs[0][9], k=1)[0].chunk_index == 9
+
+
+def test_more_rescored_candidates_never_lose_recall(tmp_path):
+    """``rescore`` (HNSW candidates per hit, re-ranked exactly) is a query-time knob: with a breadth too small to
+    find everything, asking for more candidates finds at least as many of the exact top 10."""
+    rng = np.random.default_rng(5)
+    c = Collection(tmp_path, "rescore")
+    c.create("m", "fp32", DIM, {}, search={"mode": "dense", "ann": {"threshold": 100, "dtype": "i8",
+                                                                     "expansion_search": 10}})
+    _add(c, "e" * 64, "r.pdf", [f"chunk {j}" for j in range(1500)], _unit(rng, 1500))
+    queries = _unit(rng, 30)
+
+    def recall(rescore: int) -> float:
+        found = []
+        for q in queries:
+            exact = {h.chunk_index for h in c.search(q, k=10, exact=True)}
+            found.append(len(exact & {h.chunk_index for h in c.search(q, k=10, ef=10, rescore=rescore)}) / 10)
+        return float(np.mean(found))
+
+    low, high = recall(1), recall(20)
+    assert high > low and high >= 0.9, (low, high)
