@@ -44,7 +44,7 @@ class AnnOptions:
     dtype: str = "f16"
     connectivity: int = 16
     expansion_add: int = 128
-    expansion_search: int = 128
+    expansion_search: int = 256  # STUDIO_ANN_EF for new collections; see Settings.ann_ef
     rescore: int = 4  # candidates per wanted hit, re-ranked exactly against the float32 segments
 
     def __post_init__(self) -> None:

@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     hybrid_dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="Dense share of the hybrid RRF fusion")
     ann_threshold: int = Field(20_000, ge=1, description="Chunks from which dense search uses the HNSW index")
     ann_dtype: Literal["f32", "f16", "i8"] = Field("f16", description="Vector storage inside the HNSW index")
-    ann_ef: int = Field(128, ge=8, le=4096, description="HNSW search breadth (expansion_search)")
+    # 256: recall@10 0.989 at 1M vectors (128: 0.944), p50 5.8 ms (README, "Search at scale")
+    ann_ef: int = Field(256, ge=8, le=4096, description="HNSW search breadth (expansion_search)")
 
     # where NEW collections keep their chunks and vectors (an existing collection says in its collection.json)
     vector_store: Literal["embedded", "qdrant"] = Field("embedded", description="embedded (files) or qdrant")
