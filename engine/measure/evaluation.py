@@ -8,6 +8,7 @@ definitions: linear gain, log2 discount; ideal DCG from the judged relevances)."
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -176,7 +177,8 @@ def corpus_collection(collection, dataset: Dataset, doc_vectors: np.ndarray, mod
         name = f"{dataset.name}-{number:04d}"
         pages = [Page(i + 1, text or " ", "text") for i, text in enumerate(texts)]
         chunks = [Chunk(i, i + 1, 0, len(text), text or " ", (), 0) for i, text in enumerate(texts)]
-        record = DocumentRecord(f"{number:064x}", name, len(texts), len(texts), "text", 0, 0, "", "")
+        doc_id = hashlib.sha256(name.encode()).hexdigest()  # distinct segment stems (the first 16 characters)
+        record = DocumentRecord(doc_id, name, len(texts), len(texts), "text", 0, 0, "", "")
         documents.append(NewDocument(record, doc_vectors[start:start + per_document], chunks, pages))
         ids.update({(name, i): dataset.doc_ids[start + i] for i in range(len(texts))})
     collection.add_documents(documents, model)

@@ -131,3 +131,29 @@ def test_store_is_chosen_per_collection_or_by_settings_and_the_key_is_never_logg
     assert secret not in caplog.text and secret not in (tmp_path / "collections" / "fresh" / "collection.json").read_text()
     assert isinstance(open_collection(load_settings(data_dir=tmp_path, qdrant_path=tmp_path / "qdrant"), "fresh"),
                       QdrantCollection)
+
+
+@pytest.mark.parametrize("store", ["embedded", "qdrant"])
+def test_a_corpus_of_many_documents_is_evaluated_through_either_store(tmp_path, store):
+    """``eval --store``: a BEIR corpus split into several document records (the SciFact run has six) loads in one
+    commit and every query is answered by the store's own search; a query equal to a corpus vector finds it."""
+    from engine.measure.evaluation import Dataset, corpus_collection, evaluate_collection
+
+    rng = np.random.default_rng(4)
+    doc_vectors = rng.normal(size=(25, DIM)).astype(np.float32)
+    doc_vectors /= np.linalg.norm(doc_vectors, axis=1, keepdims=True)
+    words = ["pump", "valve", "gasket", "turbine", "boiler"]
+    dataset = Dataset("tiny", [f"d{i}" for i in range(25)], [f"{words[i % 5]} report {i}" for i in range(25)],
+                      ["q1", "q2"], ["pump report", "turbine report"], {"q1": {"d5": 1}, "q2": {"d8": 1}})
+    if store == "qdrant":
+        collection = QdrantCollection(tmp_path / "c", "eval", QdrantConnection(path=str(tmp_path / "qdrant")))
+    else:
+        collection = Collection(tmp_path / "c", "eval")
+    collection.create("m", "fp32", DIM, {}, search={"mode": "dense"})
+    ids = corpus_collection(collection, dataset, doc_vectors, "m", per_document=10)
+    assert len(collection.info().documents) == 3 and len(ids) == 25
+    labels = {"model": "m", "variant": "fp32", "provider": "cpu"}
+    dense = evaluate_collection(dataset, collection, ids, doc_vectors[[5, 8]], "dense", labels)
+    assert dense.ndcg_at_10 == pytest.approx(1.0)
+    hybrid = evaluate_collection(dataset, collection, ids, doc_vectors[[5, 8]], "hybrid", labels)
+    assert hybrid.recall_at_100 == pytest.approx(1.0) and hybrid.ndcg_at_10 > 0.5
