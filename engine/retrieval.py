@@ -149,9 +149,12 @@ class View:
 
     def dense(self, query: np.ndarray, k: int, doc_ids: set[str] | None = None, exact: bool | None = None,
               ef: int | None = None, rescore: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        if not self.uses_ann(exact, doc_ids):
+        candidates = k * max(1, rescore or self.config.ann.rescore)
+        # as many candidates as vectors: exact search is the same work, and exact (an HNSW graph built by several
+        # threads differs from build to build, and need not reach every node)
+        if not self.uses_ann(exact, doc_ids) or candidates >= self.size:
             return self.dense_exact(query, k, doc_ids)
-        keys, _ = self.ann().search(query, k * max(1, rescore or self.config.ann.rescore), ef)
+        keys, _ = self.ann().search(query, candidates, ef)
         rows = self._rows_of_keys(keys)
         exact_scores = self.vectors_of(rows) @ query  # re-score quantized candidates in float32
         order = np.lexsort((rows, -exact_scores))[:k]
