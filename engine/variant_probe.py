@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from engine.errors import StudioError
 from engine.manifest import AUTO_VARIANT, Manifest
 
 log = logging.getLogger(__name__)
@@ -92,13 +93,24 @@ def probe_texts(max_seq_length: int, long_count: int = 8, short_count: int = 16)
 
 
 def measure(embedders: dict[str, Embed], long_texts: Sequence[str], short_texts: Sequence[str],
-            rounds: int = ROUNDS) -> dict[str, float]:
+            rounds: int = ROUNDS, failed: dict[str, str] | None = None) -> dict[str, float]:
     """Best seconds per candidate of embedding both batches; rounds interleaved with a rotating start (a slow
     moment of the machine hits every candidate), one warm-up pass each first. A candidate more than twice as
-    slow as the best after the first round is not timed again (fp16 on a CPU): it cannot win."""
-    for embed in embedders.values():
-        embed(long_texts[:2])
-        embed(short_texts[:2])
+    slow as the best after the first round is not timed again (fp16 on a CPU): it cannot win. A candidate that
+    fails to load or run (a missing file, a provider that cannot run it) is left out, its reason in ``failed``."""
+    working = {}
+    for name, embed in embedders.items():
+        try:
+            embed(long_texts[:2])
+            embed(short_texts[:2])
+            working[name] = embed
+        except StudioError as exc:
+            if failed is not None:
+                failed[name] = f"failed on the probe: {exc.message}"
+            log.warning("variant auto: %s left out: %s", name, exc.message)
+    embedders = working
+    if not embedders:
+        return {}
     best = {name: float("inf") for name in embedders}
     timed = list(embedders)
     for round_index in range(rounds):
@@ -166,8 +178,9 @@ def resolve(manifest: Manifest, folder: Path, provider: str, threads: int,
     else:
         log.info("variant auto: timing %s of %s on %s (once per machine)", ", ".join(names), folder.name, provider)
         long_texts, short_texts = probe_texts(manifest.max_seq_length)
-        seconds = measure({name: make_embed(name) for name in names}, long_texts, short_texts)
-        result = ProbeResult(key, provider, choose(seconds), seconds, excluded, _now())
+        seconds = measure({name: make_embed(name) for name in names}, long_texts, short_texts, failed=excluded)
+        chosen = choose(seconds) if seconds else (REFERENCE if REFERENCE in manifest.variants else names[0])
+        result = ProbeResult(key, provider, chosen, seconds, excluded, _now())
         log.info("variant auto for %s on %s: %s (%s)", folder.name, provider, result.chosen,
                  ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items()))
     write_cached(folder, result)

@@ -108,3 +108,17 @@ def test_models_json_shows_what_auto_chose(default_model, capsys):
     row = next(m for m in json.loads(capsys.readouterr().out)["models"] if m["name"] == "all-minilm-l6-v2")
     assert row["default_variant"] == "auto"
     assert row["auto_variant"]["chosen"] == chosen and row["auto_variant"]["provider"] == "cpu"
+
+
+def test_a_candidate_that_cannot_run_is_left_out_with_its_reason(default_model, tmp_path):
+    from engine.errors import ModelFileError
+
+    def make(name):
+        def embed(texts):
+            if name == "optimized":
+                raise ModelFileError("The ONNX file model_optimized.onnx is missing.")
+        return embed
+
+    result = variant_probe.resolve(read_manifest(default_model), tmp_path, "cpu", 2, make)
+    assert "optimized" not in result.seconds and "missing" in result.excluded["optimized"]
+    assert result.chosen in ("fp32", "fp16")
