@@ -2,7 +2,7 @@
 with --nncf, an NNCF static-int8 model calibrated on 300 other SciFact abstracts; 256 abstracts, batch 32, in one
 process, rounds interleaved, best of 3. Runs in the peers' environment (openvino, nncf, tokenizers):
 
-    .venv-peers/bin/python engine/measure/peer_env/openvino_probe.py [MODEL_DIR] [--nncf]
+    .venv-peers/bin/python scripts/openvino_probe.py [MODEL_DIR] [--nncf]
 
 Result on the AVX2-only 2-core EPYC (docs/benchmarks.md): OpenVINO f32 about ORT's speed; NNCF int8 slower.
 """
@@ -16,7 +16,7 @@ import onnxruntime as ort
 import openvino as ov
 from tokenizers import Tokenizer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 DATA = os.environ.get("STUDIO_DATA_DIR", os.path.join(ROOT, "data"))
 MODEL = args[0] if args else os.path.join(DATA, "models", "all-minilm-l6-v2")
