@@ -89,6 +89,17 @@ class Studio:
             self._embedders[key] = embedder
         return embedder
 
+    @property
+    def _probe_threads(self) -> int:
+        return self.settings.intra_op_threads or providers.cpu_count()
+
+    def remembered_variant(self, spec, provider: str | None = None) -> variant_probe.ProbeResult | None:
+        """What ``auto`` resolved to for ``spec`` on ``provider`` (default: this Studio's), if measured (never measures)."""
+        if spec.manifest is None:
+            return None
+        resolved = providers.resolve(providers.normalize(provider or self.settings.provider)).name
+        return variant_probe.remembered(spec.manifest, spec.folder, resolved, self._probe_threads)
+
     def auto_variant(self, spec, provider: str) -> variant_probe.ProbeResult:
         """What ``auto`` means for ``spec`` on ``provider`` here: remembered in the model folder, or measured
         once (engine.variant_probe); the probe's sessions are its own and are freed after it."""
@@ -102,8 +113,8 @@ class Studio:
                                     session_options=self.session_options, batch_size=32,
                                     max_batch_tokens=self.settings.max_batch_tokens).embed
 
-                threads = self.settings.intra_op_threads or providers.cpu_count()
-                self._auto[key] = variant_probe.resolve(spec.manifest, spec.folder, provider, threads, make_embed)
+                self._auto[key] = variant_probe.resolve(spec.manifest, spec.folder, provider, self._probe_threads,
+                                                        make_embed)
             return self._auto[key]
 
     @property

@@ -79,7 +79,7 @@ def cmd_providers(args: argparse.Namespace) -> tuple[object, str]:
 
 
 # --- models ---------------------------------------------------------------------------------------
-def _model_row(spec) -> dict:
+def _model_row(spec, studio) -> dict:
     manifest = spec.manifest
     parity = {}
     if manifest is not None:
@@ -98,28 +98,22 @@ def _model_row(spec) -> dict:
         "variants": list(manifest.variants) if manifest else list(spec.variants),
         "parity": parity,
         "default_variant": spec.default_variant,
-        "auto_variant": _auto_row(spec),
+        "auto_variant": _auto_row(studio.remembered_variant(spec)),
         "description": spec.description,
         "folder": str(spec.folder),
     }
 
 
-def _auto_row(spec) -> dict | None:
-    """What ``auto`` chose for ``spec`` on this machine's default provider, where it was measured already."""
-    from engine import providers, variant_probe
-
-    if spec.manifest is None:
-        return None
-    provider = providers.resolve("auto").name
-    result = variant_probe.remembered(spec.manifest, spec.folder, provider, providers.cpu_count())
-    return None if result is None else {"provider": provider, "chosen": result.chosen, "seconds": result.seconds,
+def _auto_row(result) -> dict | None:
+    """What ``auto`` chose on this machine and provider, where it was measured already."""
+    return None if result is None else {"provider": result.provider, "chosen": result.chosen, "seconds": result.seconds,
                                         "excluded": result.excluded, "measured_at": result.measured_at}
 
 
 @command("models", "the model registry and which models are converted", lambda p: None)
 def cmd_models(args: argparse.Namespace) -> tuple[object, str]:
     studio = _studio(args)
-    rows = [_model_row(spec) for spec in studio.registry.list()]
+    rows = [_model_row(spec, studio) for spec in studio.registry.list()]
     default = studio.registry.default_model
     text = _table(
         [[r["name"] + (" *" if r["name"] == default else ""), "yes" if r["converted"] else "no", r["dim"],

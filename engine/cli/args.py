@@ -131,17 +131,22 @@ def input_folder(text: str) -> Path:
 
 def config_list(text: str) -> list:
     """Our benchmark configurations, a comma list of VARIANT[:PROVIDER]: 'int8, optimized:cpu'."""
+    from engine.errors import InputError
     from engine.measure.peers import OurConfig
     from engine.providers import ORT_NAMES
 
     configs = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
-        variant, _, provider = part.lower().partition(":")
-        if variant not in VARIANTS:
-            raise argparse.ArgumentTypeError(f"{part!r}: unknown variant {variant!r}: choose from {', '.join(VARIANTS)}")
-        if provider and provider not in (*ORT_NAMES, "auto"):
-            raise argparse.ArgumentTypeError(f"{part!r}: unknown provider {provider!r}: choose from auto, {', '.join(ORT_NAMES)}")
-        configs.append(OurConfig(variant, provider or "cpu"))
+        try:
+            config = OurConfig.parse(part.lower())
+        except InputError as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+        if config.variant not in VARIANTS:
+            raise argparse.ArgumentTypeError(f"{part!r}: unknown variant {config.variant!r}: choose from {', '.join(VARIANTS)}")
+        if config.provider not in (*ORT_NAMES, "auto"):
+            raise argparse.ArgumentTypeError(f"{part!r}: unknown provider {config.provider!r}: "
+                                             f"choose from auto, {', '.join(ORT_NAMES)}")
+        configs.append(config)
     if not configs:
         raise argparse.ArgumentTypeError("give at least one VARIANT[:PROVIDER], e.g. int8:cpu")
     return list(dict.fromkeys(configs))

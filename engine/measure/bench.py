@@ -132,26 +132,34 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_onnx(studio: Studio, model: str, variant: str, provider: str, batch_size: int, texts: list[str],
-             tokens: int) -> tuple[BenchResult, np.ndarray]:
-    shared = studio.embedder(model, variant, provider)
-    embedder = shared.with_batching(batch_size, max(studio.settings.max_batch_tokens,
-                                                    batch_size * shared.tokenizer.max_seq_length))
-    started = time.perf_counter()
-    cached = embedder.session()
-    cold = time.perf_counter() - started
-    embedder.embed(texts[:batch_size])  # warm-up with the real shapes
+def with_bench_batching(embedder, batch_size: int):
+    """The embedder with exactly ``batch_size`` texts per call (the token budget raised to fit a full batch)."""
+    return embedder.with_batching(batch_size, max(embedder.max_batch_tokens, batch_size * embedder.tokenizer.max_seq_length))
+
+
+def timed_batches(embed, texts: list[str], batch_size: int) -> tuple[float, list[float], np.ndarray]:
+    """Wall seconds, each call's latency and the vectors of embedding ``texts`` ``batch_size`` at a time."""
     latencies, parts = [], []
     begin = time.perf_counter()
     for first in range(0, len(texts), batch_size):
         t0 = time.perf_counter()
-        parts.append(embedder.embed(texts[first:first + batch_size]))
+        parts.append(embed(texts[first:first + batch_size]))
         latencies.append(time.perf_counter() - t0)
-    seconds = time.perf_counter() - begin
+    return time.perf_counter() - begin, latencies, np.concatenate(parts)
+
+
+def run_onnx(studio: Studio, model: str, variant: str, provider: str, batch_size: int, texts: list[str],
+             tokens: int) -> tuple[BenchResult, np.ndarray]:
+    embedder = with_bench_batching(studio.embedder(model, variant, provider), batch_size)
+    started = time.perf_counter()
+    cached = embedder.session()
+    cold = time.perf_counter() - started
+    embedder.embed(texts[:batch_size])  # warm-up with the real shapes
+    seconds, latencies, vectors = timed_batches(embedder.embed, texts, batch_size)
     p50, p90, p99 = _percentiles(latencies)
     result = BenchResult("onnxruntime", model, variant, cached.active_provider, batch_size, len(texts), seconds,
                          len(texts) / seconds, tokens / seconds, p50, p90, p99, cold, peak_rss_mb=_rss_mb())
-    return result, np.concatenate(parts)
+    return result, vectors
 
 
 def run_torch(studio: Studio, model: str, batch_sizes: Sequence[int], texts: list[str], tokens: int,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import numpy as np
 
@@ -32,15 +31,9 @@ class Ours:
                      "fallback": info["fallback"], "max_seq_length": info["max_seq_length"]}
 
     def run(self, texts: list[str], batch_size: int) -> tuple[float, list[float], np.ndarray]:
-        embedder = self._embedder.with_batching(batch_size, max(self._embedder.max_batch_tokens,
-                                                                batch_size * self._embedder.tokenizer.max_seq_length))
-        latencies, parts = [], []
-        begin = time.perf_counter()
-        for first in range(0, len(texts), batch_size):
-            t0 = time.perf_counter()
-            parts.append(embedder.embed(texts[first:first + batch_size]))
-            latencies.append(time.perf_counter() - t0)
-        return time.perf_counter() - begin, latencies, np.concatenate(parts)
+        from engine.measure.bench import timed_batches, with_bench_batching
+
+        return timed_batches(with_bench_batching(self._embedder, batch_size).embed, texts, batch_size)
 
 
 def main(argv: list[str] | None = None) -> int:
