@@ -188,7 +188,10 @@ def test_health_ready_and_metrics(server, client):
     assert sample(samples, "studio_http_request_duration_seconds_count", route="/v1/embeddings") >= 2
     assert sample(samples, "studio_embedding_batch_size_count", model=MODEL) >= 1
     # queues are keyed by the provider that really runs (auto resolved once, in Studio.embedder)
-    assert ("studio_embedding_queue_depth", (("model", MODEL), ("provider", "cpu"), ("variant", "fp32"))) in samples
-    assert sample(samples, "studio_provider_info", model=MODEL, variant="fp32", requested="auto", active="cpu") == 1
+    # ... and by the variant that runs: the registry's default is "auto", resolved by a probe on this machine
+    variant = ready["variant"]
+    assert variant in ("fp32", "optimized", "fp16", "int8")
+    assert ("studio_embedding_queue_depth", (("model", MODEL), ("provider", "cpu"), ("variant", variant))) in samples
+    assert sample(samples, "studio_provider_info", model=MODEL, variant=variant, requested="auto", active="cpu") == 1
     assert sample(samples, "studio_ready") == 1
     assert sample(samples, "process_resident_memory_bytes") > 0

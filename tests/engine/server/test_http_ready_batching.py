@@ -62,12 +62,12 @@ def batching_server(default_model):
     api = ApiSettings(max_batch_items=16, max_wait_ms=5)
     studio = Studio(load_settings(data_dir=default_model.parent.parent))
     with serve(create_app(studio, api)) as base:
-        wait_ready(base)
-        yield base, studio
+        ready = wait_ready(base)
+        yield base, studio, ready["variant"]
 
 
 def test_200_concurrent_requests_are_answered_correctly_and_batched(batching_server):
-    base, studio = batching_server
+    base, studio, variant = batching_server
     rng = np.random.default_rng(7)
     sizes = rng.choice([1, 1, 1, 1, 1, 1, 2, 3, 17], size=200)  # mostly single texts, a few bigger than a batch
     pool = _texts(120)
@@ -99,7 +99,8 @@ def test_200_concurrent_requests_are_answered_correctly_and_batched(batching_ser
     assert worst < 1e-5, worst
 
     after = metric_samples(httpx.get(f"{base}/metrics").text)
-    labels = {"model": MODEL, "variant": "fp32", "provider": "cpu"}  # queues are keyed by the provider that runs
+    # queues are keyed by the variant and provider that run ("auto" resolved by the probe on this machine)
+    labels = {"model": MODEL, "variant": variant, "provider": "cpu"}
 
     def delta(name, **extra):
         return sample(after, name, **labels, **extra) - sample(before, name, **labels, **extra)
@@ -116,7 +117,7 @@ def test_200_concurrent_requests_are_answered_correctly_and_batched(batching_ser
 
 
 def test_requests_abandoned_by_their_clients_do_not_block_the_queue(batching_server):
-    base, studio = batching_server
+    base, studio, _ = batching_server
     texts = _texts(40)
 
     async def run():

@@ -52,12 +52,16 @@ def _upload(base, name, force=True):
 
 
 @pytest.mark.slow
-def test_searches_never_fail_while_http_and_cli_delete_and_reingest(race_dir):
+def test_searches_never_fail_while_http_and_cli_delete_and_reingest(race_dir, tmp_path):
     data_dir = race_dir
     port = _free_port()
     env = {**os.environ, "STUDIO_DATA_DIR": str(data_dir), "STUDIO_PROVIDER": "cpu"}
+    # the server's log goes to a file: a pipe nobody reads until the end fills up (64 KiB), and a
+    # server blocked on a log line while it holds the collection's write lock stalls every writer
+    log_path = tmp_path / "server.log"
+    log_file = log_path.open("w", encoding="utf-8")
     server = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
     base = f"http://127.0.0.1:{port}"
     stats = {"searches": 0, "search_failures": [], "http_commits": 0, "cli_commits": 0, "writer_failures": []}
     lock = threading.Lock()
@@ -109,7 +113,9 @@ def test_searches_never_fail_while_http_and_cli_delete_and_reingest(race_dir):
             thread.join(timeout=RACE_SECONDS + 600)
     finally:
         server.terminate()
-        _, log = server.communicate(timeout=60)
+        server.wait(timeout=60)
+        log_file.close()
+    log = log_path.read_text(encoding="utf-8")
     summary = {k: (len(v) if isinstance(v, list) else v) for k, v in stats.items()}
     print(f"\nrace {RACE_SECONDS:.0f}s: {json.dumps(summary)}")
     assert not stats["search_failures"], stats["search_failures"][:5]
