@@ -247,7 +247,8 @@ def convert(
             for index, variant in enumerate(infos):
                 report(f"measuring parity of {variant}", 0.7 + 0.25 * index / len(infos))
                 parity = validate.measure_variant(staging, manifest, variant, reference)
-                measured[variant] = replace(infos[variant], parity=parity)
+                measured[variant] = replace(infos[variant], parity=parity,
+                                            provider_parity=_other_runtimes(staging, manifest, variant, reference))
                 log.info("parity %s: max|diff| %.2e, min cosine %.7f", variant, parity.max_abs_diff, parity.min_cosine)
             manifest = replace(manifest, variants=measured)
             fp32 = measured["fp32"].parity
@@ -267,6 +268,25 @@ def convert(
         shutil.rmtree(staging, ignore_errors=True)
     report("done", 1.0)
     return manifest
+
+
+def _other_runtimes(staging: Path, manifest: Manifest, variant: str, reference) -> dict:
+    """The variant's parity on OpenVINO, where it is installed, keyed with the precision it ran in on this CPU
+    ("openvino-bf16"): what ``--provider openvino`` will give. A runtime that cannot run the file is skipped."""
+    from engine import openvino_session
+    from engine.errors import StudioError
+
+    if not openvino_session.is_installed():
+        return {}
+    try:
+        parity = validate.measure_variant(staging, manifest, variant, reference, provider="openvino")
+        precision = openvino_session.default_precision()
+    except StudioError as exc:
+        log.warning("parity of %s on openvino not measured: %s", variant, exc.message)
+        return {}
+    log.info("parity %s on openvino (%s): max|diff| %.2e, min cosine %.7f", variant, precision,
+             parity.max_abs_diff, parity.min_cosine)
+    return {f"openvino-{precision}": parity}
 
 
 def _publish(staging: Path, out: Path) -> None:
@@ -294,7 +314,9 @@ def summary(manifest: Manifest, out: Path) -> dict:
         "conversion_seconds": manifest.conversion_seconds,
         "variants": {
             k: {"file": v.file, "size_bytes": v.size_bytes,
-                **({"max_abs_diff": v.parity.max_abs_diff, "min_cosine": v.parity.min_cosine} if v.parity else {})}
+                **({"max_abs_diff": v.parity.max_abs_diff, "min_cosine": v.parity.min_cosine} if v.parity else {}),
+                **({"on": {runtime: {"max_abs_diff": p.max_abs_diff, "min_cosine": p.min_cosine}
+                           for runtime, p in v.provider_parity.items()}} if v.provider_parity else {})}
             for k, v in manifest.variants.items()
         },
         "notes": list(manifest.notes),
@@ -354,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
             if "min_cosine" in info:
                 figures = f"max|diff| {info['max_abs_diff']:.2e}, min cosine {info['min_cosine']:.7f}"
             print(f"{manifest.name} {variant:9s} {info['file']:22s} {figures}")
+            for runtime, other in info.get("on", {}).items():
+                print(f"{'':{len(manifest.name)}} {'':9s} {'on ' + runtime:22s} "
+                      f"max|diff| {other['max_abs_diff']:.2e}, min cosine {other['min_cosine']:.7f}")
         print(f"written to {args.out} in {manifest.conversion_seconds:.1f}s")
     return 0
 

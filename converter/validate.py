@@ -95,9 +95,10 @@ def st_reference(source_folder: Path, prompts: dict[str, str], trust_remote_code
     return Reference(texts, vectors, label)
 
 
-def measure_variant(folder: Path, manifest: Manifest, variant: str, reference: Reference) -> Parity:
+def measure_variant(folder: Path, manifest: Manifest, variant: str, reference: Reference,
+                    provider: str = "cpu") -> Parity:
     spec = spec_from_manifest(folder, manifest)
-    embedder = Embedder(spec, variant=variant, provider="cpu", batch_size=len(reference.texts),
+    embedder = Embedder(spec, variant=variant, provider=provider, batch_size=len(reference.texts),
                         max_batch_tokens=10**9)
     diffs, cosines, means = [], [], []
     for prompt_name, expected in reference.vectors.items():

@@ -145,6 +145,8 @@ class Embedder:
             "dim": self.dim,
             "max_seq_length": self.manifest.max_seq_length,
             "load_seconds": round(cached.load_seconds, 3),
+            # the arithmetic the provider really uses: OpenVINO picks bf16 on CPUs that have it
+            "precision": getattr(cached.session, "precision", None),
         }
 
     # -- inference ------------------------------------------------------------------------------

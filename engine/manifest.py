@@ -47,7 +47,9 @@ class VariantInfo:
     file: str
     size_bytes: int
     note: str = ""
-    parity: Parity | None = None
+    parity: Parity | None = None  # on ONNX Runtime's CPU provider
+    # on the other runtimes measured at conversion, e.g. {"openvino-bf16": Parity} (precision named: it is the CPU's)
+    provider_parity: dict[str, Parity] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class Manifest:
             value = dict(value)
             if value.get("parity"):
                 value["parity"] = Parity(**value["parity"])
+            value["provider_parity"] = {k: Parity(**v) for k, v in (value.get("provider_parity") or {}).items()}
             variants[key] = VariantInfo(**value)
         data["variants"] = variants
         return cls(**data)

@@ -1,12 +1,20 @@
-"""Execution providers: what ONNX Runtime offers here, which one a request resolves to, and
+"""Execution providers: what this installation offers, which one a request resolves to, and
 which one really runs once a session exists.
 
-``auto`` takes the best available of CUDA, ROCm, MIGraphX, DirectML, OpenVINO, then CPU.
-TensorRT and CoreML are used only when asked for: TensorRT builds an engine per input shape
-(minutes of cold start) and needs TensorRT libraries the pip wheel does not carry; CoreML splits
-BERT-class graphs into dozens of partitions and ran slower than the CPU in every public report
-(see the notes in README). A provider that was asked for but is not what the session runs is a
-*fallback*: it is logged as a warning and reported, never silent.
+Every provider but one is an ONNX Runtime execution provider. ``openvino`` is the OpenVINO runtime
+(the ``openvino`` package, beside the standard onnxruntime wheel) running the same ONNX file
+(engine.openvino_session); ONNX Runtime's own OpenVINO EP needs onnxruntime-openvino, which replaces
+the onnxruntime wheel, lags it, and was slower than ORT's CPU EP in public reports
+(onnxruntime#15027, openvino#22401), so it is not used.
+
+``auto`` takes the best available of CUDA, ROCm, MIGraphX, DirectML, then CPU. On a CPU-only host
+the ``auto`` variant (engine.variant_probe) then times ONNX Runtime and OpenVINO side by side and
+keeps the faster one that holds fp32 quality: which of the two wins depends on the CPU (bf16 on
+AMX/AVX512_BF16), so it is measured, not assumed. TensorRT and CoreML are used only when asked for:
+TensorRT builds an engine per input shape (minutes of cold start) and needs TensorRT libraries the
+pip wheel does not carry; CoreML splits BERT-class graphs into dozens of partitions and ran slower
+than the CPU in every public report (see the notes in README). A provider that was asked for but is
+not what the session runs is a *fallback*: it is logged as a warning and reported, never silent.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import openvino_session
 from engine.errors import ProviderError
 
 log = logging.getLogger(__name__)
@@ -27,11 +36,14 @@ ORT_NAMES = {
     "migraphx": "MIGraphXExecutionProvider",
     "coreml": "CoreMLExecutionProvider",
     "directml": "DmlExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
     "cpu": "CPUExecutionProvider",
 }
-SHORT_NAMES = {v: k for k, v in ORT_NAMES.items()}
-AUTO_ORDER = ("cuda", "rocm", "migraphx", "directml", "openvino", "cpu")
+# providers that are not ONNX Runtime's: short name -> what their session's get_providers() answers
+RUNTIMES = {"openvino": openvino_session.PROVIDER_NAME}
+PROVIDER_NAMES = {**ORT_NAMES, **RUNTIMES}
+SHORT_NAMES = {v: k for k, v in PROVIDER_NAMES.items()}
+AUTO_ORDER = ("cuda", "rocm", "migraphx", "directml", "cpu")
+CPU_FAMILY = ("cpu", "openvino")  # what the auto variant compares on a host without a GPU provider
 
 
 @dataclass(frozen=True)
@@ -51,10 +63,14 @@ class ProviderChoice:
 
 
 def available() -> list[str]:
-    """Short names of the providers this onnxruntime build offers, in ORT's priority order."""
+    """Short names of the providers this installation offers: the onnxruntime build's, in ORT's
+    priority order (CPU last), with OpenVINO before CPU when the openvino package is installed."""
     import onnxruntime as ort
 
-    return [SHORT_NAMES[p] for p in ort.get_available_providers() if p in SHORT_NAMES]
+    names = [SHORT_NAMES[p] for p in ort.get_available_providers() if p in ORT_NAMES.values()]
+    if openvino_session.is_installed():
+        names.insert(names.index("cpu") if "cpu" in names else len(names), "openvino")
+    return names
 
 
 def status() -> list[ProviderStatus]:
@@ -63,17 +79,18 @@ def status() -> list[ProviderStatus]:
     notes = {
         "tensorrt": "only when asked: engine build per shape, needs TensorRT libraries",
         "coreml": "only when asked: partitions BERT graphs, slower than CPU in public reports",
+        "openvino": "OpenVINO runtime on the CPU (bf16 where the CPU has it); the auto variant times it against cpu",
         "cpu": "always present",
     }
     return [
         ProviderStatus(
             name=name,
-            ort_name=ORT_NAMES[name],
+            ort_name=PROVIDER_NAMES[name],
             available=name in present,
             auto_candidate=name == auto,
             note=notes.get(name, ""),
         )
-        for name in ORT_NAMES
+        for name in PROVIDER_NAMES
     ]
 
 
@@ -97,7 +114,7 @@ def resolve(request: str | None) -> ProviderChoice:
     present = available()
     if requested == "auto":
         name = next(p for p in AUTO_ORDER if p in present or p == "cpu")
-    elif requested in ORT_NAMES:
+    elif requested in PROVIDER_NAMES:
         if requested not in present:
             raise ProviderError(
                 f"The {requested} execution provider is not available in this onnxruntime build "
@@ -107,9 +124,11 @@ def resolve(request: str | None) -> ProviderChoice:
         name = requested
     else:
         raise ProviderError(
-            f"Unknown execution provider {request!r}.", f"use auto or one of: {', '.join(ORT_NAMES)}"
+            f"Unknown execution provider {request!r}.", f"use auto or one of: {', '.join(PROVIDER_NAMES)}"
         )
     chain: list[str | tuple[str, dict[str, str]]] = []
+    if name in RUNTIMES:
+        return ProviderChoice(requested=requested, name=name, ort_providers=())
     if name == "tensorrt":
         chain.append((ORT_NAMES["tensorrt"], _options("tensorrt")))
         if "cuda" in present:
@@ -131,7 +150,7 @@ def _install_hint(name: str) -> str:
         "migraphx": "install an onnxruntime build with MIGraphX",
         "coreml": "use the macOS onnxruntime wheel on Apple hardware",
         "directml": "pip install onnxruntime-directml (Windows)",
-        "openvino": "pip install onnxruntime-openvino",
+        "openvino": "pip install openvino (the OpenVINO runtime; it installs beside onnxruntime)",
     }
     return hints.get(name, "use --provider cpu")
 

@@ -73,15 +73,32 @@ class CachedSession:
 
 
 def create_session(path: Path, choice: providers.ProviderChoice, options: SessionOptions):
-    """An InferenceSession, with ORT's failures turned into user-facing errors."""
+    """An InferenceSession (or, for ``openvino``, an OpenVINOSession), with the runtime's failures
+    turned into user-facing errors."""
     import onnxruntime as ort
 
     if not path.is_file():
         raise ModelFileError(f"The ONNX file {path.name} is missing from {path.parent}.", "re-convert the model")
+    if choice.name == "openvino":
+        return _openvino_session(path, options)
     try:
         return ort.InferenceSession(str(path), sess_options=options.build(), providers=list(choice.ort_providers))
     except Exception as exc:  # ORT raises its own classes (onnxruntime_pybind11_state.*), not one base
         raise ort_failure(exc, path, choice) from None
+
+
+def _openvino_session(path: Path, options: SessionOptions):
+    from engine.openvino_session import OpenVINOSession, precision_setting
+
+    precision = precision_setting()
+    try:
+        return OpenVINOSession(path, options.intra_op_threads or providers.cpu_count(), precision)
+    except Exception as exc:  # openvino raises RuntimeError with the cause in its text
+        text = str(exc)
+        if any(marker.lower() in text.lower() for marker in _CORRUPT_MARKERS):
+            raise ModelFileError(*(part.format(file=path.name, folder=path.parent.name) for part in _CORRUPT)) from None
+        raise ProviderError(f"OpenVINO could not compile {path.name}: {text[:300]}",
+                            "--provider cpu runs the same file with ONNX Runtime") from None
 
 
 _CORRUPT = ("The ONNX file {file} in {folder} is corrupt or truncated.",

@@ -34,7 +34,8 @@ class Studio:
         self._collections: dict[str, tuple[str, Collection]] = {}  # name -> (store kind, collection)
         self._lock = threading.Lock()
         self._jobs = None  # engine.jobs.IngestJobs, made on first use
-        self._auto: dict[tuple[str, str, str], variant_probe.ProbeResult] = {}  # (model, provider, converted_at)
+        # (model, provider, compared providers, converted_at) -> what auto resolved to
+        self._auto: dict[tuple, variant_probe.ProbeResult] = {}
         self._probe_lock = threading.Lock()  # one probe at a time: they would time each other
 
     def collection(self, name: str, store: str | None = None) -> Collection:
@@ -69,7 +70,8 @@ class Studio:
         # resolved once, here: "auto" and the provider it picks share one embedder and one session
         resolved = providers.resolve(requested).name
         if variant == AUTO_VARIANT:
-            variant = self.auto_variant(spec, resolved).chosen
+            probe = self.auto_variant(spec, resolved, self._compared(requested, resolved))
+            variant, resolved = probe.chosen, probe.runs_on
         key = (spec.name, variant, resolved)
         with self._lock:
             cached = self._embedders.get(key)
@@ -93,28 +95,41 @@ class Studio:
     def _probe_threads(self) -> int:
         return self.settings.intra_op_threads or providers.cpu_count()
 
+    @staticmethod
+    def _compared(requested: str, resolved: str) -> tuple[str, ...]:
+        """The other providers the auto variant times: the CPU runtimes, when the provider was left to auto
+        and resolved to the CPU (a GPU, or a provider the user named, is used as it is)."""
+        if requested != "auto" or resolved != "cpu":
+            return ()
+        present = providers.available()
+        return tuple(p for p in providers.CPU_FAMILY if p != resolved and p in present)
+
     def remembered_variant(self, spec, provider: str | None = None) -> variant_probe.ProbeResult | None:
         """What ``auto`` resolved to for ``spec`` on ``provider`` (default: this Studio's), if measured (never measures)."""
         if spec.manifest is None:
             return None
-        resolved = providers.resolve(providers.normalize(provider or self.settings.provider)).name
-        return variant_probe.remembered(spec.manifest, spec.folder, resolved, self._probe_threads)
+        requested = providers.normalize(provider or self.settings.provider)
+        resolved = providers.resolve(requested).name
+        return variant_probe.remembered(spec.manifest, spec.folder, resolved, self._probe_threads,
+                                        self._compared(requested, resolved))
 
-    def auto_variant(self, spec, provider: str) -> variant_probe.ProbeResult:
-        """What ``auto`` means for ``spec`` on ``provider`` here: remembered in the model folder, or measured
-        once (engine.variant_probe); the probe's sessions are its own and are freed after it."""
-        key = (spec.name, provider, spec.manifest.converted_at)
+    def auto_variant(self, spec, provider: str, also: tuple[str, ...] = ()) -> variant_probe.ProbeResult:
+        """What ``auto`` means for ``spec`` on ``provider`` (and the ``also`` providers) here: remembered in the
+        model folder, or measured once (engine.variant_probe); the probe's sessions are its own and are freed
+        after it."""
+        key = (spec.name, provider, also, spec.manifest.converted_at)
         with self._probe_lock:
             if key not in self._auto:
-                probe_sessions = SessionCache(len(spec.manifest.variants))
+                probe_sessions = SessionCache(len(spec.manifest.variants) * (1 + len(also)))
 
                 def make_embed(name: str):
-                    return Embedder(spec, variant=name, provider=provider, sessions=probe_sessions,
+                    variant, runs_on = variant_probe.parse_label(name, provider)
+                    return Embedder(spec, variant=variant, provider=runs_on, sessions=probe_sessions,
                                     session_options=self.session_options, batch_size=32,
                                     max_batch_tokens=self.settings.max_batch_tokens).embed
 
                 self._auto[key] = variant_probe.resolve(spec.manifest, spec.folder, provider, self._probe_threads,
-                                                        make_embed)
+                                                        make_embed, also)
             return self._auto[key]
 
     @property

@@ -1,13 +1,16 @@
-"""The ``auto`` variant: the fastest converted variant of a model that keeps fp32 quality, measured here.
+"""The ``auto`` variant: the fastest converted configuration of a model that keeps fp32 quality, measured here.
 
 A variant is a candidate when the parity measured at conversion (the manifest's, against
-sentence-transformers torch fp32) reaches the fp32 tier, min cosine >= ``FP32_TIER``. The candidates are
-timed on this machine and provider, on a fixed probe (one batch of long texts, as ingesting embeds, and
-one of short ones, as queries are), interleaved and best of ``ROUNDS``; the reference fp32 is kept unless
-another candidate is ``MARGIN`` faster, so probe noise never flips the choice. The result is remembered in
-the model folder (``variant-probe.json``, one entry per hardware fingerprint) and reused until the
-model is re-converted or the machine, provider or ONNX Runtime changes. A variant the user names is
-never second-guessed: only ``auto`` (the registry's default) is resolved here.
+sentence-transformers torch fp32) reaches the fp32 tier, min cosine >= ``FP32_TIER``. On a host without a
+GPU provider, where the provider was left to ``auto`` as well, the same variants also run on the other
+CPU runtime (OpenVINO, labelled ``variant@openvino``): its arithmetic differs by CPU (bf16 on AMX), so its
+parity is measured on the probe itself against fp32 on ONNX Runtime, and a configuration below the tier is
+left out with the figure. The candidates are timed on this machine, on a fixed probe (one batch of long
+texts, as ingesting embeds, and one of short ones, as queries are), interleaved and best of ``ROUNDS``; the
+reference fp32 is kept unless another candidate is ``MARGIN`` faster, so probe noise never flips the choice.
+The result is remembered in the model folder (``variant-probe.json``, one entry per hardware fingerprint)
+and reused until the model is re-converted or the machine, providers or runtimes change. A variant or a
+provider the user names is never second-guessed: only ``auto`` (the registry's default) is resolved here.
 """
 
 from __future__ import annotations
@@ -42,11 +45,27 @@ Embed = Callable[[Sequence[str]], object]
 @dataclass(frozen=True)
 class ProbeResult:
     fingerprint: str
-    provider: str
-    chosen: str
-    seconds: dict[str, float]  # candidate -> best seconds of one probe pass (long batch + short batch)
-    excluded: dict[str, str] = field(default_factory=dict)  # variant -> why it was not a candidate
+    provider: str  # the provider the request resolved to (the reference runs there)
+    chosen: str  # the variant
+    seconds: dict[str, float]  # candidate label -> best seconds of one probe pass (long batch + short batch)
+    excluded: dict[str, str] = field(default_factory=dict)  # label -> why it was not a candidate
     measured_at: str = ""
+    chosen_provider: str = ""  # where the chosen variant runs, when another provider won ("" = provider)
+    parity: dict[str, float] = field(default_factory=dict)  # label -> min cosine on the probe (other providers)
+
+    @property
+    def runs_on(self) -> str:
+        return self.chosen_provider or self.provider
+
+
+def label(variant: str, provider: str, base: str) -> str:
+    """A candidate's name: the variant on the base provider, ``variant@provider`` elsewhere."""
+    return variant if provider == base else f"{variant}@{provider}"
+
+
+def parse_label(name: str, base: str) -> tuple[str, str]:
+    variant, _, provider = name.partition("@")
+    return variant, provider or base
 
 
 def candidates(manifest: Manifest) -> tuple[list[str], dict[str, str]]:
@@ -74,12 +93,23 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def fingerprint(manifest: Manifest, provider: str, threads: int) -> str:
-    """What the measurement depends on: the model files, the machine, the provider and ONNX Runtime."""
+def _version(package: str) -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "-"
+
+
+def fingerprint(manifest: Manifest, provider: str, threads: int, also: Sequence[str] = ()) -> str:
+    """What the measurement depends on: the model files, the machine, the providers and their runtimes."""
     import onnxruntime
 
     parts = [manifest.converted_at, json.dumps({k: v.size_bytes for k, v in sorted(manifest.variants.items())}),
              _cpu_model(), platform.machine(), str(threads), provider, onnxruntime.__version__]
+    if also:
+        parts += ["+".join(also), _version("openvino")]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -90,6 +120,26 @@ def probe_texts(max_seq_length: int, long_count: int = 8, short_count: int = 16)
         return " ".join(_WORDS[(start + i) % len(_WORDS)] for i in range(words))
 
     return ([text(i, max_seq_length) for i in range(long_count)], [text(i * 3, 12) for i in range(short_count)])
+
+
+def probe_parity(embedders: dict[str, Embed], reference: Embed, texts: Sequence[str],
+                 failed: dict[str, str]) -> dict[str, float]:
+    """Min cosine of each candidate against the reference on the probe texts (both unit vectors); a candidate
+    below ``FP32_TIER``, or one that fails to run, lands in ``failed`` with the reason."""
+    import numpy as np
+
+    expected = np.asarray(reference(texts), dtype=np.float32)
+    cosines = {}
+    for name, embed in embedders.items():
+        try:
+            got = np.asarray(embed(texts), dtype=np.float32)
+        except StudioError as exc:
+            failed[name] = f"failed on the probe: {exc.message}"
+            continue
+        cosines[name] = round(float((got * expected).sum(axis=1).min()), 7)
+        if cosines[name] < FP32_TIER:
+            failed[name] = f"min cosine {cosines[name]:.6f} < {FP32_TIER} on the probe"
+    return cosines
 
 
 def measure(embedders: dict[str, Embed], long_texts: Sequence[str], short_texts: Sequence[str],
@@ -125,12 +175,12 @@ def measure(embedders: dict[str, Embed], long_texts: Sequence[str], short_texts:
     return {name: round(seconds, 4) for name, seconds in best.items()}
 
 
-def choose(seconds: dict[str, float], reference: str = REFERENCE, margin: float = MARGIN) -> str:
-    """The fastest candidate if it beats the reference by ``margin``, else the reference."""
-    fastest = min(seconds, key=seconds.__getitem__)
-    if reference not in seconds or seconds[fastest] * margin <= seconds[reference]:
-        return fastest
-    return reference
+def choose(seconds: dict[str, float], margin: float = MARGIN) -> str:
+    """The first candidate, in the order given (the reference first, then the other variants, then the other
+    providers), whose time is within ``margin`` of the fastest: the reference stays unless another is
+    ``margin`` faster, and near-ties between the others (fp16 against fp32 on OpenVINO) never flip on noise."""
+    fastest = min(seconds.values())
+    return next(name for name, value in seconds.items() if value <= fastest * margin)
 
 
 def read_cached(folder: Path, key: str) -> ProbeResult | None:
@@ -159,29 +209,41 @@ def write_cached(folder: Path, result: ProbeResult) -> None:
         log.warning("could not remember the variant probe in %s: %s", folder, exc)
 
 
-def remembered(manifest: Manifest, folder: Path, provider: str, threads: int) -> ProbeResult | None:
-    """What ``auto`` resolved to on this machine and provider, if it was measured already (never measures)."""
-    return read_cached(folder, fingerprint(manifest, provider, threads))
+def remembered(manifest: Manifest, folder: Path, provider: str, threads: int,
+               also: Sequence[str] = ()) -> ProbeResult | None:
+    """What ``auto`` resolved to on this machine and providers, if it was measured already (never measures)."""
+    return read_cached(folder, fingerprint(manifest, provider, threads, also))
 
 
 def resolve(manifest: Manifest, folder: Path, provider: str, threads: int,
-            make_embed: Callable[[str], Embed]) -> ProbeResult:
-    """The probe result for this model, machine and provider: remembered, or measured now (seconds, once)."""
-    key = fingerprint(manifest, provider, threads)
+            make_embed: Callable[[str], Embed], also: Sequence[str] = ()) -> ProbeResult:
+    """The probe result for this model, machine and provider (plus the ``also`` providers, compared on the
+    same probe): remembered, or measured now (seconds, once). ``make_embed`` takes a candidate label."""
+    key = fingerprint(manifest, provider, threads, also)
     cached = read_cached(folder, key)
     if cached is not None and cached.chosen in manifest.variants:
         return cached
     names, excluded = candidates(manifest)
-    if len(names) <= 1:
+    others = [label(name, other, provider) for other in also for name in names]
+    parity: dict[str, float] = {}
+    if len(names) + len(others) <= 1:
         result = ProbeResult(key, provider, names[0] if names else next(iter(manifest.variants)), {}, excluded,
                              _now())
     else:
-        log.info("variant auto: timing %s of %s on %s (once per machine)", ", ".join(names), folder.name, provider)
         long_texts, short_texts = probe_texts(manifest.max_seq_length)
-        seconds = measure({name: make_embed(name) for name in names}, long_texts, short_texts, failed=excluded)
+        embedders = {name: make_embed(name) for name in names + others}
+        if others:
+            reference = embedders[names[0]]
+            parity = probe_parity({name: embedders[name] for name in others}, reference,
+                                  [*long_texts, *short_texts], excluded)
+            embedders = {name: embed for name, embed in embedders.items() if name not in excluded}
+        log.info("variant auto: timing %s of %s (once per machine)", ", ".join(embedders), folder.name)
+        seconds = measure(embedders, long_texts, short_texts, failed=excluded)
         chosen = choose(seconds) if seconds else (REFERENCE if REFERENCE in manifest.variants else names[0])
-        result = ProbeResult(key, provider, chosen, seconds, excluded, _now())
-        log.info("variant auto for %s on %s: %s (%s)", folder.name, provider, result.chosen,
+        variant, runs_on = parse_label(chosen, provider)
+        result = ProbeResult(key, provider, variant, seconds, excluded, _now(),
+                             chosen_provider="" if runs_on == provider else runs_on, parity=parity)
+        log.info("variant auto for %s: %s (%s)", folder.name, chosen,
                  ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items()))
     write_cached(folder, result)
     return result

@@ -86,6 +86,8 @@ def _model_row(spec, studio) -> dict:
         for name, info in manifest.variants.items():
             if info.parity is not None:
                 parity[name] = {"max_abs_diff": info.parity.max_abs_diff, "min_cosine": info.parity.min_cosine}
+            for runtime, figures in info.provider_parity.items():  # e.g. fp32@openvino-bf16
+                parity[f"{name}@{runtime}"] = {"max_abs_diff": figures.max_abs_diff, "min_cosine": figures.min_cosine}
     return {
         "name": spec.name,
         "hf_id": spec.hf_id,
@@ -106,8 +108,9 @@ def _model_row(spec, studio) -> dict:
 
 def _auto_row(result) -> dict | None:
     """What ``auto`` chose on this machine and provider, where it was measured already."""
-    return None if result is None else {"provider": result.provider, "chosen": result.chosen, "seconds": result.seconds,
-                                        "excluded": result.excluded, "measured_at": result.measured_at}
+    return None if result is None else {"provider": result.runs_on, "chosen": result.chosen, "seconds": result.seconds,
+                                        "excluded": result.excluded, "probe_parity": result.parity,
+                                        "measured_at": result.measured_at}
 
 
 @command("models", "the model registry and which models are converted", lambda p: None)

@@ -133,7 +133,7 @@ def config_list(text: str) -> list:
     """Our benchmark configurations, a comma list of VARIANT[:PROVIDER]: 'int8, optimized:cpu'."""
     from engine.errors import InputError
     from engine.measure.peers import OurConfig
-    from engine.providers import ORT_NAMES
+    from engine.providers import PROVIDER_NAMES
 
     configs = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
@@ -143,9 +143,9 @@ def config_list(text: str) -> list:
             raise argparse.ArgumentTypeError(exc.message) from None
         if config.variant not in VARIANTS:
             raise argparse.ArgumentTypeError(f"{part!r}: unknown variant {config.variant!r}: choose from {', '.join(VARIANTS)}")
-        if config.provider not in (*ORT_NAMES, "auto"):
+        if config.provider not in (*PROVIDER_NAMES, "auto"):
             raise argparse.ArgumentTypeError(f"{part!r}: unknown provider {config.provider!r}: "
-                                             f"choose from auto, {', '.join(ORT_NAMES)}")
+                                             f"choose from auto, {', '.join(PROVIDER_NAMES)}")
         configs.append(config)
     if not configs:
         raise argparse.ArgumentTypeError("give at least one VARIANT[:PROVIDER], e.g. int8:cpu")

@@ -62,7 +62,13 @@ def _side_by_side(studio, args: argparse.Namespace, split) -> tuple[object, str]
     from engine.measure.peers import OurConfig, markdown, run_side_by_side
 
     model = split(args.models)[0] if args.models else studio.registry.default_model
-    configs = args.configs or [OurConfig.parse(c) for c in DEFAULT_CONFIGS]
+    if args.configs:
+        configs = args.configs
+    else:  # the default rows this installation can run (the openvino ones need the openvino package)
+        from engine import providers
+
+        present = providers.available()
+        configs = [c for c in map(OurConfig.parse, DEFAULT_CONFIGS) if c.provider in present]
     batch = args.batch_sizes[-1]  # the default "1,32" gives 32
     report = run_side_by_side(studio, model, args.peers, configs, args.workloads, batch_size=batch, rounds=args.rounds)
     json_path, csv_path = save_report(report, args.out or studio.settings.reports_dir / "bench")

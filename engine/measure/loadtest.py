@@ -210,12 +210,12 @@ def in_process(args: argparse.Namespace, texts: list[str]) -> tuple[np.ndarray, 
     }
 
 
-def start_server(args: argparse.Namespace, base: str, model: str, variant: str) -> subprocess.Popen:
+def start_server(args: argparse.Namespace, base: str, model: str, variant: str, provider: str) -> subprocess.Popen:
+    """The server on the configuration the in-process engine ran (``auto`` resolved there: the same variant
+    and provider, so the two rates compare the same arithmetic)."""
     port = base.rsplit(":", 1)[1]
     command = [sys.executable, "-m", "engine", "serve", "--port", port, "--no-access-log", "--model", model,
-               "--variant", variant]
-    if args.provider:
-        command += ["--provider", args.provider]
+               "--variant", variant, "--provider", provider]
     if args.data_dir:
         command += ["--data-dir", str(args.data_dir)]
     log_file = tempfile.NamedTemporaryFile("w+", prefix="loadtest-server-", suffix=".log", delete=False)
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         base, pid = args.url.rstrip("/"), args.server_pid
     else:
         base = f"http://127.0.0.1:{free_port()}"
-        server = start_server(args, base, model, engine_figures["variant"])
+        server = start_server(args, base, model, engine_figures["variant"], engine_figures["provider"])
         pid = server.pid
     try:
         ready = wait_ready(base, server, headers)

@@ -60,8 +60,8 @@ def test_embed_contract(default_model, tmp_path, fmt):
     from engine.settings import load_settings
     from engine.studio import Studio
 
-    expected = Studio(load_settings(data_dir=default_model.parent.parent)).embedder().embed(texts)
-    np.testing.assert_allclose(vectors, expected, atol=1e-6)
+    expected = Studio(load_settings(data_dir=default_model.parent.parent)).embedder(variant="fp32", provider="cpu")
+    np.testing.assert_allclose(vectors, expected.embed(texts), atol=1e-6)
 
 
 def test_errors_are_messages_not_tracebacks(default_model, tmp_path):

@@ -33,7 +33,7 @@ def test_fallback_is_reported_not_silent(caplog):
 
 def test_status_lists_every_provider_once():
     rows = providers.status()
-    assert {r.name for r in rows} == set(providers.ORT_NAMES)
+    assert {r.name for r in rows} == set(providers.PROVIDER_NAMES)
     assert sum(r.auto_candidate for r in rows) == 1
 
 

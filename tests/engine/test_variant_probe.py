@@ -24,6 +24,10 @@ def test_candidates_are_the_variants_in_the_fp32_tier(default_model):
     ({"fp32": 1.0, "optimized": 0.97}, "fp32"),  # within the 5 % margin: the reference stays
     ({"fp32": 1.0, "optimized": 1.20, "fp16": 5.0}, "fp32"),
     ({"optimized": 1.0, "fp16": 2.0}, "optimized"),  # no reference converted
+    # another provider: the first configuration within the margin of the fastest, not the noisiest winner
+    ({"fp32": 0.30, "optimized": 0.41, "fp32@openvino": 0.083, "optimized@openvino": 0.081,
+      "fp16@openvino": 0.080}, "fp32@openvino"),
+    ({"fp32": 0.30, "fp32@openvino": 0.089, "optimized@openvino": 0.081}, "optimized@openvino"),
 ])
 def test_choose_needs_a_margin_over_the_reference(seconds, chosen):
     assert variant_probe.choose(seconds) == chosen
@@ -57,8 +61,14 @@ def test_studio_resolves_auto_once_and_remembers_it(default_model, tmp_path, mon
     stored = json.loads(probe_file.read_text())
     (entry,) = stored.values()
     assert entry["chosen"] == embedder.variant and entry["provider"] == "cpu"
-    assert set(entry["seconds"]) == {"fp32", "optimized", "fp16"} and all(v > 0 for v in entry["seconds"].values())
-    assert "int8" in entry["excluded"]
+    assert (entry["chosen_provider"] or "cpu") == embedder.provider
+    # the fp32-tier variants on ONNX Runtime, and on OpenVINO (installed with the engine) where the probe's own
+    # parity keeps the tier; each OpenVINO candidate is either timed or excluded with its figure
+    assert {"fp32", "optimized", "fp16"} <= set(entry["seconds"]) and all(v > 0 for v in entry["seconds"].values())
+    for label in ("fp32@openvino", "optimized@openvino", "fp16@openvino"):
+        assert (label in entry["seconds"]) != (label in entry["excluded"])
+        assert (entry["parity"][label] >= variant_probe.FP32_TIER) == (label in entry["seconds"])
+    assert "int8" in entry["excluded"] and "int8@openvino" not in entry["seconds"]
 
     # another process (a new Studio) reads the file instead of measuring again
     monkeypatch.setattr(variant_probe, "measure", lambda *a, **k: pytest.fail("measured again"))
@@ -103,11 +113,11 @@ def test_models_json_shows_what_auto_chose(default_model, capsys):
     from engine.settings import load_settings
     from engine.studio import Studio
 
-    chosen = Studio(load_settings(data_dir=default_model.parent.parent)).embedder().variant
+    embedder = Studio(load_settings(data_dir=default_model.parent.parent)).embedder()
     assert main(["models", "--json"]) == 0
     row = next(m for m in json.loads(capsys.readouterr().out)["models"] if m["name"] == "all-minilm-l6-v2")
     assert row["default_variant"] == "auto"
-    assert row["auto_variant"]["chosen"] == chosen and row["auto_variant"]["provider"] == "cpu"
+    assert row["auto_variant"]["chosen"] == embedder.variant and row["auto_variant"]["provider"] == embedder.provider
 
 
 def test_a_candidate_that_cannot_run_is_left_out_with_its_reason(default_model, tmp_path):
@@ -122,3 +132,34 @@ def test_a_candidate_that_cannot_run_is_left_out_with_its_reason(default_model, 
     result = variant_probe.resolve(read_manifest(default_model), tmp_path, "cpu", 2, make)
     assert "optimized" not in result.seconds and "missing" in result.excluded["optimized"]
     assert result.chosen in ("fp32", "fp16")
+
+
+def test_labels_name_the_provider_only_off_the_base():
+    assert variant_probe.label("fp32", "cpu", "cpu") == "fp32"
+    assert variant_probe.label("optimized", "openvino", "cpu") == "optimized@openvino"
+    assert variant_probe.parse_label("optimized@openvino", "cpu") == ("optimized", "openvino")
+    assert variant_probe.parse_label("fp16", "cpu") == ("fp16", "cpu")
+
+
+def test_another_runtime_below_the_fp32_tier_is_left_out_with_its_figure(default_model, tmp_path):
+    """A configuration whose arithmetic drifts (here: vectors rotated by a fixed small angle) is not timed."""
+    import numpy as np
+
+    def make(name):
+        def embed(texts):
+            rows = np.zeros((len(texts), 4), np.float32)
+            rows[:, 0] = 1.0
+            if name == "fp32@openvino":  # cos = 0.999, below the tier
+                rows[:, 0], rows[:, 1] = 0.999, np.sqrt(1 - 0.999 ** 2)
+            if name == "optimized@openvino":  # cos = 0.999995, inside it
+                rows[:, 0], rows[:, 1] = 0.999995, np.sqrt(1 - 0.999995 ** 2)
+            return rows
+        return embed
+
+    result = variant_probe.resolve(read_manifest(default_model), tmp_path, "cpu", 2, make, also=("openvino",))
+    assert "fp32@openvino" not in result.seconds and "0.999000 < 0.9999" in result.excluded["fp32@openvino"]
+    assert "optimized@openvino" in result.seconds and result.parity["optimized@openvino"] >= 0.99999
+    assert result.runs_on in ("cpu", "openvino")
+    # the fingerprint names the compared runtimes: a probe without them is another entry
+    assert result.fingerprint == variant_probe.fingerprint(read_manifest(default_model), "cpu", 2, ("openvino",))
+    assert result.fingerprint != variant_probe.fingerprint(read_manifest(default_model), "cpu", 2)

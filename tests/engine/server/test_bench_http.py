@@ -11,7 +11,9 @@ from engine.studio import Studio
 
 def test_benchmark_row_for_an_openai_compatible_server(default_model):
     studio = Studio(load_settings(data_dir=default_model.parent.parent))
-    with serve(create_app(Studio(load_settings(data_dir=default_model.parent.parent)), ApiSettings())) as base:
+    # the server runs the configuration of the ONNX Runtime row (its default, auto, may be OpenVINO bf16)
+    api = ApiSettings(variant="fp32", provider="cpu")
+    with serve(create_app(Studio(load_settings(data_dir=default_model.parent.parent)), api)) as base:
         wait_ready(base)
         report = run_benchmark(studio, ["all-minilm-l6-v2"], ["fp32"], ["cpu"], [8], workload_texts("sentences", 24),
                                baseline=False, http_urls=[f"{base}/v1"])

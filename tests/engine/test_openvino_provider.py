@@ -1,0 +1,133 @@
+"""The ``openvino`` provider: the model's own ONNX files through the OpenVINO runtime, beside ONNX Runtime.
+
+Parity is checked on real SciFact abstracts against fp32 on ONNX Runtime (itself within 1e-6 of
+sentence-transformers, test_parity); concurrency on one session is checked against sequential results."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import shared_data
+
+from engine import providers
+from engine.errors import ModelFileError, ProviderError
+from engine.manifest import read_manifest
+from engine.settings import load_settings
+from engine.studio import Studio
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "all-minilm-l6-v2"
+
+
+@pytest.fixture(scope="module")
+def abstracts() -> list[str]:
+    with shared_data("scifact", "corpus.jsonl").open(encoding="utf-8") as handle:
+        rows = [json.loads(line) for _, line in zip(range(48), handle)]
+    return [(row["title"] + " " + row["text"]).strip() for row in rows]
+
+
+def _studio(default_model) -> Studio:
+    return Studio(load_settings(data_dir=default_model.parent.parent))
+
+
+def test_openvino_is_listed_and_runs_without_onnxruntime_providers():
+    assert "openvino" in providers.available()
+    assert providers.available().index("openvino") < providers.available().index("cpu")
+    choice = providers.resolve("OpenVINO")
+    assert choice.name == "openvino" and choice.ort_providers == ()
+    assert providers.resolve("auto").name == "cpu"  # a CPU host: the auto *variant* compares the two (probe)
+    row = next(r for r in providers.status() if r.name == "openvino")
+    assert row.available and "OpenVINO runtime" in row.note
+
+
+@pytest.mark.parametrize("variant", ["fp32", "optimized"])
+def test_openvino_keeps_the_fp32_tier_on_real_abstracts(default_model, abstracts, variant):
+    studio = _studio(default_model)
+    reference = studio.embedder(MODEL, "fp32", "cpu").embed(abstracts)
+    embedder = studio.embedder(MODEL, variant, "openvino")
+    got = embedder.embed(abstracts)
+    info = embedder.info()
+    assert info["provider"] == "openvino" and info["fallback"] is None and info["precision"] in ("bf16", "f32")
+    assert got.shape == reference.shape and got.dtype == np.float32
+    cosines = (got * reference).sum(axis=1)
+    assert cosines.min() >= 0.9999, cosines.min()
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_f32_precision_matches_onnx_runtime_to_float_rounding(default_model, abstracts, monkeypatch):
+    monkeypatch.setenv("STUDIO_OPENVINO_PRECISION", "f32")
+    studio = _studio(default_model)
+    embedder = studio.embedder(MODEL, "fp32", "openvino")
+    got = embedder.embed(abstracts[:16])
+    assert embedder.info()["precision"] == "f32"
+    reference = studio.embedder(MODEL, "fp32", "cpu").embed(abstracts[:16])
+    assert float(np.abs(got - reference).max()) < 1e-5
+
+
+def test_a_bad_precision_setting_is_a_message(default_model, monkeypatch):
+    monkeypatch.setenv("STUDIO_OPENVINO_PRECISION", "int4")
+    with pytest.raises(ProviderError, match="STUDIO_OPENVINO_PRECISION must be one of auto, f32, bf16"):
+        _studio(default_model).embedder(MODEL, "fp32", "openvino").embed(["x"])
+
+
+def test_concurrent_callers_share_one_session_and_get_their_own_results(default_model, abstracts):
+    """Infer requests are pooled: 4 threads x 6 calls of different shapes on one session equal sequential calls."""
+    embedder = _studio(default_model).embedder(MODEL, "optimized", "openvino")
+    jobs = [abstracts[i:i + 1 + (i % 5)] for i in range(24)]
+    expected = [embedder.embed(texts) for texts in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(embedder.embed, jobs))
+    for mine, theirs in zip(got, expected):
+        np.testing.assert_array_equal(mine, theirs)
+    assert len(embedder.sessions.entries()) == 1
+
+
+def test_a_corrupt_onnx_file_is_a_model_error_on_openvino(default_model, tmp_path):
+    import shutil
+
+    folder = tmp_path / "models" / MODEL
+    shutil.copytree(default_model, folder, symlinks=False, ignore=shutil.ignore_patterns("model_*.onnx"))
+    (folder / "model.onnx").write_bytes(b"\x08\x07not a protobuf at all" * 10)
+    studio = Studio(load_settings(data_dir=tmp_path))
+    with pytest.raises((ModelFileError, ProviderError)) as caught:
+        studio.embedder(MODEL, "fp32", "openvino").embed(["x"])
+    assert "model.onnx" in caught.value.message and "Traceback" not in caught.value.message
+
+
+def test_conversion_measured_the_parity_on_openvino(default_model):
+    """The manifest carries each variant's parity on OpenVINO, named with the precision it ran in."""
+    manifest = read_manifest(default_model)
+    for variant in ("fp32", "optimized"):
+        (runtime, parity), = manifest.variants[variant].provider_parity.items()
+        assert runtime in ("openvino-bf16", "openvino-f32")
+        assert parity.min_cosine >= 0.9999 and parity.texts == manifest.variants[variant].parity.texts
+    assert manifest.variants["int8"].provider_parity  # measured too; its tier is int8's
+
+
+def test_cli_embeds_on_openvino_and_lists_it(default_model, tmp_path):
+    data_dir = str(default_model.parent.parent)
+    source = tmp_path / "in.txt"
+    source.write_text("first line\nsecond, longer line about proteins\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "engine", *args, "--data-dir", data_dir], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+
+    done = cli("embed", "--model", MODEL, "--in", str(source), "--out", str(out), "--provider", "openvino",
+               "--variant", "optimized", "--json")
+    assert done.returncode == 0, done.stderr
+    vectors = np.load(out)
+    assert vectors.shape == (2, 384) and vectors.dtype == np.float32
+    listed = json.loads(cli("providers", "--json").stdout)
+    row = next(p for p in listed["providers"] if p["name"] == "openvino")
+    assert row["available"] is True
+    models = json.loads(cli("models", "--json").stdout)["models"]
+    parity = next(m for m in models if m["name"] == MODEL)["parity"]
+    assert any(key.startswith("fp32@openvino-") for key in parity)
