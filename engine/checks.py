@@ -41,6 +41,14 @@ THRESHOLDS: dict[str, Threshold] = {
     "fp16": Threshold(min_cosine=0.999),
     "int8": Threshold(),
 }
+# on OpenVINO the arithmetic is the CPU's (bf16 on AMX/AVX512_BF16): the fp32-quality variants are judged by
+# the fp32 tier of the auto variant (engine.variant_probe.FP32_TIER) against the parity measured there
+OPENVINO_THRESHOLDS: dict[str, Threshold] = {
+    "fp32": Threshold(min_cosine=0.9999),
+    "optimized": Threshold(min_cosine=0.9999),
+    "fp16": Threshold(min_cosine=0.999),
+    "int8": Threshold(),
+}
 # variants that only make sense on one kind of provider: int8 is CPU-only (dynamic quantisation
 # has no CUDA kernels), so it is always checked on the CPU
 CPU_ONLY_VARIANTS = frozenset({"int8"})
@@ -145,12 +153,25 @@ def summary(results: Iterable[ModelCheck]) -> dict[str, int]:
 
 
 # --- the check itself -----------------------------------------------------------------------------
+def runtime_parity(info, provider: str) -> Parity | None:
+    """The parity measured at conversion on a non-ONNX-Runtime provider (``openvino-bf16`` for openvino)."""
+    return next((p for key, p in info.provider_parity.items() if key.split("-", 1)[0] == provider), None)
+
+
 def check_variant(studio, spec, variant: str, requested_provider: str, load: bool = True) -> VariantCheck:
     manifest: Manifest = spec.manifest
-    parity = manifest.variants[variant].parity
-    problems = file_problems(spec.folder, manifest, variant) + parity_problems(variant, parity)
-    notes = [] if THRESHOLDS.get(variant, Threshold()) != Threshold() else [f"{variant}: parity reported, not judged"]
     provider = provider_for(variant, requested_provider)
+    info = manifest.variants[variant]
+    thresholds, parity = THRESHOLDS, info.parity
+    if provider in providers.RUNTIMES:
+        thresholds, parity = OPENVINO_THRESHOLDS, runtime_parity(info, provider)
+    problems = file_problems(spec.folder, manifest, variant)
+    if parity is None and provider in providers.RUNTIMES:
+        problems.append(f"{variant}: no parity on {provider} in the manifest (converted where {provider} was not "
+                        "installed): convert again with --force")
+    else:
+        problems += parity_problems(variant, parity, thresholds)
+    notes = [] if thresholds.get(variant, Threshold()) != Threshold() else [f"{variant}: parity reported, not judged"]
     if provider != requested_provider and load:
         notes.append(f"{variant} is CPU-only: checked on cpu")
     actual = load_seconds = fallback = None

@@ -6,8 +6,16 @@ package, installed beside the standard onnxruntime wheel; onnxruntime-openvino w
 the benchmarks treat it like any other provider. Precision: OpenVINO's own choice for the CPU, bf16
 where it has AVX512_BF16 or AMX and f32 elsewhere, unless ``STUDIO_OPENVINO_PRECISION`` says ``f32``
 or ``bf16``; the precision in use is reported (``precision``) and its parity is measured like any
-variant's (at conversion and by the ``auto`` probe). One compiled model per session, with dynamic
-shapes; infer requests are pooled, so concurrent callers never share one.
+variant's (at conversion and by the ``auto`` probe).
+
+Two compiled forms of one model, both with dynamic shapes. Small batches (a query, an HTTP request)
+run on the LATENCY form: one stream that uses every thread. A batch of ``BULK_ROWS`` rows or more
+(ingest, bulk embedding) runs on the THROUGHPUT form: its rows are split into one part per stream
+(one thread each) and the parts run at once. Measured on a 2-core AMX Xeon, all-MiniLM-L6-v2,
+batch 32: 256-token abstracts 101 -> 112 texts/s, queries 1041 -> 1059; a single query on one
+stream alone would take twice as long, hence both forms. The THROUGHPUT form is compiled on first
+use, and only for models up to ``BULK_MAX_BYTES`` (it holds its own copy of the weights). Infer
+requests are pooled, so concurrent callers never share one.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +33,8 @@ log = logging.getLogger(__name__)
 
 PROVIDER_NAME = "OpenVINORuntime"  # what get_providers() answers (engine.providers maps it to "openvino")
 PRECISIONS = ("auto", "f32", "bf16")
+BULK_ROWS = 8
+BULK_MAX_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -70,15 +81,24 @@ class OpenVINOSession:
     def __init__(self, path: Path, threads: int, precision: str = "auto") -> None:
         import openvino as ov
 
-        config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": int(threads)}
+        self._config: dict[str, object] = {"INFERENCE_NUM_THREADS": int(threads)}
         if precision != "auto":
-            config["INFERENCE_PRECISION_HINT"] = precision
-        core = ov.Core()
-        self._compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+            self._config["INFERENCE_PRECISION_HINT"] = precision
+        self._core = ov.Core()
+        self._path = Path(path)
+        self._compiled = self._compile("LATENCY")
         self._inputs = [_port(port) for port in self._compiled.inputs]
         self._outputs = [_port(port) for port in self._compiled.outputs]
         self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "bf16", "f32"
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._bulk_wanted = threads >= 2 and self._path.stat().st_size <= BULK_MAX_BYTES
+        self._bulk = None  # (compiled model, streams), compiled on the first big batch
+        self._bulk_lock = threading.Lock()
+        self._bulk_requests: queue.SimpleQueue = queue.SimpleQueue()
+
+    def _compile(self, hint: str):
+        return self._core.compile_model(self._core.read_model(str(self._path)), "CPU",
+                                        {**self._config, "PERFORMANCE_HINT": hint})
 
     def get_inputs(self) -> list[Port]:
         return list(self._inputs)
@@ -90,13 +110,46 @@ class OpenVINOSession:
         return [PROVIDER_NAME]
 
     def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        try:
-            request = self._requests.get_nowait()
-        except queue.Empty:
-            request = self._compiled.create_infer_request()
+        names = output_names or [port.name for port in self._outputs]
+        rows = len(next(iter(feed.values())))
+        bulk = self._bulk_model() if rows >= BULK_ROWS and self._bulk_wanted else None
+        if bulk is not None:
+            return self._run_split(bulk, names, feed, rows)
+        request = self._take(self._requests, self._compiled)
         try:
             result = request.infer(feed)  # outputs are copied out of the request (share_outputs=False)
-            names = output_names or [port.name for port in self._outputs]
             return [np.asarray(result[self._compiled.output(name)]) for name in names]
         finally:
             self._requests.put(request)
+
+    @staticmethod
+    def _take(pool: queue.SimpleQueue, compiled):
+        try:
+            return pool.get_nowait()
+        except queue.Empty:
+            return compiled.create_infer_request()
+
+    def _bulk_model(self):
+        with self._bulk_lock:
+            if self._bulk is None:
+                compiled = self._compile("THROUGHPUT")
+                streams = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+                self._bulk = (compiled, max(1, streams))
+                log.info("openvino: %s compiled for bulk batches, %d streams", self._path.name, self._bulk[1])
+            return self._bulk
+
+    def _run_split(self, bulk, names: list[str], feed: dict[str, np.ndarray], rows: int) -> list[np.ndarray]:
+        """The batch's rows in one contiguous part per stream, run at once; outputs joined in row order."""
+        compiled, streams = bulk
+        bounds = np.linspace(0, rows, min(streams, rows) + 1).astype(int)
+        requests = [self._take(self._bulk_requests, compiled) for _ in range(len(bounds) - 1)]
+        try:
+            for request, start, stop in zip(requests, bounds[:-1], bounds[1:]):
+                request.start_async({key: value[start:stop] for key, value in feed.items()})
+            for request in requests:
+                request.wait()
+            return [np.concatenate([request.get_tensor(compiled.output(name)).data for request in requests])
+                    for name in names]  # concatenate copies out of the requests' buffers
+        finally:
+            for request in requests:
+                self._bulk_requests.put(request)

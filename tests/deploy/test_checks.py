@@ -169,3 +169,23 @@ def test_an_unavailable_provider_fails_clearly(converted):
     assert code == 1
     (fp32,) = tiny(report)["variants"]
     assert fp32["status"] == "fail" and "migraphx execution provider is not available" in fp32["problems"][0]
+
+
+def test_on_openvino_the_parity_measured_there_is_judged(converted, tmp_path):
+    """--provider openvino judges each variant by its parity on OpenVINO (bf16 on AMX CPUs: the fp32 tier), and
+    a manifest written where OpenVINO was not installed is a failure that says to convert again."""
+    code, report = engine_check(converted, "--model", "tiny", "--provider", "openvino")
+    fp32 = next(v for v in tiny(report)["variants"] if v["variant"] == "fp32")
+    manifest = json.loads((converted / "models" / "tiny" / "manifest.json").read_text())
+    (on_openvino,) = manifest["variants"]["fp32"]["provider_parity"].values()
+    assert code == 0 and fp32["status"] == "ok" and fp32["provider"] == "openvino"
+    assert fp32["min_cosine"] == on_openvino["min_cosine"] >= 0.9999
+
+    data = copy_data(converted, tmp_path)
+    path = data / "models" / "tiny" / "manifest.json"
+    stripped = json.loads(path.read_text())
+    stripped["variants"]["fp32"]["provider_parity"] = {}
+    path.write_text(json.dumps(stripped))
+    code, report = engine_check(data, "--model", "tiny", "--provider", "openvino", "--variants", "fp32")
+    (fp32,) = tiny(report)["variants"]
+    assert code == 1 and fp32["status"] == "fail" and "no parity on openvino" in fp32["problems"][0]

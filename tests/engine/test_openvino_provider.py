@@ -77,14 +77,22 @@ def test_a_bad_precision_setting_is_a_message(default_model, monkeypatch):
 
 
 def test_concurrent_callers_share_one_session_and_get_their_own_results(default_model, abstracts):
-    """Infer requests are pooled: 4 threads x 6 calls of different shapes on one session equal sequential calls."""
+    """Infer requests are pooled: 4 threads x 6 calls of different shapes on one session equal sequential calls,
+    small batches (the latency form) and big ones (split over the streams of the throughput form) mixed."""
+    from engine.openvino_session import BULK_ROWS
+
     embedder = _studio(default_model).embedder(MODEL, "optimized", "openvino")
-    jobs = [abstracts[i:i + 1 + (i % 5)] for i in range(24)]
+    jobs = [abstracts[i:i + (1 + i % 5 if i % 2 else BULK_ROWS + i)] for i in range(24)]
+    assert {len(j) >= BULK_ROWS for j in jobs} == {True, False}
     expected = [embedder.embed(texts) for texts in jobs]
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(embedder.embed, jobs))
     for mine, theirs in zip(got, expected):
         np.testing.assert_array_equal(mine, theirs)
+    # a big batch split over the streams equals the same rows run one small batch at a time, to bf16 rounding
+    big = abstracts[:2 * BULK_ROWS]
+    pieces = np.concatenate([embedder.embed(big[i:i + 2]) for i in range(0, len(big), 2)])
+    assert float((embedder.embed(big) * pieces).sum(axis=1).min()) >= 0.9999
     assert len(embedder.sessions.entries()) == 1
 
 
