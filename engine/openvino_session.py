@@ -13,8 +13,8 @@ run on the LATENCY form: one stream that uses every thread. A batch of ``BULK_RO
 (ingest, bulk embedding) runs on the THROUGHPUT form: its rows are split into one part per stream
 (one thread each) and the parts run at once. Measured on a 2-core AMX Xeon, all-MiniLM-L6-v2,
 batch 32: 256-token abstracts 101 -> 112 texts/s, queries 1041 -> 1059; a single query on one
-stream alone would take twice as long, hence both forms. The THROUGHPUT form is compiled on first
-use, and only for models up to ``BULK_MAX_BYTES`` (it holds its own copy of the weights). Infer
+stream alone would take twice as long, hence both forms. The THROUGHPUT form is compiled with the
+session, and only for models up to ``BULK_MAX_BYTES`` (it holds its own copy of the weights). Infer
 requests are pooled, so concurrent callers never share one.
 """
 
@@ -92,9 +92,11 @@ class OpenVINOSession:
         self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "bf16", "f32"
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         self._bulk_wanted = threads >= 2 and self._path.stat().st_size <= BULK_MAX_BYTES
-        self._bulk = None  # (compiled model, streams), compiled on the first big batch
+        self._bulk = None  # (compiled model, streams)
         self._bulk_lock = threading.Lock()
         self._bulk_requests: queue.SimpleQueue = queue.SimpleQueue()
+        if self._bulk_wanted:  # now, with the session: compiled on a first big batch it stalled a server ~1 s
+            self._bulk_model()
 
     def _compile(self, hint: str):
         return self._core.compile_model(self._core.read_model(str(self._path)), "CPU",

@@ -188,9 +188,11 @@ def cmd_eval(args: argparse.Namespace) -> tuple[object, str]:
         embedder.session()
         labels = {"model": embedder.spec.name, "variant": embedder.variant,
                   "provider": embedder.session().active_provider}
-        docs = _cached(args.vectors_cache, f"{dataset.name}-{labels['model']}-{labels['variant']}-corpus",
+        # the provider is part of the key: the same variant on OpenVINO (bf16) gives other vectors
+        stem = f"{dataset.name}-{labels['model']}-{labels['variant']}-{labels['provider']}"
+        docs = _cached(args.vectors_cache, f"{stem}-corpus",
                        lambda: embedder.embed_documents(dataset.doc_texts), len(dataset.doc_texts))
-        queries = _cached(args.vectors_cache, f"{dataset.name}-{labels['model']}-{labels['variant']}-queries",
+        queries = _cached(args.vectors_cache, f"{stem}-queries",
                           lambda: embedder.embed_queries(dataset.query_texts), len(dataset.query_texts))
     if args.store:
         results = _eval_store(studio, args.store, dataset, docs, queries, modes, labels)

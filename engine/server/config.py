@@ -33,7 +33,9 @@ class ApiSettings(BaseSettings):
 
     # batching across requests
     max_batch_items: int = Field(128, ge=1, description="Texts per inference call, gathered from many requests")
-    max_wait_ms: float = Field(5.0, ge=0, description="How long the oldest waiting text may wait for others to join")
+    # 0: a free worker takes what is queued at once, and what arrives while it runs forms the next batch (TEI's
+    # continuous batching); a wait only delays light traffic (1 client: 11.4 ms p50 at 5 ms, 6.2 ms at 0)
+    max_wait_ms: float = Field(0.0, ge=0, description="How long the oldest waiting text may wait for others to join")
     max_queue_items: int = Field(65536, ge=1, description="Texts waiting per model before new requests get 503")
     inference_threads: int = Field(1, ge=1, le=16, description="Inference calls in flight at once (1 fits a CPU)")
     warmup_retry_s: float = Field(5.0, gt=0, description="Retry interval while the default model cannot be loaded")
