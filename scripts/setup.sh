@@ -118,8 +118,8 @@ if [ "$convert_default" -eq 1 ]; then
   if [ ! -f "$data_dir/models/all-minilm-l6-v2/variant-probe.json" ]; then
     # what the default variant `auto` means on this machine (engine/variant_probe.py): timed once now, a few
     # seconds, so that the app's first query does not wait for it
-    say "timing the default model's variants on this machine (variant auto)"
-    .venv/bin/python -c "from engine.studio import Studio; print('variant auto ->', Studio().embedder().variant)" \
+    say "timing the default model's variants on this machine, on ONNX Runtime and OpenVINO (variant auto)"
+    .venv/bin/python -c "from engine.studio import Studio; e = Studio().embedder(); print('variant auto ->', e.variant, 'on', e.provider)" \
       || echo "note: the variant probe failed; it runs again on first use" >&2
   fi
 fi
