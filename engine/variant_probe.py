@@ -108,8 +108,10 @@ def fingerprint(manifest: Manifest, provider: str, threads: int, also: Sequence[
 
     parts = [manifest.converted_at, json.dumps({k: v.size_bytes for k, v in sorted(manifest.variants.items())}),
              _cpu_model(), platform.machine(), str(threads), provider, onnxruntime.__version__]
-    if also:
-        parts += ["+".join(also), _version("openvino")]
+    if also or provider == "openvino":
+        import os
+
+        parts += ["+".join(also), _version("openvino"), os.environ.get("STUDIO_OPENVINO_PRECISION", "auto")]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -245,6 +247,8 @@ def resolve(manifest: Manifest, folder: Path, provider: str, threads: int,
                              chosen_provider="" if runs_on == provider else runs_on, parity=parity)
         log.info("variant auto for %s: %s (%s)", folder.name, chosen,
                  ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items()))
+        if not seconds:  # every candidate failed (a bad setting, a broken file): not a measurement to keep
+            return result
     write_cached(folder, result)
     return result
 

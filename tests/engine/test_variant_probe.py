@@ -163,3 +163,16 @@ def test_another_runtime_below_the_fp32_tier_is_left_out_with_its_figure(default
     # the fingerprint names the compared runtimes: a probe without them is another entry
     assert result.fingerprint == variant_probe.fingerprint(read_manifest(default_model), "cpu", 2, ("openvino",))
     assert result.fingerprint != variant_probe.fingerprint(read_manifest(default_model), "cpu", 2)
+
+
+def test_a_probe_where_every_candidate_failed_is_not_remembered(default_model, tmp_path):
+    from engine.errors import ProviderError
+
+    def make(name):
+        def embed(texts):
+            raise ProviderError("STUDIO_OPENVINO_PRECISION must be one of auto, f32, bf16, got 'fp8'.")
+        return embed
+
+    result = variant_probe.resolve(read_manifest(default_model), tmp_path, "openvino", 2, make)
+    assert result.seconds == {} and all("fp8" in why for name, why in result.excluded.items() if name != "int8")
+    assert not (tmp_path / variant_probe.PROBE_FILE).exists()  # the next call, with a good setting, measures
