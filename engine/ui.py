@@ -280,15 +280,28 @@ def model_rows(specs: Iterable) -> list[dict]:
 
 
 def variant_rows(manifest) -> list[dict]:
-    return [
-        {"variant": name, "file": info.file, "size": format_bytes(info.size_bytes),
-         "min cosine": info.parity.min_cosine if info.parity else None,
-         "mean cosine": info.parity.mean_cosine if info.parity else None,
-         "max |diff|": info.parity.max_abs_diff if info.parity else None,
-         "texts": info.parity.texts if info.parity else None,
-         "reference": info.parity.reference if info.parity else "", "note": info.note}
-        for name, info in manifest.variants.items()
-    ]
+    """One row per variant on ONNX Runtime's CPU provider, then one per other runtime its parity was measured on
+    at conversion (``optimized @ openvino-bf16``)."""
+    def row(label: str, info, parity, runs_on: str, note: str) -> dict:
+        return {"variant": label, "runs on": runs_on, "file": info.file, "size": format_bytes(info.size_bytes),
+                "min cosine": parity.min_cosine if parity else None,
+                "mean cosine": parity.mean_cosine if parity else None,
+                "max |diff|": parity.max_abs_diff if parity else None,
+                "texts": parity.texts if parity else None,
+                "reference": parity.reference if parity else "", "note": note}
+
+    rows = [row(name, info, info.parity, "onnxruntime cpu", info.note) for name, info in manifest.variants.items()]
+    for name, info in manifest.variants.items():
+        rows += [row(f"{name} @ {runtime}", info, parity, runtime.replace("-", " "), "")
+                 for runtime, parity in info.provider_parity.items()]
+    return rows
+
+
+def openvino_parity_missing(manifest) -> bool:
+    """OpenVINO is installed here but the manifest has no parity measured on it (converted before it was)."""
+    from engine import openvino_session
+
+    return openvino_session.is_installed() and not any(v.provider_parity for v in manifest.variants.values())
 
 
 def delete_model_folder(models_dir: Path, name: str) -> Path:

@@ -34,6 +34,10 @@ if converted:
                    f"converted {manifest.converted_at} in {manifest.conversion_seconds:.0f} s")
         for note in manifest.notes:
             st.caption(f"• {note}")
+        if ui.openvino_parity_missing(manifest):
+            st.caption("• No parity on OpenVINO in this manifest: the model was converted where the openvino package "
+                       "was not installed. Convert it again (Force) to measure it; until then the auto variant checks "
+                       "OpenVINO on its own probe.")
 
 # --- Hugging Face search -------------------------------------------------------------------------------------
 st.subheader("Find a model on Hugging Face")

@@ -217,8 +217,10 @@ def test_model_rows_show_parity_of_converted_models(default_model):
     assert parity and float(parity.group(1)) > 0.9999 and float(parity.group(2)) < 1e-4
     assert rows["all-mpnet-base-v2"]["converted"] is False and rows["all-mpnet-base-v2"]["fp32 parity"] == "—"
     variants = ui.variant_rows(registry.get(default_model.name).manifest)
-    assert {v["variant"] for v in variants} == {"fp32", "optimized", "fp16", "int8"}
+    assert {v["variant"] for v in variants if v["runs on"] == "onnxruntime cpu"} == {"fp32", "optimized", "fp16", "int8"}
     assert all(v["min cosine"] > 0.8 for v in variants)
+    on_openvino = {v["variant"].split(" @ ")[0]: v for v in variants if v["runs on"].startswith("openvino")}
+    assert set(on_openvino) == {"fp32", "optimized", "fp16", "int8"} and on_openvino["fp32"]["min cosine"] >= 0.9999
 
 
 # --- benchmarks -------------------------------------------------------------------------------------------
@@ -298,3 +300,14 @@ def test_upload_limit_of_the_app_matches_the_engine():
     assert config["server"]["maxUploadSize"] == Settings.model_fields["max_upload_mb"].default
     assert config["client"]["showErrorDetails"] == "none"
     assert config["browser"]["gatherUsageStats"] is False
+
+
+def test_a_manifest_without_openvino_parity_is_pointed_out(default_model):
+    from dataclasses import replace
+
+    from engine.manifest import read_manifest
+
+    manifest = read_manifest(default_model)
+    assert not ui.openvino_parity_missing(manifest)  # converted here, with openvino installed
+    stripped = replace(manifest, variants={k: replace(v, provider_parity={}) for k, v in manifest.variants.items()})
+    assert ui.openvino_parity_missing(stripped)
