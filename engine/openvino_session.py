@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,12 +90,10 @@ class OpenVINOSession:
         self._outputs = [_port(port) for port in self._compiled.outputs]
         self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "bf16", "f32"
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
-        self._bulk_wanted = threads >= 2 and self._path.stat().st_size <= BULK_MAX_BYTES
-        self._bulk = None  # (compiled model, streams)
-        self._bulk_lock = threading.Lock()
+        # (compiled model, streams), compiled now with the session: compiled on a first big batch it stalled a
+        # server ~1 s
+        self._bulk = self._compile_bulk() if threads >= 2 and self._path.stat().st_size <= BULK_MAX_BYTES else None
         self._bulk_requests: queue.SimpleQueue = queue.SimpleQueue()
-        if self._bulk_wanted:  # now, with the session: compiled on a first big batch it stalled a server ~1 s
-            self._bulk_model()
 
     def _compile(self, hint: str):
         return self._core.compile_model(self._core.read_model(str(self._path)), "CPU",
@@ -114,9 +111,8 @@ class OpenVINOSession:
     def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         names = output_names or [port.name for port in self._outputs]
         rows = len(next(iter(feed.values())))
-        bulk = self._bulk_model() if rows >= BULK_ROWS and self._bulk_wanted else None
-        if bulk is not None:
-            return self._run_split(bulk, names, feed, rows)
+        if self._bulk is not None and rows >= BULK_ROWS:
+            return self._run_split(names, feed, rows)
         request = self._take(self._requests, self._compiled)
         try:
             result = request.infer(feed)  # outputs are copied out of the request (share_outputs=False)
@@ -131,18 +127,15 @@ class OpenVINOSession:
         except queue.Empty:
             return compiled.create_infer_request()
 
-    def _bulk_model(self):
-        with self._bulk_lock:
-            if self._bulk is None:
-                compiled = self._compile("THROUGHPUT")
-                streams = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-                self._bulk = (compiled, max(1, streams))
-                log.info("openvino: %s compiled for bulk batches, %d streams", self._path.name, self._bulk[1])
-            return self._bulk
+    def _compile_bulk(self):
+        compiled = self._compile("THROUGHPUT")
+        streams = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        log.info("openvino: %s compiled for bulk batches, %d streams", self._path.name, streams)
+        return compiled, streams
 
-    def _run_split(self, bulk, names: list[str], feed: dict[str, np.ndarray], rows: int) -> list[np.ndarray]:
+    def _run_split(self, names: list[str], feed: dict[str, np.ndarray], rows: int) -> list[np.ndarray]:
         """The batch's rows in one contiguous part per stream, run at once; outputs joined in row order."""
-        compiled, streams = bulk
+        compiled, streams = self._bulk
         bounds = np.linspace(0, rows, min(streams, rows) + 1).astype(int)
         requests = [self._take(self._bulk_requests, compiled) for _ in range(len(bounds) - 1)]
         try:
