@@ -115,7 +115,8 @@ ORT_FAILURES: dict[str, tuple[type[StudioError], str, str]] = {
                "python -m engine providers says what is installed; --provider cpu always works"),
 }
 # Fail and RuntimeException carry the cause only in their text: these markers tell a corrupt file.
-_CORRUPT_MARKERS = ("Protobuf", "parsing", "ModelProto", "Load model")
+# (OpenVINO's ONNX frontend says "ParseFromIstream ... Model can't be parsed")
+_CORRUPT_MARKERS = ("Protobuf", "parsing", "ModelProto", "Load model", "ParseFromIstream", "can't be parsed")
 
 
 def ort_failure(exc: Exception, path: Path, choice: providers.ProviderChoice) -> StudioError:
