@@ -38,20 +38,46 @@ class DenseWeights:
     activation: str
 
 
-def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
+# What one model call costs beyond its arithmetic, in padded token slots, per runtime: the batch
+# planner splits a batch where its padding would cost more than another call. Measured on
+# all-minilm-l6-v2 on 2 CPU cores (docs/benchmarks.md, "Batch plan"); OpenVINO's calls cost more (it
+# splits a batch over its streams). Not measured on GPUs, where padded rows run in parallel: there
+# the planner keeps filling batches, as before.
+CALL_COST_TOKENS = {"cpu": 32, "openvino": 64}
+FILL_BATCHES = 1 << 30
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int,
+                 call_cost: int = CALL_COST_TOKENS["cpu"]) -> list[list[int]]:
     """Indices grouped into batches, longest first; a batch holds at most ``batch_size`` texts
-    and at most ``max_batch_tokens`` padded tokens (always at least one text)."""
+    and at most ``max_batch_tokens`` padded tokens (always at least one text).
+
+    Within those limits the split is the one that computes the fewest padded tokens plus
+    ``call_cost`` per batch (every text is padded to its batch's longest): a 40-token text
+    does not make 27 texts of 12 tokens run at 40, unless a second call costs more than that
+    padding. Texts are sorted by length, so batches are runs of that order, and the cheapest
+    split of each suffix is found once (dynamic programming, O(len(lengths) * batch_size)).
+    """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    sizes = [lengths[i] for i in order]  # longest first: a batch's first text sets its width
+    count = len(sizes)
+    cost = [0] * (count + 1)  # cost[i]: the cheapest plan for sizes[i:]
+    stop_at = [count] * (count + 1)
+    for first in range(count - 1, -1, -1):
+        best = None
+        for stop in range(first + 1, min(count, first + batch_size) + 1):
+            rows = stop - first
+            if rows > 1 and rows * sizes[first] > max_batch_tokens:
+                break
+            total = rows * sizes[first] + call_cost + cost[stop]
+            if best is None or total <= best:  # ties: the bigger batch
+                best, stop_at[first] = total, stop
+        cost[first] = best
     batches: list[list[int]] = []
-    current: list[int] = []
-    for index in order:
-        longest = lengths[current[0]] if current else lengths[index]
-        if current and (len(current) >= batch_size or (len(current) + 1) * longest > max_batch_tokens):
-            batches.append(current)
-            current = []
-        current.append(index)
-    if current:
-        batches.append(current)
+    first = 0
+    while first < count:
+        batches.append(order[first:stop_at[first]])
+        first = stop_at[first]
     return batches
 
 
@@ -249,8 +275,9 @@ class Embedder:
         result here, so nothing is tokenized twice."""
         if not encoded:
             return np.zeros((0, self.dim), dtype=np.float32)
-        batches = plan_batches([len(e.ids) for e in encoded], self.batch_size, self.max_batch_tokens)
         cached = self.session()
+        batches = plan_batches([len(e.ids) for e in encoded], self.batch_size, self.max_batch_tokens,
+                               CALL_COST_TOKENS.get(cached.active_provider, FILL_BATCHES))
         result = np.zeros((len(encoded), self.dim), dtype=np.float32)
         done = 0
         started = time.perf_counter()

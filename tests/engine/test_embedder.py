@@ -6,6 +6,8 @@ import shutil
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.embedder import Embedder, plan_batches
 from engine.errors import InputError, ModelFileError, ProviderError
@@ -37,6 +39,46 @@ def test_token_budget_batches():
     assert plan_batches([3] * 5, batch_size=2, max_batch_tokens=10_000) == [[0, 1], [2, 3], [4]]
     assert plan_batches([500], batch_size=2, max_batch_tokens=10) == [[0]]  # never an empty batch
     assert plan_batches([], 4, 100) == []
+
+
+def test_a_long_text_does_not_pad_a_batch_of_short_ones():
+    lengths = [64] + [12] * 26  # what a server batch of 27 queries can look like
+    assert plan_batches(lengths, batch_size=128, max_batch_tokens=16384, call_cost=32) == [[0], list(range(1, 27))]
+    # when another call costs more than the padding it saves, the texts share one batch
+    assert plan_batches(lengths, batch_size=128, max_batch_tokens=16384, call_cost=2000) == [list(range(27))]
+
+
+def _plan_cost(lengths, plan, call_cost):
+    return sum(len(b) * max(lengths[i] for i in b) + call_cost for b in plan)
+
+
+def _cheapest_split(sizes, batch_size, max_tokens, call_cost):
+    """Brute force over every split of the sorted lengths into runs."""
+    if not sizes:
+        return 0
+    best = None
+    for stop in range(1, min(len(sizes), batch_size) + 1):
+        if stop > 1 and stop * sizes[0] > max_tokens:
+            break
+        total = stop * sizes[0] + call_cost + _cheapest_split(sizes[stop:], batch_size, max_tokens, call_cost)
+        best = total if best is None else min(best, total)
+    return best
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 300), max_size=40), st.integers(1, 40), st.integers(64, 3000), st.integers(0, 400))
+def test_batch_plan_is_a_valid_partition_no_worse_than_filling_batches(lengths, batch_size, max_tokens, call_cost):
+    plan = plan_batches(lengths, batch_size, max_tokens, call_cost)
+    assert sorted(i for b in plan for i in b) == list(range(len(lengths)))
+    for batch in plan:
+        assert batch and len(batch) <= batch_size
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= max_tokens
+    filled = plan_batches(lengths, batch_size, max_tokens, call_cost=1 << 30)
+    assert len(filled) <= len(plan)
+    assert _plan_cost(lengths, plan, call_cost) <= _plan_cost(lengths, filled, call_cost)
+    if len(lengths) <= 12:
+        sizes = sorted(lengths, reverse=True)
+        assert _plan_cost(lengths, plan, call_cost) == _cheapest_split(sizes, batch_size, max_tokens, call_cost)
 
 
 def test_matryoshka_dimensions_and_string_input(studio):
