@@ -119,7 +119,10 @@ class TextTokenizer:
         )
 
     def encode(self, texts: list[str]) -> list[Encoded]:
-        encodings = self._tokenizer.encode_batch([str(t) for t in texts], add_special_tokens=True)
+        if len(texts) == 1:  # encode_batch hands even one text to its thread pool: a wake-up on a busy CPU
+            encodings = [self._tokenizer.encode(str(texts[0]), add_special_tokens=True)]
+        else:
+            encodings = self._tokenizer.encode_batch([str(t) for t in texts], add_special_tokens=True)
         return [Encoded(tuple(e.ids), tuple(e.type_ids)) for e in encodings]
 
     def pad(self, items: list[Encoded]) -> Batch:

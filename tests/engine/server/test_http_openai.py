@@ -152,6 +152,23 @@ def test_token_arrays_and_bad_fields_are_400(client, server):
         assert response.json()["error"]["param"] == param, (body, response.text)
     broken = httpx.post(f"{server[0]}/v1/embeddings", content=b'{"input": ', headers={"content-type": "application/json"})
     assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]["message"]
+    for content in (b"", b"[1, 2]", b'"text"'):  # no body, and JSON that is not an object
+        response = httpx.post(f"{server[0]}/v1/embeddings", content=content, headers={"content-type": "application/json"})
+        assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request", response.text
+
+
+def test_openapi_documents_the_embeddings_body(server):
+    """The route reads its body itself (for speed); the schema still shows what to send."""
+    schema = httpx.get(f"{server[0]}/openapi.json").json()
+    body = schema["paths"]["/v1/embeddings"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["input"] and {"input", "model", "dimensions", "prompt_name"} <= set(body["properties"])
+
+
+def test_fastapi_telemetry_is_on_only_where_opentelemetry_is_configured():
+    from engine.server.app import NO_TELEMETRY, fastapi_telemetry
+
+    assert fastapi_telemetry({"PATH": "/bin"}) == NO_TELEMETRY
+    assert fastapi_telemetry({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}) is None
 
 
 def test_unknown_route_and_method(server):
