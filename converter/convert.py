@@ -28,7 +28,7 @@ from pathlib import Path
 from converter import export, stconfig, validate, variants
 from engine import hub
 from engine.errors import ConversionError, InputError, ModelNotFoundError, StudioError, UnsupportedModelError
-from engine.manifest import VARIANTS, DenseLayer, Manifest, VariantInfo
+from engine.manifest import VARIANTS, DenseLayer, Manifest, VariantInfo, runtime_key
 from engine.progress import StepProgress
 from engine.registry import NAME_PATTERN
 
@@ -286,7 +286,7 @@ def _other_runtimes(staging: Path, manifest: Manifest, variant: str, reference) 
         return {}
     log.info("parity %s on openvino (%s): max|diff| %.2e, min cosine %.7f", variant, precision,
              parity.max_abs_diff, parity.min_cosine)
-    return {f"openvino-{precision}": parity}
+    return {runtime_key("openvino", precision): parity}
 
 
 def _publish(staging: Path, out: Path) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from engine import providers
 from engine.errors import StudioError
-from engine.manifest import TOKENIZER_FILE, Manifest, Parity
+from engine.manifest import TOKENIZER_FILE, Manifest, Parity, runtime_provider
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def summary(results: Iterable[ModelCheck]) -> dict[str, int]:
 # --- the check itself -----------------------------------------------------------------------------
 def runtime_parity(info, provider: str) -> Parity | None:
     """The parity measured at conversion on a non-ONNX-Runtime provider (``openvino-bf16`` for openvino)."""
-    return next((p for key, p in info.provider_parity.items() if key.split("-", 1)[0] == provider), None)
+    return next((p for key, p in info.provider_parity.items() if runtime_provider(key) == provider), None)
 
 
 def check_variant(studio, spec, variant: str, requested_provider: str, load: bool = True) -> VariantCheck:

@@ -42,6 +42,17 @@ class Parity:
     reference: str  # e.g. "sentence-transformers 5.7.0 (torch fp32, cpu)"
 
 
+def runtime_key(provider: str, precision: str) -> str:
+    """The key of a ``VariantInfo.provider_parity`` entry: the provider and the precision it ran in
+    (``openvino-bf16``), since the precision is the converting CPU's."""
+    return f"{provider}-{precision}"
+
+
+def runtime_provider(key: str) -> str:
+    """The provider of a ``provider_parity`` key (``openvino-bf16`` -> ``openvino``)."""
+    return key.split("-", 1)[0]
+
+
 @dataclass(frozen=True)
 class VariantInfo:
     file: str

@@ -66,9 +66,7 @@ class Studio:
     def embedder(self, model: str | None = None, variant: str | None = None, provider: str | None = None) -> Embedder:
         spec = self.registry.require_converted(model or self.registry.default_model)
         variant = variant or spec.default_variant
-        requested = providers.normalize(provider or self.settings.provider)
-        # resolved once, here: "auto" and the provider it picks share one embedder and one session
-        resolved = providers.resolve(requested).name
+        requested, resolved = self._resolve_provider(provider)
         if variant == AUTO_VARIANT:
             probe = self.auto_variant(spec, resolved, self._compared(requested, resolved))
             variant, resolved = probe.chosen, probe.runs_on
@@ -91,6 +89,12 @@ class Studio:
             self._embedders[key] = embedder
         return embedder
 
+    def _resolve_provider(self, provider: str | None) -> tuple[str, str]:
+        """What was asked for (the setting when None) and what it resolves to, once: ``auto`` and the
+        provider it picks share one embedder, one session and one remembered probe."""
+        requested = providers.normalize(provider or self.settings.provider)
+        return requested, providers.resolve(requested).name
+
     @property
     def _probe_threads(self) -> int:
         return self.settings.intra_op_threads or providers.cpu_count()
@@ -108,8 +112,7 @@ class Studio:
         """What ``auto`` resolved to for ``spec`` on ``provider`` (default: this Studio's), if measured (never measures)."""
         if spec.manifest is None:
             return None
-        requested = providers.normalize(provider or self.settings.provider)
-        resolved = providers.resolve(requested).name
+        requested, resolved = self._resolve_provider(provider)
         return variant_probe.remembered(spec.manifest, spec.folder, resolved, self._probe_threads,
                                         self._compared(requested, resolved))
 

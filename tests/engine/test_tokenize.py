@@ -56,3 +56,19 @@ def test_missing_or_broken_tokenizer_is_a_clear_error(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(ModelFileError, match="unreadable"):
         TextTokenizer.from_folder(tmp_path, 16)
+
+
+def test_one_text_encodes_as_it_does_in_a_batch(tokenizer_folder):
+    """One text takes the tokenizer's single-text path (no thread pool); it must give what the batch path gives,
+    truncation included, for any Unicode."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    tok = TextTokenizer.from_folder(tokenizer_folder, max_seq_length=24)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(max_size=200))
+    def check(text):
+        assert tok.encode([text]) == tok.encode([text, "another text"])[:1]
+
+    check()
