@@ -40,10 +40,11 @@ class DenseWeights:
 
 # What one model call costs beyond its arithmetic, in padded token slots, per runtime: the batch
 # planner splits a batch where its padding would cost more than another call. Measured on
-# all-minilm-l6-v2 on 2 CPU cores (docs/benchmarks.md, "Batch plan"); OpenVINO's calls cost more (it
-# splits a batch over its streams). Not measured on GPUs, where padded rows run in parallel: there
-# the planner keeps filling batches, as before.
-CALL_COST_TOKENS = {"cpu": 32, "openvino": 64}
+# all-minilm-l6-v2 on two 2-core machines, an AMD EPYC (AVX512-BF16) and an AMX Xeon (docs/benchmarks.md,
+# "Batch plan"): the costs that won on both. OpenVINO's calls cost more (it splits a batch over its
+# streams). Not measured on GPUs, where padded rows run in parallel: there the planner keeps filling
+# batches, as before.
+CALL_COST_TOKENS = {"cpu": 16, "openvino": 128}
 FILL_BATCHES = 1 << 30
 
 

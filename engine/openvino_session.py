@@ -16,6 +16,13 @@ batch 32: 256-token abstracts 101 -> 112 texts/s, queries 1041 -> 1059; a single
 stream alone would take twice as long, hence both forms. The THROUGHPUT form is compiled with the
 session, and only for models up to ``BULK_MAX_BYTES`` (it holds its own copy of the weights). Infer
 requests are pooled, so concurrent callers never share one.
+
+Memory: with dynamic shapes OpenVINO keeps the kernels it built for each input shape it has seen, in two
+caches (its CPU plugin's runtime cache, 5000 entries by default, and oneDNN's primitive cache, 1024), and
+RSS grew with every new (rows, tokens) shape (openvinotoolkit/openvino#20633). Both are capped at
+``CACHE_CAPACITY`` entries (``STUDIO_OPENVINO_CACHE_CAPACITY``; an ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``
+the user set wins; oneDNN reads it once, so it is set when this module is imported). Measured in
+docs/benchmarks.md ("Memory over a long run"): the same speed, and RSS that levels off.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ PROVIDER_NAME = "OpenVINORuntime"  # what get_providers() answers (engine.provid
 PRECISIONS = ("auto", "f32", "bf16")
 BULK_ROWS = 8
 BULK_MAX_BYTES = 1 << 30
+CACHE_CAPACITY = 64
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,27 @@ def precision_setting() -> str:
     return value
 
 
+def cache_capacity() -> int:
+    """Entries each kernel cache keeps (``STUDIO_OPENVINO_CACHE_CAPACITY``, default ``CACHE_CAPACITY``)."""
+    value = os.environ.get("STUDIO_OPENVINO_CACHE_CAPACITY", "").strip() or str(CACHE_CAPACITY)
+    if not value.isdigit():
+        from engine.errors import ProviderError
+
+        raise ProviderError(f"STUDIO_OPENVINO_CACHE_CAPACITY must be a whole number of entries, got {value!r}.")
+    return int(value)
+
+
+def _cap_onednn_cache() -> None:
+    """oneDNN reads its cache size once, when the CPU plugin first builds a kernel: set it before that.
+    A bad setting is left for ``cache_capacity`` to report where sessions are made."""
+    value = os.environ.get("STUDIO_OPENVINO_CACHE_CAPACITY", "").strip() or str(CACHE_CAPACITY)
+    if value.isdigit():
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", value)
+
+
+_cap_onednn_cache()
+
+
 def default_precision() -> str:
     """The precision sessions get here: the setting, or what OpenVINO's CPU plugin picks on this CPU."""
     setting = precision_setting()
@@ -77,10 +106,11 @@ def default_precision() -> str:
 
 
 class OpenVINOSession:
-    def __init__(self, path: Path, threads: int, precision: str = "auto") -> None:
+    def __init__(self, path: Path, threads: int, precision: str = "auto", kernel_cache: int = CACHE_CAPACITY) -> None:
         import openvino as ov
 
-        self._config: dict[str, object] = {"INFERENCE_NUM_THREADS": int(threads)}
+        self._config: dict[str, object] = {"INFERENCE_NUM_THREADS": int(threads),
+                                           "CPU_RUNTIME_CACHE_CAPACITY": int(kernel_cache)}
         if precision != "auto":
             self._config["INFERENCE_PRECISION_HINT"] = precision
         self._core = ov.Core()

@@ -88,11 +88,11 @@ def create_session(path: Path, choice: providers.ProviderChoice, options: Sessio
 
 
 def _openvino_session(path: Path, options: SessionOptions):
-    from engine.openvino_session import OpenVINOSession, precision_setting
+    from engine.openvino_session import OpenVINOSession, cache_capacity, precision_setting
 
-    precision = precision_setting()
+    precision, kernel_cache = precision_setting(), cache_capacity()  # a bad setting says so, before compiling
     try:
-        return OpenVINOSession(path, options.intra_op_threads or providers.cpu_count(), precision)
+        return OpenVINOSession(path, options.intra_op_threads or providers.cpu_count(), precision, kernel_cache)
     except Exception as exc:  # openvino raises RuntimeError with the cause in its text
         text = str(exc)
         if any(marker.lower() in text.lower() for marker in _CORRUPT_MARKERS):

@@ -1,5 +1,6 @@
 """RSS over many batches of varying shapes, per ONNX Runtime memory setting (the CPU arena and the
-memory-pattern planner), to choose the default that keeps a long-running process flat.
+memory-pattern planner), to choose the default that keeps a long-running process flat, and on the
+``openvino`` provider (where it is installed), which ``auto`` picks on CPUs with bf16.
 
     python -m engine.measure.memory --batches 200 --out docs/rss-curve.png [--json]
 
@@ -15,7 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-SETTINGS = {"arena+pattern": (True, True), "arena, no pattern": (True, False), "no arena": (False, False)}
+from engine import openvino_session
+
+# name -> (provider, CPU arena, memory pattern); the arena settings are ONNX Runtime's and mean nothing to OpenVINO
+SETTINGS = {"arena+pattern": ("cpu", True, True), "arena, no pattern": ("cpu", True, False),
+            "no arena": ("cpu", False, False), "openvino": ("openvino", True, False)}
 
 
 def _rss_mb() -> float:
@@ -25,7 +30,7 @@ def _rss_mb() -> float:
     return 0.0
 
 
-def run_one(arena: bool, pattern: bool, batches: int, model: str | None, seed: int = 7) -> list[float]:
+def run_one(provider: str, arena: bool, pattern: bool, batches: int, model: str | None, seed: int = 7) -> list[float]:
     """RSS (MB) after each batch, in this process."""
     import numpy as np
 
@@ -33,7 +38,7 @@ def run_one(arena: bool, pattern: bool, batches: int, model: str | None, seed: i
     from engine.studio import Studio
 
     studio = Studio(load_settings(cpu_mem_arena=arena, mem_pattern=pattern))
-    embedder = studio.embedder(model, "fp32", "cpu").with_batching(32, 32 * 256)
+    embedder = studio.embedder(model, "fp32", provider).with_batching(32, 32 * 256)
     rng = np.random.default_rng(seed)
     words = "protein cell tumour growth insulin gene expression liver cohort mortality immune response".split()
     curve = []
@@ -86,11 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one setting, print its curve
     args = parser.parse_args(argv)
     if args.one:
-        arena, pattern = SETTINGS[args.one]
-        print(json.dumps(run_one(arena, pattern, args.batches, args.model)))
+        print(json.dumps(run_one(*SETTINGS[args.one], args.batches, args.model)))
         return 0
     curves = {}
-    for name in SETTINGS:
+    for name, (provider, _, _) in SETTINGS.items():
+        if provider == "openvino" and not openvino_session.is_installed():
+            continue
         command = [sys.executable, "-m", "engine.measure.memory", "--one", name, "--batches", str(args.batches)]
         if args.model:
             command += ["--model", args.model]

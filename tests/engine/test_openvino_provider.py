@@ -5,7 +5,9 @@ sentence-transformers, test_parity); concurrency on one session is checked again
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -74,6 +76,30 @@ def test_a_bad_precision_setting_is_a_message(default_model, monkeypatch):
     monkeypatch.setenv("STUDIO_OPENVINO_PRECISION", "int4")
     with pytest.raises(ProviderError, match="STUDIO_OPENVINO_PRECISION must be one of auto, f32, bf16"):
         _studio(default_model).embedder(MODEL, "fp32", "openvino").embed(["x"])
+
+
+def test_a_bad_kernel_cache_setting_is_a_message(default_model, monkeypatch):
+    monkeypatch.setenv("STUDIO_OPENVINO_CACHE_CAPACITY", "lots")
+    with pytest.raises(ProviderError, match="STUDIO_OPENVINO_CACHE_CAPACITY must be a whole number"):
+        _studio(default_model).embedder(MODEL, "fp32", "openvino").embed(["x"])
+
+
+def test_kernel_caches_are_capped_for_a_long_running_process(default_model, monkeypatch):
+    """With dynamic shapes OpenVINO's kernel caches grew RSS with every new shape: the CPU plugin's cache is
+    compiled with the cap, and oneDNN's is capped through its variable (set on import; the user's wins)."""
+    monkeypatch.setenv("STUDIO_OPENVINO_CACHE_CAPACITY", "32")
+    embedder = _studio(default_model).embedder(MODEL, "fp32", "openvino")
+    session = embedder.session().session
+    assert session._config["CPU_RUNTIME_CACHE_CAPACITY"] == 32  # what both compiled forms got (not read back)
+    assert embedder.embed(["a short text", "and a somewhat longer one, with more tokens in it"]).shape == (2, 384)
+    probe = "import os, engine.openvino_session; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    clean = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY",
+                                                             "STUDIO_OPENVINO_CACHE_CAPACITY")}
+    run = functools.partial(subprocess.run, [sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            cwd=ROOT)
+    assert run(env=clean).stdout.strip() == "64"
+    assert run(env={**clean, "STUDIO_OPENVINO_CACHE_CAPACITY": "16"}).stdout.strip() == "16"
+    assert run(env={**clean, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "300"}).stdout.strip() == "300"
 
 
 def test_concurrent_callers_share_one_session_and_get_their_own_results(default_model, abstracts):
