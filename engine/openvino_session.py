@@ -74,9 +74,13 @@ def precision_setting() -> str:
     return value
 
 
+def _cache_setting() -> str:
+    return os.environ.get("STUDIO_OPENVINO_CACHE_CAPACITY", "").strip() or str(CACHE_CAPACITY)
+
+
 def cache_capacity() -> int:
     """Entries each kernel cache keeps (``STUDIO_OPENVINO_CACHE_CAPACITY``, default ``CACHE_CAPACITY``)."""
-    value = os.environ.get("STUDIO_OPENVINO_CACHE_CAPACITY", "").strip() or str(CACHE_CAPACITY)
+    value = _cache_setting()
     if not value.isdigit():
         from engine.errors import ProviderError
 
@@ -87,7 +91,7 @@ def cache_capacity() -> int:
 def _cap_onednn_cache() -> None:
     """oneDNN reads its cache size once, when the CPU plugin first builds a kernel: set it before that.
     A bad setting is left for ``cache_capacity`` to report where sessions are made."""
-    value = os.environ.get("STUDIO_OPENVINO_CACHE_CAPACITY", "").strip() or str(CACHE_CAPACITY)
+    value = _cache_setting()
     if value.isdigit():
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", value)
 
