@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import embedder as embedder_module  # noqa: E402
+from engine.errors import StudioError  # noqa: E402
 from engine.measure.loadtest import load_texts  # noqa: E402
 from engine.studio import Studio  # noqa: E402
 
@@ -79,4 +80,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        sys.exit(main())
+    except StudioError as exc:  # a bad provider, variant or setting: the message, not a traceback
+        log.error("error: %s", exc)
+        sys.exit(2)

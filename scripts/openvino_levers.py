@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import pooling, providers  # noqa: E402
 from engine.embedder import CALL_COST_TOKENS, plan_batches  # noqa: E402
+from engine.errors import StudioError  # noqa: E402
 from engine.measure.bench import _compare, jsonl_texts  # noqa: E402
 from engine.settings import load_settings  # noqa: E402
 from engine.studio import Studio  # noqa: E402
@@ -128,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = load_settings()
     corpus = args.corpus or settings.shared_data / "scifact" / "corpus.jsonl"
+    if not corpus.is_file():
+        log.error("error: no corpus at %s (give a BEIR corpus.jsonl with --corpus, or set STUDIO_SHARED_DATA)", corpus)
+        return 2
     texts = jsonl_texts(corpus, 256)
     embedder = Studio(settings).embedder(MODEL, args.variant, "openvino").with_batching(32, 32 * 256)
     session = embedder.session().session
@@ -183,4 +187,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except StudioError as exc:  # a bad provider, variant or setting: the message, not a traceback
+        log.error("error: %s", exc)
+        sys.exit(2)
