@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,12 +44,13 @@ class DenseWeights:
 # "Batch plan"): the costs that won on both. OpenVINO's calls cost more (it splits a batch over its
 # streams). Not measured on GPUs, where padded rows run in parallel: there the planner keeps filling
 # batches, as before.
-CALL_COST_TOKENS = {"cpu": 16, "openvino": 128}
+CALL_COST_TOKENS = {"cpu": 16, "openvino": 256}
 FILL_BATCHES = 1 << 30
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int,
-                 call_cost: int = CALL_COST_TOKENS["cpu"]) -> list[list[int]]:
+                 call_cost: int = CALL_COST_TOKENS["cpu"],
+                 row_cost: Callable[[int], float] | None = None) -> list[list[int]]:
     """Indices grouped into batches, longest first; a batch holds at most ``batch_size`` texts
     and at most ``max_batch_tokens`` padded tokens (always at least one text).
 
@@ -58,6 +59,8 @@ def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int,
     does not make 27 texts of 12 tokens run at 40, unless a second call costs more than that
     padding. Texts are sorted by length, so batches are runs of that order, and the cheapest
     split of each suffix is found once (dynamic programming, O(len(lengths) * batch_size)).
+    ``row_cost(width)`` is what one row of a batch that wide costs, in token slots, where the runtime
+    runs some widths cheaper than others (OpenVINO's static form); by default, the width itself.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     sizes = [lengths[i] for i in order]  # longest first: a batch's first text sets its width
@@ -70,7 +73,7 @@ def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int,
             rows = stop - first
             if rows > 1 and rows * sizes[first] > max_batch_tokens:
                 break
-            total = rows * sizes[first] + call_cost + cost[stop]
+            total = rows * (sizes[first] if row_cost is None else row_cost(sizes[first])) + call_cost + cost[stop]
             if best is None or total <= best:  # ties: the bigger batch
                 best, stop_at[first] = total, stop
         cost[first] = best
@@ -152,7 +155,7 @@ class Embedder:
 
     def session(self) -> CachedSession:
         path = self.spec.folder / self.manifest.variants[self.variant].file
-        return self.sessions.get(self.key, path, warmup=self._warmup)
+        return self.sessions.get(self.key, path, warmup=self._warmup, max_tokens=self.manifest.max_seq_length)
 
     def _warmup(self, session) -> None:
         self._run(session, self.tokenizer.batch(["warm up"]))
@@ -278,7 +281,8 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         cached = self.session()
         batches = plan_batches([len(e.ids) for e in encoded], self.batch_size, self.max_batch_tokens,
-                               CALL_COST_TOKENS.get(cached.active_provider, FILL_BATCHES))
+                               CALL_COST_TOKENS.get(cached.active_provider, FILL_BATCHES),
+                               getattr(cached.session, "row_cost", None))  # OpenVINOSession has one
         result = np.zeros((len(encoded), self.dim), dtype=np.float32)
         done = 0
         started = time.perf_counter()

@@ -8,14 +8,18 @@ where it has AVX512_BF16 or AMX and f32 elsewhere, unless ``STUDIO_OPENVINO_PREC
 or ``bf16``; the precision in use is reported (``precision``) and its parity is measured like any
 variant's (at conversion and by the ``auto`` probe).
 
-Two compiled forms of one model, both with dynamic shapes. Small batches (a query, an HTTP request)
-run on the LATENCY form: one stream that uses every thread. A batch of ``BULK_ROWS`` rows or more
-(ingest, bulk embedding) runs on the THROUGHPUT form: its rows are split into one part per stream
-(one thread each) and the parts run at once. Measured on a 2-core AMX Xeon, all-MiniLM-L6-v2,
-batch 32: 256-token abstracts 101 -> 112 texts/s, queries 1041 -> 1059; a single query on one
-stream alone would take twice as long, hence both forms. The THROUGHPUT form is compiled with the
-session, and only for models up to ``BULK_MAX_BYTES`` (it holds its own copy of the weights). Infer
-requests are pooled, so concurrent callers never share one.
+Three compiled forms of one model. Small batches (a query, an HTTP request) run on the LATENCY form:
+dynamic shapes, one stream that uses every thread. A batch of ``BULK_ROWS`` rows or more (ingest, bulk
+embedding) runs on a THROUGHPUT form: its rows are split into parts of about ``REQUEST_TOKENS`` padded
+tokens (4 rows of 256 tokens, 16 of 64; at least one part per stream), and each stream (one thread each)
+takes the next part as it finishes. Batches whose width is at least ``STATIC_MIN_FILL`` of the model's
+``max_seq_length`` (truncated abstracts, PDF chunks) run on a form compiled for that one shape, padded to
+it: OpenVINO plans its kernels and memory once (models up to ``STATIC_MAX_WIDTH`` tokens: the static form
+holds its activations for the whole shape). Measured on a 2-core AMX Xeon, all-MiniLM-L6-v2, 256 SciFact
+abstracts in batches of 32, raw model: dynamic 143 texts/s, static 164-174 (docs/benchmarks.md, "Static
+shapes"); a single query on one stream alone would take twice as long, hence the latency form. The
+throughput forms are compiled with the session, and only for models up to ``BULK_MAX_BYTES`` (each holds
+its own copy of the weights). Infer requests are pooled, so concurrent callers never share one.
 
 Memory: with dynamic shapes OpenVINO keeps the kernels it built for each input shape it has seen, in two
 caches (its CPU plugin's runtime cache, 5000 entries by default, and oneDNN's primitive cache, 1024), and
@@ -41,6 +45,10 @@ PROVIDER_NAME = "OpenVINORuntime"  # what get_providers() answers (engine.provid
 PRECISIONS = ("auto", "f32", "bf16")
 BULK_ROWS = 8
 BULK_MAX_BYTES = 1 << 30
+REQUEST_TOKENS = 1024
+STATIC_MIN_FILL = 0.92
+STATIC_MAX_WIDTH = 1024  # a static form reserves its activations at compile time: not for 8k-token models
+STATIC_COST = 0.87  # the static form's time per token slot, relative to the dynamic form's
 CACHE_CAPACITY = 64
 
 
@@ -109,8 +117,53 @@ def default_precision() -> str:
     return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
 
 
+@dataclass
+class _Form:
+    """One compiled form run over its streams, with its pool of infer requests."""
+
+    compiled: object
+    streams: int
+    requests: queue.SimpleQueue
+    rows: int | None = None  # a static form's rows per request
+    width: int | None = None  # and its tokens
+
+
+def request_parts(rows: int, width: int, streams: int, request_tokens: int = REQUEST_TOKENS) -> list[tuple[int, int]]:
+    """(start, stop) row ranges of a bulk batch: at least one part per stream, and parts of about
+    ``request_tokens`` padded tokens each (4 rows of 256 tokens, 16 of 64), as even as the rows allow."""
+    parts = min(rows, max(streams, -(-rows * width // request_tokens)))
+    bounds = np.linspace(0, rows, parts + 1).astype(int)
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+def static_rows(width: int, request_tokens: int = REQUEST_TOKENS) -> int:
+    return max(1, request_tokens // width)
+
+
+def fills_static(width: int, static_width: int | None) -> bool:
+    """A batch this wide runs padded to the static form's width (measured: the static form at 256 tokens beat the
+    dynamic one on 240-token batches, and lost on 224)."""
+    return static_width is not None and STATIC_MIN_FILL * static_width <= width <= static_width
+
+
+def _pad_part(feed: dict[str, np.ndarray], start: int, stop: int, rows: int, width: int) -> dict[str, np.ndarray]:
+    """Rows ``start:stop`` of a feed as a (rows, width) request: extra rows repeat the last real one (a valid
+    input, dropped from the outputs), extra tokens are right padding with mask 0 (masked, so they change no
+    real token's output; pads after a causal model's text are never seen by it)."""
+    out = {}
+    for name, value in feed.items():
+        part = value[start:stop]
+        if len(part) < rows:
+            part = np.concatenate([part, np.repeat(part[-1:], rows - len(part), axis=0)])
+        if part.shape[1] < width:
+            part = np.pad(part, ((0, 0), (0, width - part.shape[1])))
+        out[name] = np.ascontiguousarray(part)
+    return out
+
+
 class OpenVINOSession:
-    def __init__(self, path: Path, threads: int, precision: str = "auto", kernel_cache: int = CACHE_CAPACITY) -> None:
+    def __init__(self, path: Path, threads: int, precision: str = "auto", kernel_cache: int = CACHE_CAPACITY,
+                 static_width: int | None = None) -> None:
         import openvino as ov
 
         self._config: dict[str, object] = {"INFERENCE_NUM_THREADS": int(threads),
@@ -124,14 +177,44 @@ class OpenVINOSession:
         self._outputs = [_port(port) for port in self._compiled.outputs]
         self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "bf16", "f32"
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
-        # (compiled model, streams), compiled now with the session: compiled on a first big batch it stalled a
-        # server ~1 s
-        self._bulk = self._compile_bulk() if threads >= 2 and self._path.stat().st_size <= BULK_MAX_BYTES else None
-        self._bulk_requests: queue.SimpleQueue = queue.SimpleQueue()
+        # compiled now with the session: compiled on a first big batch it stalled a server ~1 s
+        bulk = threads >= 2 and self._path.stat().st_size <= BULK_MAX_BYTES
+        self._bulk = self._form("THROUGHPUT") if bulk else None
+        static = bulk and static_width is not None and 0 < static_width <= STATIC_MAX_WIDTH
+        self._static = self._static_form(static_width) if static else None
+        self.static_width = self._static.width if self._static else None
 
-    def _compile(self, hint: str):
-        return self._core.compile_model(self._core.read_model(str(self._path)), "CPU",
+    def _read(self):
+        return self._core.read_model(str(self._path))
+
+    def _compile(self, hint: str, model=None):
+        return self._core.compile_model(model if model is not None else self._read(), "CPU",
                                         {**self._config, "PERFORMANCE_HINT": hint})
+
+    def _form(self, hint: str, model=None, rows: int | None = None, width: int | None = None) -> _Form:
+        compiled = self._compile(hint, model)
+        streams = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        return _Form(compiled, streams, queue.SimpleQueue(), rows, width)
+
+    def _static_form(self, width: int) -> _Form | None:
+        """The throughput form compiled for one shape, (``static_rows(width)``, ``width``): OpenVINO plans kernels
+        and memory for it once, 10-15 % faster than the dynamic form on full-length batches (docs/benchmarks.md,
+        "Static shapes"). Only for graphs whose every input is (batch, tokens)."""
+        model, rows = self._read(), static_rows(width)
+        if any(port.get_partial_shape().rank.get_length() != 2 for port in model.inputs):
+            return None
+        model.reshape({port.get_any_name(): [rows, width] for port in model.inputs})
+        form = self._form("THROUGHPUT", model, rows, width)
+        log.info("openvino: %s compiled for bulk batches, %d streams, static %d x %d", self._path.name,
+                 form.streams, rows, width)
+        return form
+
+    def row_cost(self, width: int) -> float:
+        """What one row of a batch this wide costs, in token slots, for the batch planner: a batch the static form
+        runs costs its padded width times ``STATIC_COST``."""
+        if self._static is not None and fills_static(width, self._static.width):
+            return self._static.width * STATIC_COST
+        return float(width)
 
     def get_inputs(self) -> list[Port]:
         return list(self._inputs)
@@ -144,9 +227,12 @@ class OpenVINOSession:
 
     def run(self, output_names: list[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         names = output_names or [port.name for port in self._outputs]
-        rows = len(next(iter(feed.values())))
+        rows, width = next(iter(feed.values())).shape[:2]
         if self._bulk is not None and rows >= BULK_ROWS:
-            return self._run_split(names, feed, rows)
+            if self._static is not None and fills_static(width, self._static.width):
+                parts = [(start, min(start + self._static.rows, rows)) for start in range(0, rows, self._static.rows)]
+                return self._run_parts(self._static, names, feed, parts, width)
+            return self._run_parts(self._bulk, names, feed, request_parts(rows, width, self._bulk.streams), width)
         request = self._take(self._requests, self._compiled)
         try:
             result = request.infer(feed)  # outputs are copied out of the request (share_outputs=False)
@@ -161,24 +247,38 @@ class OpenVINOSession:
         except queue.Empty:
             return compiled.create_infer_request()
 
-    def _compile_bulk(self):
-        compiled = self._compile("THROUGHPUT")
-        streams = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-        log.info("openvino: %s compiled for bulk batches, %d streams", self._path.name, streams)
-        return compiled, streams
+    def _run_parts(self, form: _Form, names: list[str], feed: dict[str, np.ndarray],
+                   parts: list[tuple[int, int]], width: int) -> list[np.ndarray]:
+        """The batch's row ranges run on the form's streams, each request taking the next part as it finishes
+        (first in, first out: the parts are of equal size); outputs joined in row order. A static form's parts
+        are padded to its shape, and its outputs cut back to the real rows and tokens."""
+        requests = [self._take(form.requests, form.compiled) for _ in range(min(form.streams, len(parts)))]
+        outputs = [form.compiled.output(name) for name in names]
+        pieces: list[list[np.ndarray]] = [[] for _ in names]
+        running: list[tuple[object, int]] = []
 
-    def _run_split(self, names: list[str], feed: dict[str, np.ndarray], rows: int) -> list[np.ndarray]:
-        """The batch's rows in one contiguous part per stream, run at once; outputs joined in row order."""
-        compiled, streams = self._bulk
-        bounds = np.linspace(0, rows, min(streams, rows) + 1).astype(int)
-        requests = [self._take(self._bulk_requests, compiled) for _ in range(len(bounds) - 1)]
+        def collect(request, real_rows: int) -> None:
+            request.wait()
+            for piece, port in zip(pieces, outputs):
+                data = request.get_tensor(port).data[:real_rows]
+                if form.width is not None and data.ndim == 3 and data.shape[1] == form.width:
+                    data = data[:, :width]
+                piece.append(np.array(data))  # a copy: the request's buffer is reused by its next part
+
         try:
-            for request, start, stop in zip(requests, bounds[:-1], bounds[1:]):
-                request.start_async({key: value[start:stop] for key, value in feed.items()})
-            for request in requests:
-                request.wait()
-            return [np.concatenate([request.get_tensor(compiled.output(name)).data for request in requests])
-                    for name in names]  # concatenate copies out of the requests' buffers
+            for number, (start, stop) in enumerate(parts):
+                if len(running) == len(requests):
+                    collect(*running.pop(0))
+                request = requests[number % len(requests)]
+                part = ({key: value[start:stop] for key, value in feed.items()} if form.rows is None
+                        else _pad_part(feed, start, stop, form.rows, form.width))
+                request.start_async(part)
+                running.append((request, stop - start))
+            while running:
+                collect(*running.pop(0))
+            return [np.concatenate(piece) for piece in pieces]
         finally:
+            for request in running:  # a failed part: the others finish before their requests are reused
+                request[0].wait()
             for request in requests:
-                self._bulk_requests.put(request)
+                form.requests.put(request)

@@ -72,27 +72,30 @@ class CachedSession:
     path: Path
 
 
-def create_session(path: Path, choice: providers.ProviderChoice, options: SessionOptions):
+def create_session(path: Path, choice: providers.ProviderChoice, options: SessionOptions,
+                   max_tokens: int | None = None):
     """An InferenceSession (or, for ``openvino``, an OpenVINOSession), with the runtime's failures
-    turned into user-facing errors."""
+    turned into user-facing errors. ``max_tokens`` (the model's max_seq_length) lets OpenVINO compile a
+    static form for full-length batches."""
     import onnxruntime as ort
 
     if not path.is_file():
         raise ModelFileError(f"The ONNX file {path.name} is missing from {path.parent}.", "re-convert the model")
     if choice.name == "openvino":
-        return _openvino_session(path, options)
+        return _openvino_session(path, options, max_tokens)
     try:
         return ort.InferenceSession(str(path), sess_options=options.build(), providers=list(choice.ort_providers))
     except Exception as exc:  # ORT raises its own classes (onnxruntime_pybind11_state.*), not one base
         raise ort_failure(exc, path, choice) from None
 
 
-def _openvino_session(path: Path, options: SessionOptions):
+def _openvino_session(path: Path, options: SessionOptions, max_tokens: int | None):
     from engine.openvino_session import OpenVINOSession, cache_capacity, precision_setting
 
     precision, kernel_cache = precision_setting(), cache_capacity()  # a bad setting says so, before compiling
     try:
-        return OpenVINOSession(path, options.intra_op_threads or providers.cpu_count(), precision, kernel_cache)
+        return OpenVINOSession(path, options.intra_op_threads or providers.cpu_count(), precision, kernel_cache,
+                               static_width=max_tokens)
     except Exception as exc:  # openvino raises RuntimeError with the cause in its text
         text = str(exc)
         if any(marker.lower() in text.lower() for marker in _CORRUPT_MARKERS):
@@ -148,6 +151,7 @@ class SessionCache:
         key: SessionKey,
         path: Path,
         warmup: Callable[[object], None] | None = None,
+        max_tokens: int | None = None,
     ) -> CachedSession:
         with self._lock:
             if key in self._entries:
@@ -158,7 +162,7 @@ class SessionCache:
             with self._lock:
                 if key in self._entries:
                     return self._entries[key]
-            entry = self._create(key, path, warmup)
+            entry = self._create(key, path, warmup, max_tokens)
             with self._lock:
                 self._entries[key] = entry
                 self._entries.move_to_end(key)
@@ -168,10 +172,11 @@ class SessionCache:
                 self._key_locks.pop(key, None)
             return entry
 
-    def _create(self, key: SessionKey, path: Path, warmup: Callable[[object], None] | None) -> CachedSession:
+    def _create(self, key: SessionKey, path: Path, warmup: Callable[[object], None] | None,
+                max_tokens: int | None) -> CachedSession:
         choice = providers.resolve(key.provider)
         started = time.perf_counter()
-        session = create_session(path, choice, key.options)
+        session = create_session(path, choice, key.options, max_tokens)
         loaded = time.perf_counter()
         if warmup is not None:
             warmup(session)

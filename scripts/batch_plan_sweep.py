@@ -27,7 +27,7 @@ from engine.measure.loadtest import load_texts  # noqa: E402
 from engine.studio import Studio  # noqa: E402
 
 log = logging.getLogger("batch_plan_sweep")
-COSTS = (0, 16, 32, 64, 128, embedder_module.FILL_BATCHES)
+COSTS = (0, 16, 32, 64, 128, 256, 512, embedder_module.FILL_BATCHES)
 
 
 def rates(embedder, queries, abstracts, order, provider: str, cost: int) -> dict[str, float]:

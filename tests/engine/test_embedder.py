@@ -48,6 +48,20 @@ def test_a_long_text_does_not_pad_a_batch_of_short_ones():
     assert plan_batches(lengths, batch_size=128, max_batch_tokens=16384, call_cost=2000) == [list(range(27))]
 
 
+def test_a_runtime_that_runs_full_batches_cheaper_keeps_them_whole():
+    """OpenVINO's static form runs batches padded to the full width at 0.87 of the dynamic cost per token slot:
+    the planner then keeps 27 full-length texts and 5 a little shorter in one batch instead of splitting them."""
+    from engine.openvino_session import STATIC_COST, fills_static
+
+    lengths = [256] * 27 + [240] * 5
+
+    def row_cost(width):
+        return 256 * STATIC_COST if fills_static(width, 256) else float(width)
+
+    assert plan_batches(lengths, 32, 8192, call_cost=64) == [list(range(27)), list(range(27, 32))]
+    assert plan_batches(lengths, 32, 8192, call_cost=64, row_cost=row_cost) == [list(range(32))]
+
+
 def _plan_cost(lengths, plan, call_cost):
     return sum(len(b) * max(lengths[i] for i in b) + call_cost for b in plan)
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import shared_data
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine import providers
 from engine.errors import ModelFileError, ProviderError
@@ -120,6 +122,55 @@ def test_concurrent_callers_share_one_session_and_get_their_own_results(default_
     pieces = np.concatenate([embedder.embed(big[i:i + 2]) for i in range(0, len(big), 2)])
     assert float((embedder.embed(big) * pieces).sum(axis=1).min()) >= 0.9999
     assert len(embedder.sessions.entries()) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 200), st.integers(1, 512), st.integers(1, 8))
+def test_request_parts_cover_the_rows_in_order_in_near_equal_parts(rows, width, streams):
+    from engine.openvino_session import REQUEST_TOKENS, request_parts
+
+    parts = request_parts(rows, width, streams)
+    assert parts[0][0] == 0 and parts[-1][1] == rows
+    assert all(stop == start for (_, stop), (start, _) in zip(parts, parts[1:]))  # contiguous, in order
+    sizes = [stop - start for start, stop in parts]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+    assert len(parts) >= min(rows, streams)  # every stream gets work
+    assert max(sizes) * width <= REQUEST_TOKENS + width or len(parts) == rows  # about a request's worth each
+
+
+def test_pad_part_repeats_a_real_row_and_pads_tokens_with_mask_zero():
+    from engine.openvino_session import _pad_part
+
+    feed = {"input_ids": np.arange(15).reshape(3, 5) + 1, "attention_mask": np.ones((3, 5), np.int64)}
+    part = _pad_part(feed, 1, 3, rows=4, width=8)
+    assert part["input_ids"].shape == (4, 8) and part["input_ids"].flags.c_contiguous
+    np.testing.assert_array_equal(part["input_ids"][:2, :5], feed["input_ids"][1:3])
+    np.testing.assert_array_equal(part["input_ids"][2], part["input_ids"][1])  # a copy of the last real row
+    assert part["attention_mask"][:, 5:].sum() == 0 and part["attention_mask"][:, :5].all()
+
+
+def test_full_length_batches_run_on_the_static_form_and_keep_the_fp32_tier(default_model, abstracts):
+    """Batches of (nearly) max_seq_length tokens run padded to it on a form compiled for that one shape; the
+    rows and tokens added for the shape are cut from the outputs, and the vectors keep the fp32 tier against
+    ONNX Runtime and equal the dynamic form's to bf16 rounding, for full, nearly full and odd-sized batches."""
+    studio = _studio(default_model)
+    embedder = studio.embedder(MODEL, "optimized", "openvino")
+    session = embedder.session().session
+    assert session.static_width == embedder.manifest.max_seq_length == 256
+    reference = studio.embedder(MODEL, "fp32", "cpu")
+    name = embedder._output_name(session)
+    for texts, width in ((abstracts[:11], None), (abstracts[11:20], 240)):
+        batch = embedder.tokenizer.batch(texts)
+        feed = {k: (v[:, :width] if width else v) for k, v in embedder._feed(session, batch).items()}
+        assert feed["input_ids"].shape[1] == (width or 256) and len(texts) % session._static.rows
+        (static,) = session.run([name], feed)
+        (dynamic,) = session._run_parts(session._bulk, [name], feed, [(0, len(texts))], feed["input_ids"].shape[1])
+        assert static.shape == dynamic.shape == (len(texts), feed["input_ids"].shape[1], 384)
+        mask = feed["attention_mask"]
+        ours = embedder._postprocess(static, mask, 0)
+        assert float((ours * embedder._postprocess(dynamic, mask, 0)).sum(axis=1).min()) >= 0.9999
+        if width is None:
+            assert float((ours * reference.embed(texts)).sum(axis=1).min()) >= 0.9999
 
 
 def test_a_corrupt_onnx_file_is_a_model_error_on_openvino(default_model, tmp_path):
