@@ -13,7 +13,7 @@ dynamic shapes, one stream that uses every thread. A batch of ``BULK_ROWS`` rows
 embedding) runs on a THROUGHPUT form: its rows are split into parts of about ``REQUEST_TOKENS`` padded
 tokens (4 rows of 256 tokens, 16 of 64; at least one part per stream), and each stream (one thread each)
 takes the next part as it finishes. Batches whose width is at least ``STATIC_MIN_FILL`` of the model's
-``max_seq_length`` (truncated abstracts, PDF chunks) run on a form compiled for that one shape, padded to
+``max_seq_length`` (truncated abstracts, long passages) run on a form compiled for that one shape, padded to
 it: OpenVINO plans its kernels and memory once (models up to ``STATIC_MAX_WIDTH`` tokens: the static form
 holds its activations for the whole shape). Measured on a 2-core AMX Xeon, all-MiniLM-L6-v2, 256 SciFact
 abstracts in batches of 32, raw model: dynamic 143 texts/s, static 164-174 (docs/benchmarks.md, "Static

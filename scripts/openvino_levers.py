@@ -3,7 +3,9 @@ what two graph-level levers change, on the 256 SciFact abstracts in the bench's 
 Texts/s, best of ``--rounds`` interleaved rounds, each lever against its own baseline in the same rounds:
 
     embed          Embedder.embed: tokenize, plan, infer, pool, normalize
-    session.run    the same planned batches straight into OpenVINOSession.run (no tokenizer, no pooling)
+    session.run    the same planned batches straight into OpenVINOSession.run (no tokenizer, no pooling; full-length
+                   batches on the static form)
+    dynamic-only   the same, every bulk batch on the dynamic throughput form (as before the static form)
     raw            the raw compiled model on OpenVINO's throughput streams, outputs not read
     pooled-graph   mean pooling compiled into the graph (output [B, dim]), host normalizes
     sdpa           every MatMul-Softmax-MatMul attention replaced by OpenVINO's ScaledDotProductAttention op
@@ -12,7 +14,7 @@ and, with ``--profile``, OpenVINO's per-node time (PERF_COUNT) by node and kerne
 
     .venv/bin/python scripts/openvino_levers.py [--variant optimized] [--rounds 4] [--profile]
 
-The result is in docs/benchmarks.md ("Why the fp32 tier stops at ~1.1x ST OpenVINO").
+The result is in docs/benchmarks.md ("Static shapes: what moved the fp32 tier").
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from engine import pooling, providers  # noqa: E402
 from engine.embedder import CALL_COST_TOKENS, plan_batches  # noqa: E402
 from engine.errors import StudioError  # noqa: E402
 from engine.measure.bench import _compare, jsonl_texts  # noqa: E402
+from engine.openvino_session import BULK_ROWS, request_parts  # noqa: E402
 from engine.settings import load_settings  # noqa: E402
 from engine.studio import Studio  # noqa: E402
 
@@ -141,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     feeds, masks = [], []
     for part in slices:
         encoded = embedder.tokenizer.encode(part)
-        for rows in plan_batches([len(e.ids) for e in encoded], 32, 32 * 256, CALL_COST_TOKENS["openvino"]):
+        for rows in plan_batches([len(e.ids) for e in encoded], 32, 32 * 256, CALL_COST_TOKENS["openvino"],
+                                 session.row_cost):
             batch = embedder.tokenizer.pad([encoded[i] for i in rows])
             feeds.append(embedder._feed(session, batch))
             masks.append(batch.attention_mask)
@@ -153,12 +157,19 @@ def main(argv: list[str] | None = None) -> int:
     sdpa = Streams(core, sdpa_model, threads) if replaced else None  # the optimized graph's attention is fused
     name = embedder._output_name(session)
 
+    def dynamic_only(feed):
+        rows, width = feed["input_ids"].shape
+        if session._bulk is None or rows < BULK_ROWS:
+            return session.run([name], feed)
+        return session._run_parts(session._bulk, [name], feed, request_parts(rows, width, session._bulk.streams), width)
+
     def pooled_vectors():
         return [pooling.l2_normalize(pooled.run(feed, True)) for feed in feeds]
 
     cases = {
         "embed": lambda: [embedder.embed(part) for part in slices],
         "session.run": lambda: [session.run([name], feed) for feed in feeds],
+        "dynamic-only": lambda: [dynamic_only(feed) for feed in feeds],
         "raw": lambda: [plain.run(feed, False) for feed in feeds],
         "pooled-graph": pooled_vectors,
     }
