@@ -120,7 +120,8 @@ def probe_texts(max_seq_length: int, long_count: int = 32, short_count: int = 16
     batch that ingesting embeds) and ``short_count`` short ones (12 words, a query), deterministic: a few
     seconds per candidate, once per machine. With 8 long texts OpenVINO's two streams got 4 rows each and
     its variants came within the margin of one another (0.074 / 0.071 s), so the choice flipped between
-    probes; with 32 optimized@openvino led fp32@openvino by 9-14 % in two probes, as in the benchmark."""
+    probes; with 32 optimized@openvino led fp32@openvino by 9-14 % in two probes, as in the benchmark (before
+    OpenVINO's static form; with it the two tie, 0.224 / 0.225 s, and fp32, the reference, stays)."""
     def text(start: int, words: int) -> str:
         return " ".join(_WORDS[(start + i) % len(_WORDS)] for i in range(words))
 
