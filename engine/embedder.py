@@ -69,11 +69,12 @@ def plan_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int,
     stop_at = [count] * (count + 1)
     for first in range(count - 1, -1, -1):
         best = None
+        per_row = sizes[first] if row_cost is None else row_cost(sizes[first])  # the width is the first text's
         for stop in range(first + 1, min(count, first + batch_size) + 1):
             rows = stop - first
             if rows > 1 and rows * sizes[first] > max_batch_tokens:
                 break
-            total = rows * (sizes[first] if row_cost is None else row_cost(sizes[first])) + call_cost + cost[stop]
+            total = rows * per_row + call_cost + cost[stop]
             if best is None or total <= best:  # ties: the bigger batch
                 best, stop_at[first] = total, stop
         cost[first] = best

@@ -172,36 +172,40 @@ class OpenVINOSession:
             self._config["INFERENCE_PRECISION_HINT"] = precision
         self._core = ov.Core()
         self._path = Path(path)
-        self._compiled = self._compile("LATENCY")
+        model = self._core.read_model(str(self._path))  # parsed once: every form is compiled from it (~0.1 s each)
+        self._compiled = self._compile("LATENCY", model)
         self._inputs = [_port(port) for port in self._compiled.inputs]
         self._outputs = [_port(port) for port in self._compiled.outputs]
         self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "bf16", "f32"
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         # compiled now with the session: compiled on a first big batch it stalled a server ~1 s
         bulk = threads >= 2 and self._path.stat().st_size <= BULK_MAX_BYTES
-        self._bulk = self._form("THROUGHPUT") if bulk else None
+        self._bulk = self._form("THROUGHPUT", model) if bulk else None
         static = bulk and static_width is not None and 0 < static_width <= STATIC_MAX_WIDTH
-        self._static = self._static_form(static_width) if static else None
-        self.static_width = self._static.width if self._static else None
+        self._static = self._static_form(model.clone(), static_width) if static else None
 
-    def _read(self):
-        return self._core.read_model(str(self._path))
+    @property
+    def static_width(self) -> int | None:
+        """The tokens of the static form (the model's max_seq_length), or None without one."""
+        return self._static.width if self._static else None
 
-    def _compile(self, hint: str, model=None):
-        return self._core.compile_model(model if model is not None else self._read(), "CPU",
-                                        {**self._config, "PERFORMANCE_HINT": hint})
+    def _compile(self, hint: str, model):
+        # compile_model takes the model as const (the plugin transforms its own copy), so one model serves each form
+        return self._core.compile_model(model, "CPU", {**self._config, "PERFORMANCE_HINT": hint})
 
-    def _form(self, hint: str, model=None, rows: int | None = None, width: int | None = None) -> _Form:
+    def _form(self, hint: str, model, rows: int | None = None, width: int | None = None) -> _Form:
         compiled = self._compile(hint, model)
         streams = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         return _Form(compiled, streams, queue.SimpleQueue(), rows, width)
 
-    def _static_form(self, width: int) -> _Form | None:
-        """The throughput form compiled for one shape, (``static_rows(width)``, ``width``): OpenVINO plans kernels
-        and memory for it once, 10-15 % faster than the dynamic form on full-length batches (docs/benchmarks.md,
-        "Static shapes"). Only for graphs whose every input is (batch, tokens)."""
-        model, rows = self._read(), static_rows(width)
-        if any(port.get_partial_shape().rank.get_length() != 2 for port in model.inputs):
+    def _static_form(self, model, width: int) -> _Form | None:
+        """The throughput form compiled for one shape, (``static_rows(width)``, ``width``), from ``model`` (reshaped
+        in place: a copy): OpenVINO plans kernels and memory for it once, 10-15 % faster than the dynamic form on
+        full-length batches (docs/benchmarks.md, "Static shapes"). Only for graphs whose every input is
+        (batch, tokens)."""
+        rows = static_rows(width)
+        if any(port.get_partial_shape().rank.is_dynamic or port.get_partial_shape().rank.get_length() != 2
+               for port in model.inputs):
             return None
         model.reshape({port.get_any_name(): [rows, width] for port in model.inputs})
         form = self._form("THROUGHPUT", model, rows, width)
