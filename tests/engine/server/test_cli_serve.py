@@ -101,7 +101,7 @@ def test_loadtest_script_reports_every_level(default_model, tmp_path):
     report_file = tmp_path / "report.json"
     result = subprocess.run(
         [sys.executable, "-m", "engine.measure.loadtest", "--texts", str(texts), "--count", "16", "--concurrency", "1,4",
-         "--single-count", "4", "--json", str(report_file)],
+         "--single-count", "4", "--rounds", "2", "--json", str(report_file)],
         cwd=ROOT, env=_env(default_model.parent.parent), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(report_file.read_text())
@@ -109,7 +109,47 @@ def test_loadtest_script_reports_every_level(default_model, tmp_path):
     for level in report["levels"]:
         assert level["requests"] == 16 and level["texts_per_second"] > 0 and level["p99_ms"] >= level["p50_ms"] > 0
         assert level["max_abs_diff"] < 1e-5 and level["mean_batch_size"] >= 1
+        assert level["server_cpu_ms_per_request"] > 0 and level["client_cpu_ms_per_request"] > 0
+        assert level["engine_same_batches_per_second"] > 0
     assert report["levels"][0]["mean_batch_size"] == 1.0  # one client: nothing to batch with
     assert report["server"]["rss_peak_mb"] >= report["server"]["rss_idle_mb"] > 0
     assert report["engine"]["batch_texts_per_second"] > 0
     assert "texts/s" in result.stdout and "peak" in result.stdout
+    assert report["client"] == "asyncio" and report["rounds"] == 2
+
+
+def _read(data: bytes) -> tuple[int, bytes]:
+    import asyncio
+
+    from engine.measure.loadtest import read_response
+
+    async def go():
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        first = await read_response(reader)
+        return first, await reader.read()  # what is left belongs to the next response on the connection
+
+    return asyncio.run(go())
+
+
+def test_load_client_reads_content_length_and_chunked_responses_and_leaves_the_next_one():
+    """The load generator's HTTP/1.1 reader: a sized body, a chunked one (with a trailer), keep-alive order."""
+    after = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+    sized = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"a\": [1]}\n"
+    assert _read(sized + after) == ((200, b'{"a": [1]}\n'), after)
+    chunked = (b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"4\r\nbusy\r\n6;ext=1\r\n, wait\r\n0\r\nX-Trailer: 1\r\n\r\n")
+    assert _read(chunked + after) == ((503, b"busy, wait"), after)
+    with pytest.raises(ValueError, match="neither Content-Length nor chunked"):
+        _read(b"HTTP/1.0 200 OK\r\n\r\nbody until close")
+
+
+def test_load_client_builds_a_keep_alive_post():
+    from engine.measure.loadtest import http_request
+
+    request = http_request("127.0.0.1", 8000, "/v1/embeddings", b'{"input": "x"}', {"Authorization": "Bearer t"})
+    head, body = request.split(b"\r\n\r\n", 1)
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /v1/embeddings HTTP/1.1" and b"Host: 127.0.0.1:8000" in lines
+    assert b"Content-Length: 14" in lines and b"Authorization: Bearer t" in lines and body == b'{"input": "x"}'
