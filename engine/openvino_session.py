@@ -139,9 +139,12 @@ class _Form:
 
 
 def request_parts(rows: int, width: int, streams: int, request_tokens: int = REQUEST_TOKENS) -> list[tuple[int, int]]:
-    """(start, stop) row ranges of a bulk batch: at least one part per stream, and parts of about
-    ``request_tokens`` padded tokens each (4 rows of 256 tokens, 16 of 64), as even as the rows allow."""
-    parts = min(rows, max(streams, -(-rows * width // request_tokens)))
+    """(start, stop) row ranges of a bulk batch: parts of about ``request_tokens`` padded tokens each (4 rows of
+    256 tokens, 16 of 64), as even as the rows allow, and as many for each stream (5 parts on 2 streams left
+    one stream idle for the last: 600-character passages in batches of 32 ran 294 texts/s with 5 parts, 324
+    with 6)."""
+    parts = max(streams, -(-rows * width // request_tokens))
+    parts = min(rows, -(-parts // streams) * streams)
     bounds = np.linspace(0, rows, parts + 1).astype(int)
     return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 

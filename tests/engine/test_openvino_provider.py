@@ -136,6 +136,7 @@ def test_request_parts_cover_the_rows_in_order_in_near_equal_parts(rows, width, 
     sizes = [stop - start for start, stop in parts]
     assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
     assert len(parts) >= min(rows, streams)  # every stream gets work
+    assert len(parts) % streams == 0 or len(parts) == rows  # and as many parts as the others: none idles at the end
     assert max(sizes) * width <= REQUEST_TOKENS + width or len(parts) == rows  # about a request's worth each
 
 
