@@ -392,14 +392,30 @@ def best_of(rounds: int, measure) -> LevelResult:
     return max((measure() for _ in range(max(1, rounds))), key=lambda result: result.texts_per_second)
 
 
+def positive(value: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    if not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+    return int(value)
+
+
+def concurrency_list(value: str) -> list[int]:
+    """An argparse type: a comma list of client counts, e.g. ``1,8,64``."""
+    levels = [positive(item) for item in value.split(",") if item.strip()]
+    if not levels:
+        raise argparse.ArgumentTypeError("expected a comma list of client counts, e.g. 1,8,64")
+    return levels
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.measure.loadtest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--texts", default="scifact", help="scifact (abstracts), queries (short claims) or a file")
-    parser.add_argument("--count", type=int, default=512, help="texts per concurrency level")
-    parser.add_argument("--concurrency", default="1,8,64", help="comma list of concurrent clients")
-    parser.add_argument("--per-request", type=int, default=1, help="texts per HTTP request")
-    parser.add_argument("--single-count", type=int, default=128, help="texts for the in-process one-by-one rate")
-    parser.add_argument("--rounds", type=int, default=3, help="passes per level (and in-process); the best is reported")
+    parser.add_argument("--count", type=positive, default=512, help="texts per concurrency level")
+    parser.add_argument("--concurrency", type=concurrency_list, default="1,8,64",
+                        help="comma list of concurrent clients")
+    parser.add_argument("--per-request", type=positive, default=1, help="texts per HTTP request")
+    parser.add_argument("--single-count", type=positive, default=128, help="texts for the in-process one-by-one rate")
+    parser.add_argument("--rounds", type=positive, default=3, help="passes per level (and in-process); the best is reported")
     parser.add_argument("--client", choices=("asyncio", "threads"), default="asyncio",
                         help="asyncio: one event loop on raw sockets (a load generator's CPU); threads: http.client")
     parser.add_argument("--model", default=None)
@@ -412,8 +428,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-pid", type=int, default=None, help="with --url: the server's process id, for RSS")
     args = parser.parse_args(argv)
 
+    if args.texts not in ("scifact", "queries") and not Path(args.texts).is_file():
+        parser.error(f"--texts: {args.texts} is not a file (or scifact / queries)")
     texts = load_texts(args.texts, args.count)
-    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    if not texts:
+        parser.error(f"--texts: {args.texts} holds no text")
+    levels = args.concurrency
     load_before = os.getloadavg()
     reference, embedder, engine_figures = in_process(args, texts)
     model = args.model or engine_figures["model"]

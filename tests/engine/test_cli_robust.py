@@ -216,3 +216,20 @@ def test_a_data_dir_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "f").write_text("x")
     result = run("collections", "--data-dir", str(tmp_path / "f"))
     assert result.returncode == 2 and "--data-dir" in result.stderr and "is a file" in result.stderr
+
+
+def test_eval_reports_the_time_it_spent_embedding(default_model, tmp_path):
+    """``engine eval`` embeds the corpus and queries itself (for --vectors-cache) and ranks afterwards: the seconds
+    it reports include that embedding (they read 0.0 when only the ranking was timed)."""
+    docs = [{"_id": f"d{i}", "title": f"Title {i}", "text": f"document {i} about topic {i % 3} " * 20} for i in range(40)]
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs), "utf-8")
+    (tmp_path / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": f"topic {i}"}) + "\n"
+                                                    for i in range(3)), "utf-8")
+    (tmp_path / "qrels-test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n"
+                                                                                      for i in range(3)), "utf-8")
+    result = run("eval", "--dataset", str(tmp_path), "--model", "all-minilm-l6-v2", "--variant", "fp32",
+                 "--provider", "cpu", "--json", data_dir=default_model.parent.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["documents"] == 40 and report["queries"] == 3
+    assert report["seconds_corpus"] > 0 and report["seconds_queries"] >= 0

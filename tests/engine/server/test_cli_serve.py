@@ -145,6 +145,17 @@ def test_load_client_reads_content_length_and_chunked_responses_and_leaves_the_n
         _read(b"HTTP/1.0 200 OK\r\n\r\nbody until close")
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--rounds", "0"], "--rounds: expected a whole number >= 1"),
+    (["--concurrency", "8,many"], "--concurrency: expected a whole number >= 1, got 'many'"),
+    (["--texts", "/no/such/file.txt"], "is not a file"),
+])
+def test_loadtest_refuses_bad_arguments_with_a_message(args, message):
+    result = subprocess.run([sys.executable, "-m", "engine.measure.loadtest", *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
 def test_load_client_builds_a_keep_alive_post():
     from engine.measure.loadtest import http_request
 
