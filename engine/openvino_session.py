@@ -25,9 +25,9 @@ its own copy of the weights). Infer requests are pooled, so concurrent callers n
 
 Shapes: the dynamic forms run each batch at its width rounded up to a multiple of ``WIDTH_STEP`` (8) tokens,
 padded with mask 0 and cut from the outputs. A new shape costs OpenVINO a kernel build and a re-plan of every
-node; queries of 10-60 tokens in batches of 1-7 took 8.6 ms per call at their own widths and 6.1 ms bucketed
-(161 shapes -> 40; the same calls at a fixed shape ~4.3 ms), and the in-process rate of SciFact queries rose
-with it (README, "HTTP API" measurements).
+node; batches of 1-7 SciFact queries took 8.4 ms per call at their own widths and 6.1 ms bucketed (157 shapes
+-> 39; ``scripts/openvino_shapes.py``, docs/benchmarks.md "Shapes"). A bulk batch's parts are as many for each
+stream, so none idles while another runs the last.
 
 Memory: with dynamic shapes OpenVINO keeps the kernels it built for each input shape it has seen, in two
 caches (its CPU plugin's runtime cache, 5000 entries by default, and oneDNN's primitive cache, 1024), and
