@@ -173,10 +173,8 @@ def _pad_part(feed: dict[str, np.ndarray], start: int, stop: int, rows: int, wid
         part = value[start:stop]
         if len(part) < rows:
             part = np.concatenate([part, np.repeat(part[-1:], rows - len(part), axis=0)])
-        if part.shape[1] < width:
-            part = np.pad(part, ((0, 0), (0, width - part.shape[1])))
         out[name] = np.ascontiguousarray(part)
-    return out
+    return _pad_tokens(out, width)
 
 
 def _pad_tokens(feed: dict[str, np.ndarray], width: int) -> dict[str, np.ndarray]:
@@ -263,18 +261,19 @@ class OpenVINOSession:
             concurrent = self._calls > 0
             self._calls += 1
         try:
-            if self._bulk is not None and rows >= BULK_ROWS:
-                if self._static is not None and fills_static(width, self._static.width):
-                    parts = [(start, min(start + self._static.rows, rows))
-                             for start in range(0, rows, self._static.rows)]
-                    return self._run_parts(self._static, names, feed, parts, width)
-                padded = bucket_width(width)
-                return self._run_parts(self._bulk, names, _pad_tokens(feed, padded),
-                                       request_parts(rows, padded, self._bulk.streams), width)
-            # a small batch while another call runs takes a stream of its own (one thread) instead of the latency
-            # form's every thread: two concurrent batches of 4 queries ran 1.5x faster that way than one after the other
-            form = self._bulk if concurrent and self._bulk is not None else self._latency
-            return self._run_parts(form, names, _pad_tokens(feed, bucket_width(width)), [(0, rows)], width)
+            bulk = self._bulk is not None and rows >= BULK_ROWS
+            if bulk and self._static is not None and fills_static(width, self._static.width):
+                parts = [(start, min(start + self._static.rows, rows)) for start in range(0, rows, self._static.rows)]
+                return self._run_parts(self._static, names, feed, parts, width)
+            padded = bucket_width(width)
+            if bulk:
+                form, parts = self._bulk, request_parts(rows, padded, self._bulk.streams)
+            else:
+                # a small batch while another call runs takes a stream of its own (one thread) instead of the latency
+                # form's every thread: two concurrent batches of 4 queries ran 1.5x faster that way than in turn
+                form = self._bulk if concurrent and self._bulk is not None else self._latency
+                parts = [(0, rows)]
+            return self._run_parts(form, names, _pad_tokens(feed, padded), parts, width)
         finally:
             with self._lock:
                 self._calls -= 1
@@ -289,8 +288,9 @@ class OpenVINOSession:
     def _run_parts(self, form: _Form, names: list[str], feed: dict[str, np.ndarray],
                    parts: list[tuple[int, int]], width: int) -> list[np.ndarray]:
         """The batch's row ranges run on the form's streams, each request taking the next part as it finishes
-        (first in, first out: the parts are of equal size); outputs joined in row order. A static form's parts
-        are padded to its shape, and its outputs cut back to the real rows and tokens."""
+        (first in, first out: the parts are of equal size); outputs joined in row order and cut back to ``width``
+        tokens (the feed may come padded to a bucket). A static form's parts are padded to its shape, and its
+        outputs cut back to the real rows too."""
         requests = [self._take(form.requests, form.compiled) for _ in range(min(form.streams, len(parts)))]
         outputs = [form.compiled.output(name) for name in names]
         pieces: list[list[np.ndarray]] = [[] for _ in names]
