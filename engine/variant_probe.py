@@ -102,12 +102,26 @@ def _version(package: str) -> str:
         return "-"
 
 
+# the engine code a probe's timings depend on: how batches are planned, padded, run and pooled
+TIMED_CODE = ("embedder.py", "openvino_session.py", "sessions.py", "pooling.py", "tokenize.py")
+
+
+def engine_code_digest(names: Sequence[str] = TIMED_CODE, folder: Path = Path(__file__).parent) -> str:
+    """A digest of the engine files that run what a probe times: a change to them (e.g. how OpenVINO pads a
+    batch) measures again, as a new machine does, instead of keeping a choice made on the old code."""
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(name.encode() + b"\0" + (folder / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def fingerprint(manifest: Manifest, provider: str, threads: int, also: Sequence[str] = ()) -> str:
-    """What the measurement depends on: the model files, the machine, the providers and their runtimes."""
+    """What the measurement depends on: the model files, the machine, the providers and their runtimes, and
+    the engine code that runs them."""
     import onnxruntime
 
     parts = [manifest.converted_at, json.dumps({k: v.size_bytes for k, v in sorted(manifest.variants.items())}),
-             _cpu_model(), platform.machine(), str(threads), provider, onnxruntime.__version__]
+             _cpu_model(), platform.machine(), str(threads), provider, onnxruntime.__version__, engine_code_digest()]
     if also or provider == "openvino":
         import os
 

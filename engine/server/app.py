@@ -48,6 +48,7 @@ def create_app(studio: Studio | None = None, api: ApiSettings | None = None) -> 
         max_tokens=studio.settings.max_batch_tokens,
         max_wait=api.max_wait_ms / 1000,
         capacity=api.max_queue_items,
+        linger=api.linger_ms / 1000,
     )
     state = ServerState(
         studio=studio,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -82,6 +83,22 @@ def test_a_new_machine_fingerprint_measures_again(default_model):
     manifest = read_manifest(default_model)
     assert variant_probe.fingerprint(manifest, "cpu", 2) != variant_probe.fingerprint(manifest, "cpu", 4)
     assert variant_probe.fingerprint(manifest, "cpu", 2) != variant_probe.fingerprint(manifest, "cuda", 2)
+
+
+def test_a_change_to_the_timed_engine_code_measures_again(default_model, tmp_path, monkeypatch):
+    import shutil
+
+    engine_folder = Path(variant_probe.__file__).parent
+    for name in variant_probe.TIMED_CODE:
+        shutil.copy(engine_folder / name, tmp_path / name)
+    assert variant_probe.engine_code_digest(folder=tmp_path) == variant_probe.engine_code_digest()
+    manifest = read_manifest(default_model)
+    before = variant_probe.fingerprint(manifest, "openvino", 2)
+    (tmp_path / "openvino_session.py").write_text((tmp_path / "openvino_session.py").read_text() + "\nWIDTH_STEP = 16\n")
+    changed = variant_probe.engine_code_digest(folder=tmp_path)
+    assert changed != variant_probe.engine_code_digest()
+    monkeypatch.setattr(variant_probe, "engine_code_digest", lambda: changed)  # the engine as if it were edited
+    assert variant_probe.fingerprint(manifest, "openvino", 2) != before
 
 
 def test_unreadable_or_unwritable_probe_file_costs_only_a_measurement(default_model, tmp_path, caplog):

@@ -113,7 +113,9 @@ def test_loadtest_script_reports_every_level(default_model, tmp_path):
         assert level["engine_same_batches_per_second"] > 0
     assert report["levels"][0]["mean_batch_size"] == 1.0  # one client: nothing to batch with
     assert report["server"]["rss_peak_mb"] >= report["server"]["rss_idle_mb"] > 0
-    assert report["engine"]["batch_texts_per_second"] > 0
+    assert report["engine"]["batch_texts_per_second"] > 0 and report["engine"]["batched_texts_per_second"] > 0
+    assert report["engine"]["batch"] == 32  # engine bench's batch: the in-process rate the HTTP target is set against
+    assert "texts/s" in result.stdout and "at batch 32" in result.stdout and "vs b32" in result.stdout
     assert "texts/s" in result.stdout and "peak" in result.stdout
     assert report["client"] == "asyncio" and report["rounds"] == 2
 
