@@ -11,8 +11,9 @@
    the in-process engine met in its warm-up call);
 3. for each concurrency C, C closed-loop clients (keep-alive connections) send ``--per-request``
    texts per request until all texts are done, ``--rounds`` times: the best round's embeddings/s,
-   p50/p99 request latency, the server's mean batch size (from /metrics), the CPU time the server and
-   the clients spent per request, and the largest difference from the in-process vectors;
+   p50/p99 request latency, the server's mean batch size and inference time per call and the share of the
+   wall time its model ran (from /metrics), the CPU time the server and the clients spent per request, and
+   the largest difference from the in-process vectors;
 4. reports the server's peak resident memory (VmHWM) and the machine's load average;
 5. with the server stopped, embeds the texts in-process in consecutive batches of each level's mean
    batch size: the rate batching as requests arrive allows before any HTTP cost ("same batches").
@@ -65,6 +66,10 @@ class LevelResult:
     # the engine in-process on the same texts cut into batches of the server's mean batch size: what batching as
     # requests arrive allows before any HTTP cost
     engine_same_batches_per_second: float | None = None
+    # the server's inference calls (its own histogram): mean wall ms per call, and the share of the level's wall
+    # time the model was running; the rest is HTTP, the event loop, queueing and the clients
+    inference_ms_per_batch: float = 0.0
+    model_busy: float = 0.0
 
 
 def load_texts(source: str, count: int) -> list[str]:
@@ -127,13 +132,13 @@ def proc_status(pid: int) -> dict[str, int]:
     return values
 
 
-def batch_stats(metrics_text: str) -> tuple[float, float]:
-    """(sum, count) of the server's batch-size histogram."""
+def histogram_stats(metrics_text: str, name: str = "studio_embedding_batch_size") -> tuple[float, float]:
+    """(sum, count) of one of the server's histograms, over all its queues."""
     from prometheus_client.parser import text_string_to_metric_families
 
     total = count = 0.0
     for family in text_string_to_metric_families(metrics_text):
-        if family.name == "studio_embedding_batch_size":
+        if family.name == name:
             for sample in family.samples:
                 if sample.name.endswith("_sum"):
                     total += sample.value
@@ -371,11 +376,15 @@ def measure_level(base: str, model: str, texts: list[str], reference: np.ndarray
     """One pass over the texts at ``concurrency``: rates, latencies, batch size, CPU per request, parity."""
     import httpx
 
-    before = batch_stats(httpx.get(f"{base}/metrics", headers=headers).text)
+    inference = "studio_embedding_inference_seconds"
+    metrics = httpx.get(f"{base}/metrics", headers=headers).text
+    before, model_before = histogram_stats(metrics), histogram_stats(metrics, inference)
     server_before, client_before = process_cpu_seconds(server_pid), own_cpu_seconds()
     seconds, latencies, bodies = run_level(base, model, texts, concurrency, per_request, headers, client)
     server_after, client_after = process_cpu_seconds(server_pid), own_cpu_seconds()
-    after = batch_stats(httpx.get(f"{base}/metrics", headers=headers).text)
+    metrics = httpx.get(f"{base}/metrics", headers=headers).text
+    after, model_after = histogram_stats(metrics), histogram_stats(metrics, inference)
+    model_seconds = model_after[0] - model_before[0]
     worst = max_difference(bodies, reference)
     batches = after[1] - before[1]
     requests = max(1, len(latencies))
@@ -388,6 +397,8 @@ def measure_level(base: str, model: str, texts: list[str], reference: np.ndarray
         mean_batch_size=round((after[0] - before[0]) / batches, 1) if batches else 0.0,
         max_abs_diff=worst, server_cpu_ms_per_request=server_cpu,
         client_cpu_ms_per_request=round((client_after - client_before) / requests * 1000, 3),
+        inference_ms_per_batch=round(model_seconds / batches * 1000, 2) if batches else 0.0,
+        model_busy=round(model_seconds / seconds, 3) if seconds > 0 else 0.0,
     )
 
 
@@ -505,10 +516,11 @@ def render(report: dict) -> str:
         f"{engine['single_texts_per_second']} texts/s one text per call",
         "",
         f"clients: {report['client']}, best of {report['rounds']} rounds per level; CPU ms per request of the server "
-        "and of the clients; same batches: against the engine in-process on batches of the server's mean size",
+        "and of the clients; model ms: the server's mean inference call, busy: the share of the wall time the model ran; "
+        "same batches: against the engine in-process on batches of the server's mean size",
         "",
         f"{'clients':>7}  {'texts/s':>8}  {f'vs b{batch}':>7}  {'vs 1 call':>9}  {'p50 ms':>8}  {'p99 ms':>8}  {'batch':>6}"
-        f"  {'max|diff|':>9}  {'server CPU':>10}  {'client CPU':>10}  {'same batches':>12}",
+        f"  {'max|diff|':>9}  {'server CPU':>10}  {'client CPU':>10}  {'model ms':>8}  {'busy':>5}  {'same batches':>12}",
     ]
     for level in report["levels"]:
         rate = level["texts_per_second"]
@@ -517,7 +529,9 @@ def render(report: dict) -> str:
                      f"{rate / engine['batch_texts_per_second']:>8.2f}x  {level['p50_ms']:>8.1f}  "
                      f"{level['p99_ms']:>8.1f}  {level['mean_batch_size']:>6.1f}  {level['max_abs_diff']:>9.1e}"
                      f"  {'-' if server_cpu is None else f'{server_cpu:.2f}':>10}  "
-                     f"{level.get('client_cpu_ms_per_request', 0.0):>10.2f}  {_vs_same(level):>12}")
+                     f"{level.get('client_cpu_ms_per_request', 0.0):>10.2f}  "
+                     f"{level.get('inference_ms_per_batch', 0.0):>8.2f}  {level.get('model_busy', 0.0):>5.0%}  "
+                     f"{_vs_same(level):>12}")
     server = report["server"]
     lines.append(f"\nserver: {server['variant']} on {server['provider']}, RSS idle {server['rss_idle_mb']} MB, "
                  f"peak {server['rss_peak_mb']} MB")

@@ -111,6 +111,8 @@ def test_loadtest_script_reports_every_level(default_model, tmp_path):
         assert level["max_abs_diff"] < 1e-5 and level["mean_batch_size"] >= 1
         assert level["server_cpu_ms_per_request"] > 0 and level["client_cpu_ms_per_request"] > 0
         assert level["engine_same_batches_per_second"] > 0
+        # the model ran for part of the wall time, never more than all of it (one inference thread)
+        assert level["inference_ms_per_batch"] > 0 and 0 < level["model_busy"] <= 1
     assert report["levels"][0]["mean_batch_size"] == 1.0  # one client: nothing to batch with
     assert report["server"]["rss_peak_mb"] >= report["server"]["rss_idle_mb"] > 0
     assert report["engine"]["batch_texts_per_second"] > 0 and report["engine"]["batched_texts_per_second"] > 0
