@@ -41,10 +41,11 @@ class DenseWeights:
 # What one model call costs beyond its arithmetic, in padded token slots, per runtime: the batch
 # planner splits a batch where its padding would cost more than another call. Measured on
 # all-minilm-l6-v2 on two 2-core machines, an AMD EPYC (AVX512-BF16) and an AMX Xeon (docs/benchmarks.md,
-# "Batch plan"): the costs that won on both. OpenVINO's calls cost more (it splits a batch over its
-# streams). Not measured on GPUs, where padded rows run in parallel: there the planner keeps filling
+# "Batch plan"): the costs that won on both. OpenVINO's calls cost more, and it runs a batch of mixed lengths
+# in parts of about equal padded tokens at their own widths (engine.openvino_session.balanced_parts), so its
+# planner splits less (512: re-measured on the AMX Xeon with those parts, 2026-12-03). Not measured on GPUs, where padded rows run in parallel: there the planner keeps filling
 # batches, as before.
-CALL_COST_TOKENS = {"cpu": 16, "openvino": 256}
+CALL_COST_TOKENS = {"cpu": 16, "openvino": 512}
 FILL_BATCHES = 1 << 30
 
 
@@ -210,8 +211,9 @@ class Embedder:
         name = self._output_name(session)
         try:
             (output,) = session.run([name], self._feed(session, batch))
-        except Exception as exc:  # ORT runtime failure (out of memory, bad shapes)
-            raise InferenceError(f"ONNX Runtime failed on {self.spec.name}/{self.variant}: {str(exc)[:300]}") from None
+        except Exception as exc:  # a runtime failure (out of memory, bad shapes), ONNX Runtime's or OpenVINO's
+            raise InferenceError(f"Inference failed on {self.spec.name}/{self.variant} ({self.provider}): "
+                                 f"{str(exc)[:300]}") from None
         return output
 
     def _postprocess(self, output: np.ndarray, mask: np.ndarray, prompt_length: int) -> np.ndarray:

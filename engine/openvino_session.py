@@ -10,9 +10,10 @@ variant's (at conversion and by the ``auto`` probe).
 
 Three compiled forms of one model. Small batches (a query, an HTTP request) run on the LATENCY form:
 dynamic shapes, one stream that uses every thread. A batch of ``BULK_ROWS`` rows or more (ingest, bulk
-embedding) runs on a THROUGHPUT form: its rows are split into parts of about ``REQUEST_TOKENS`` padded
-tokens (4 rows of 256 tokens, 16 of 64; at least one part per stream), and each stream (one thread each)
-takes the next part as it finishes. Batches whose width is at least ``STATIC_MIN_FILL`` of the model's
+embedding, a server's gathered requests) runs on a THROUGHPUT form: its rows, longest first, are cut into
+runs of about equal padded tokens, ~``REQUEST_TOKENS`` each (4 rows of 256 tokens, 16 of 64; at least one
+per stream), each run at its own width (a run of short texts is not padded to the longest text of the
+batch), and each stream (one thread each) takes the next run as it finishes. Batches whose width is at least ``STATIC_MIN_FILL`` of the model's
 ``max_seq_length`` (truncated abstracts, long passages) run on a form compiled for that one shape, padded to
 it: OpenVINO plans its kernels and memory once (models up to ``STATIC_MAX_WIDTH`` tokens: the static form
 holds its activations for the whole shape). Measured on a 2-core AMX Xeon, all-MiniLM-L6-v2, 256 SciFact
@@ -27,7 +28,9 @@ Shapes: the dynamic forms run each batch at its width rounded up to a multiple o
 padded with mask 0 and cut from the outputs. A new shape costs OpenVINO a kernel build and a re-plan of every
 node; batches of 1-7 SciFact queries took 8.4 ms per call at their own widths and 6.1 ms bucketed (157 shapes
 -> 39; ``scripts/openvino_shapes.py``, docs/benchmarks.md "Shapes"). A bulk batch's parts are as many for each
-stream, so none idles while another runs the last.
+stream, so none idles while another runs the last. Runs at their own widths: batches of 8 shuffled SciFact
+queries 7.3 -> 6.6 ms per call, of 32 27.9 -> 21.2 (docs/benchmarks.md "Parts at their own widths"); they
+mean more shapes, and RSS levels off higher (below).
 
 Memory: with dynamic shapes OpenVINO keeps the kernels it built for each input shape it has seen, in two
 caches (its CPU plugin's runtime cache, 5000 entries by default, and oneDNN's primitive cache, 1024), and
@@ -138,15 +141,57 @@ class _Form:
     width: int | None = None  # and its tokens
 
 
+def part_count(rows: int, tokens: int, streams: int, request_tokens: int = REQUEST_TOKENS) -> int:
+    """How many parts a bulk batch of ``tokens`` padded tokens runs in: about ``request_tokens`` each, at least one
+    per stream and as many for each stream (5 parts on 2 streams left one stream idle for the last: 600-character
+    passages in batches of 32 ran 294 texts/s with 5 parts, 324 with 6), never more than its rows."""
+    parts = max(streams, -(-tokens // request_tokens))
+    return min(rows, -(-parts // streams) * streams)
+
+
 def request_parts(rows: int, width: int, streams: int, request_tokens: int = REQUEST_TOKENS) -> list[tuple[int, int]]:
-    """(start, stop) row ranges of a bulk batch: parts of about ``request_tokens`` padded tokens each (4 rows of
-    256 tokens, 16 of 64), as even as the rows allow, and as many for each stream (5 parts on 2 streams left
-    one stream idle for the last: 600-character passages in batches of 32 ran 294 texts/s with 5 parts, 324
-    with 6)."""
-    parts = max(streams, -(-rows * width // request_tokens))
-    parts = min(rows, -(-parts // streams) * streams)
+    """(start, stop) row ranges of a bulk batch whose rows are all ``width`` tokens: ``part_count`` parts, as even
+    as the rows allow."""
+    parts = part_count(rows, rows * width, streams, request_tokens)
     bounds = np.linspace(0, rows, parts + 1).astype(int)
     return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+def balanced_parts(widths: list[int], parts: int) -> list[tuple[int, int]]:
+    """(start, stop) runs of rows sorted longest first (``widths``: each row's bucketed width), at most ``parts``
+    of them, whose costliest part (its rows times its first row's width: the padded tokens it runs) is as cheap
+    as a split into ``parts`` runs allows. Each part then runs at its own width: 8 queries of 16-64 tokens as
+    4 + 4 rows at the batch's width cost the streams 7.3 ms, as runs of equal padded tokens at their own widths
+    6.6 (32 queries: 27.9 -> 21.2 ms)."""
+    count = len(widths)
+
+    def greedy(budget: int) -> list[tuple[int, int]]:  # the fewest runs of at most ``budget`` tokens each
+        runs, start = [], 0
+        while start < count:
+            stop = min(count, start + max(1, budget // widths[start]))
+            runs.append((start, stop))
+            start = stop
+        return runs
+
+    low, high = widths[0], count * widths[0]  # one part of every row always fits ``high``
+    while low < high:
+        middle = (low + high) // 2
+        if len(greedy(middle)) <= parts:
+            high = middle
+        else:
+            low = middle + 1
+    return greedy(low)
+
+
+def token_extents(feed: dict[str, np.ndarray]) -> np.ndarray:
+    """Each row's tokens up to its last unmasked one (right padding cut off), from the attention mask; every row's
+    full width where the graph takes no mask (or the padding is on the left)."""
+    mask = feed.get("attention_mask")
+    rows, width = next(iter(feed.values())).shape[:2]
+    if mask is None:
+        return np.full(rows, width)
+    last = width - np.argmax(mask[:, ::-1] != 0, axis=1)
+    return np.where(mask.any(axis=1), last, 1)
 
 
 def static_rows(width: int, request_tokens: int = REQUEST_TOKENS) -> int:
@@ -265,18 +310,33 @@ class OpenVINOSession:
             if bulk and self._static is not None and fills_static(width, self._static.width):
                 parts = [(start, min(start + self._static.rows, rows)) for start in range(0, rows, self._static.rows)]
                 return self._run_parts(self._static, names, feed, parts, width)
-            padded = bucket_width(width)
             if bulk:
-                form, parts = self._bulk, request_parts(rows, padded, self._bulk.streams)
-            else:
-                # a small batch while another call runs takes a stream of its own (one thread) instead of the latency
-                # form's every thread: two concurrent batches of 4 queries ran 1.5x faster that way than in turn
-                form = self._bulk if concurrent and self._bulk is not None else self._latency
-                parts = [(0, rows)]
-            return self._run_parts(form, names, _pad_tokens(feed, padded), parts, width)
+                return self._run_balanced(names, feed, width)
+            # a small batch while another call runs takes a stream of its own (one thread) instead of the latency
+            # form's every thread: two concurrent batches of 4 queries ran 1.5x faster that way than in turn
+            form = self._bulk if concurrent and self._bulk is not None else self._latency
+            return self._run_parts(form, names, _pad_tokens(feed, bucket_width(width)), [(0, rows)], width)
         finally:
             with self._lock:
                 self._calls -= 1
+
+    def _run_balanced(self, names: list[str], feed: dict[str, np.ndarray], width: int) -> list[np.ndarray]:
+        """A bulk batch on the throughput form's streams: rows sorted longest first (the embedder's batches already
+        are), cut into ``balanced_parts``, each part run at its own bucketed width, outputs back in row order."""
+        extents = token_extents(feed)
+        order = np.argsort(-extents, kind="stable")
+        unsorted = bool((np.diff(extents) > 0).any())
+        if unsorted:
+            feed = {name: value[order] for name, value in feed.items()}
+            extents = extents[order]
+        widths = [bucket_width(int(e)) for e in extents]
+        parts = balanced_parts(widths, part_count(len(widths), sum(widths), self._bulk.streams))
+        outputs = self._run_parts(self._bulk, names, feed, parts, width, [widths[start] for start, _ in parts])
+        if unsorted:
+            inverse = np.empty_like(order)
+            inverse[order] = np.arange(len(order))
+            outputs = [output[inverse] for output in outputs]
+        return outputs
 
     @staticmethod
     def _take(pool: queue.SimpleQueue, compiled):
@@ -286,38 +346,67 @@ class OpenVINOSession:
             return compiled.create_infer_request()
 
     def _run_parts(self, form: _Form, names: list[str], feed: dict[str, np.ndarray],
-                   parts: list[tuple[int, int]], width: int) -> list[np.ndarray]:
-        """The batch's row ranges run on the form's streams, each request taking the next part as it finishes
-        (first in, first out: the parts are of equal size); outputs joined in row order and cut back to ``width``
-        tokens (the feed may come padded to a bucket). A static form's parts are padded to its shape, and its
-        outputs cut back to the real rows too."""
+                   parts: list[tuple[int, int]], width: int, part_widths: list[int] | None = None) -> list[np.ndarray]:
+        """The batch's row ranges run on the form's streams: each request takes the next part as soon as it is
+        done (whichever stream finishes first: with strict turns, a stream that finished early waited for the
+        other's part); outputs land in row order at ``width`` tokens (a part may run padded to a bucket, cut
+        back; or at ``part_widths``, narrower than the batch: its token outputs are zeros there, positions its
+        mask hides). A static form's parts are padded to its shape, and its outputs cut back to the real rows."""
         requests = [self._take(form.requests, form.compiled) for _ in range(min(form.streams, len(parts)))]
-        outputs = [form.compiled.output(name) for name in names]
-        pieces: list[list[np.ndarray]] = [[] for _ in names]
-        running: list[tuple[object, int]] = []
+        ports = [form.compiled.output(name) for name in names]
+        rows = next(iter(feed.values())).shape[0]
+        results: list[np.ndarray | None] = [None] * len(names)
+        finished: queue.SimpleQueue = queue.SimpleQueue()  # requests whose part is done, put by OpenVINO's threads
+        waiting = iter(enumerate(parts))
+        busy = 0
 
-        def collect(request, real_rows: int) -> None:
-            request.wait()
-            for piece, port in zip(pieces, outputs):
-                data = request.get_tensor(port).data[:real_rows]
-                if data.ndim == 3 and data.shape[1] > width:  # token outputs of padded tokens
+        def start(request) -> None:
+            nonlocal busy
+            item = next(waiting, None)
+            if item is None:
+                return
+            number, (begin, end) = item
+            request.set_callback(finished.put, (request, begin, end))
+            request.start_async(self._part(form, feed, begin, end, part_widths[number] if part_widths else None))
+            busy += 1
+
+        def collect(request, begin: int, end: int) -> None:
+            request.wait()  # raises the part's error, if it failed
+            for index, port in enumerate(ports):
+                data = request.get_tensor(port).data[:end - begin]
+                if data.ndim == 3:  # token outputs: cut padded tokens, and a narrower part leaves zeros
                     data = data[:, :width]
-                piece.append(np.array(data))  # a copy: the request's buffer is reused by its next part
+                    if results[index] is None:
+                        results[index] = np.zeros((rows, width, *data.shape[2:]), dtype=data.dtype)
+                    results[index][begin:end, :data.shape[1]] = data  # a copy: the buffer serves the next part
+                else:
+                    if results[index] is None:
+                        results[index] = np.empty((rows, *data.shape[1:]), dtype=data.dtype)
+                    results[index][begin:end] = data
 
         try:
-            for number, (start, stop) in enumerate(parts):
-                if len(running) == len(requests):
-                    collect(*running.pop(0))
-                request = requests[number % len(requests)]
-                part = ({key: value[start:stop] for key, value in feed.items()} if form.rows is None
-                        else _pad_part(feed, start, stop, form.rows, form.width))
-                request.start_async(part)
-                running.append((request, stop - start))
-            while running:
-                collect(*running.pop(0))
-            return [piece[0] if len(piece) == 1 else np.concatenate(piece) for piece in pieces]
-        finally:
-            for request in running:  # a failed part: the others finish before their requests are reused
-                request[0].wait()
             for request in requests:
+                start(request)
+            while busy:
+                request, begin, end = finished.get()
+                busy -= 1
+                collect(request, begin, end)
+                start(request)
+            return results
+        finally:
+            for request in requests:  # a failed part: the others finish before their requests are reused
+                try:
+                    request.wait()
+                except Exception:  # noqa: BLE001 - the first failure is the one raised
+                    pass
                 form.requests.put(request)
+
+    @staticmethod
+    def _part(form: _Form, feed: dict[str, np.ndarray], begin: int, end: int, own: int | None) -> dict[str, np.ndarray]:
+        """Rows ``begin:end`` of the feed as one request's input: padded to a static form's shape, or cut to the
+        part's own width, or as they are."""
+        if form.rows is not None:
+            return _pad_part(feed, begin, end, form.rows, form.width)
+        if own is not None:
+            return _pad_tokens({key: np.ascontiguousarray(value[begin:end, :own]) for key, value in feed.items()}, own)
+        return {key: value[begin:end] for key, value in feed.items()}

@@ -6,6 +6,7 @@ throughput, per runtime. Texts/s, best of ``--rounds`` interleaved rounds, for e
     abstracts    256 SciFact abstracts in one call, batch 32
 
     .venv/bin/python scripts/batch_plan_sweep.py [--provider openvino] [--variant optimized] [--rounds 4]
+                                                 [--costs 128,256,512,fill]
 
 The result behind the shipped call costs is in docs/benchmarks.md ("Batch plan").
 """
@@ -47,11 +48,21 @@ def rates(embedder, queries, abstracts, order, provider: str, cost: int) -> dict
     return out
 
 
+def call_costs(text: str) -> tuple[int, ...]:
+    """An argparse type: whole numbers of tokens, or ``fill`` (never split a batch)."""
+    try:
+        return tuple(embedder_module.FILL_BATCHES if part.strip() == "fill" else int(part)
+                     for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"call costs are whole numbers or 'fill', got {text!r}") from None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--provider", default="openvino")
     parser.add_argument("--variant", default="optimized")
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--costs", type=call_costs, default=COSTS, help="call costs to try, e.g. 128,256,fill")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     embedder = Studio().embedder(None, args.variant, args.provider)
@@ -62,10 +73,10 @@ def main() -> int:
     random.Random(0).shuffle(order)
     embedder.embed_encoded(queries[:40])  # warm-up
     shipped = embedder_module.CALL_COST_TOKENS.get(provider)
-    best: dict[int, dict[str, float]] = {cost: {} for cost in COSTS}
+    best: dict[int, dict[str, float]] = {cost: {} for cost in args.costs}
     try:
         for _ in range(args.rounds):
-            for cost in COSTS:
+            for cost in args.costs:
                 for key, value in rates(embedder, queries, abstracts, order, provider, cost).items():
                     best[cost][key] = max(best[cost].get(key, 0.0), value)
     finally:
@@ -73,7 +84,7 @@ def main() -> int:
             embedder_module.CALL_COST_TOKENS[provider] = shipped
     log.info("%s/%s on %s (shipped call cost %s), texts/s, best of %d", embedder.spec.name, args.variant, provider,
              shipped, args.rounds)
-    for cost in COSTS:
+    for cost in args.costs:
         label = "fill" if cost == embedder_module.FILL_BATCHES else str(cost)
         log.info("%6s  %s", label, "  ".join(f"{k} {v:7.1f}" for k, v in best[cost].items()))
     return 0

@@ -140,6 +140,41 @@ def test_request_parts_cover_the_rows_in_order_in_near_equal_parts(rows, width, 
     assert max(sizes) * width <= REQUEST_TOKENS + width or len(parts) == rows  # about a request's worth each
 
 
+
+def _cheapest_split(widths: list[int], parts: int) -> int:
+    """By brute force: the smallest possible cost of the costliest of at most ``parts`` contiguous runs."""
+    import itertools
+
+    best = None
+    for count in range(1, min(parts, len(widths)) + 1):
+        for cuts in itertools.combinations(range(1, len(widths)), count - 1):
+            bounds = [0, *cuts, len(widths)]
+            cost = max((stop - start) * widths[start] for start, stop in zip(bounds, bounds[1:]))
+            best = cost if best is None else min(best, cost)
+    return best
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 64), min_size=1, max_size=9).map(lambda w: sorted((8 * x for x in w), reverse=True)),
+       st.integers(1, 6))
+def test_balanced_parts_are_runs_in_order_whose_costliest_is_as_cheap_as_any_split(widths, parts):
+    from engine.openvino_session import balanced_parts
+
+    runs = balanced_parts(widths, parts)
+    assert runs[0][0] == 0 and runs[-1][1] == len(widths) and len(runs) <= parts
+    assert all(stop == start for (_, stop), (start, _) in zip(runs, runs[1:])) and all(a < b for a, b in runs)
+    assert max((stop - start) * widths[start] for start, stop in runs) == _cheapest_split(widths, parts)
+
+
+def test_token_extents_reads_the_right_padding_off_the_mask():
+    from engine.openvino_session import token_extents
+
+    mask = np.array([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(token_extents({"input_ids": mask, "attention_mask": mask}), [3, 1, 5, 1])
+    np.testing.assert_array_equal(token_extents({"input_ids": mask}), [5, 5, 5, 5])  # no mask: every row is full
+    left = np.array([[0, 0, 1], [1, 1, 1]])  # left padding: nothing to cut on the right
+    np.testing.assert_array_equal(token_extents({"input_ids": left, "attention_mask": left}), [3, 3])
+
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 8192), st.sampled_from([1, 4, 8, 16]))
 def test_bucket_width_rounds_up_to_the_next_step(width, step):
@@ -184,6 +219,36 @@ def test_odd_widths_run_at_the_bucket_width_and_come_back_cut_to_their_own(defau
         assert out.shape == (rows, width, 384)
         np.testing.assert_allclose(out, padded[:, :width], atol=1e-5)
 
+
+
+def test_a_bulk_batch_of_mixed_lengths_runs_in_parts_at_their_own_widths(default_model, abstracts):
+    """A bulk batch whose rows differ in length (here out of order, as no embedder batch comes) is sorted, cut into
+    runs of about equal padded tokens, and each run goes at its own width: the token outputs a short run never
+    computed come back as zeros (masked positions), the rows come back in their order, and every row's vector
+    equals the whole batch run at its full width as one part, and each row run alone."""
+    from engine.openvino_session import BULK_ROWS
+
+    embedder = _studio(default_model).embedder(MODEL, "optimized", "openvino")
+    session = _fresh_session(default_model)
+    name = embedder._output_name(session)
+    texts = [abstracts[i][:40 + 25 * (i % 5)] if i % 3 else abstracts[i] for i in range(BULK_ROWS + 4)]
+    batch = embedder.tokenizer.batch(texts)
+    feed = {k: v[:, :160] for k, v in embedder._feed(session, batch).items()}
+    mask = feed["attention_mask"]
+    lengths = mask.sum(axis=1)
+    assert (np.diff(lengths) > 0).any() and lengths.min() < 40 < 150 < lengths.max()  # mixed, not sorted
+    (split,) = session.run([name], feed)
+    (whole,) = session._run_parts(session._bulk, [name], feed, [(0, len(texts))], 160)
+    assert split.shape == whole.shape == (len(texts), 160, 384)
+    short = int(np.argmin(lengths))
+    assert not split[short, 152:].any() and whole[short, 152:].any()  # its run stopped short of the batch's width
+    pooled = embedder._postprocess(split, mask, 0)
+    assert float((pooled * embedder._postprocess(whole, mask, 0)).sum(axis=1).min()) >= 0.9999
+    for row in (short, int(np.argmax(lengths))):
+        alone = {k: v[row:row + 1, :lengths[row]] for k, v in feed.items()}
+        (own,) = session.run([name], alone)
+        vector = embedder._postprocess(own, alone["attention_mask"], 0)[0]
+        assert float(vector @ pooled[row]) >= 0.9999
 
 def test_a_small_batch_takes_a_stream_while_another_call_runs(default_model, abstracts):
     """Two threads of small batches on one session: while one runs, the other takes a stream of the throughput
