@@ -43,8 +43,8 @@ class DenseWeights:
 # all-minilm-l6-v2 on two 2-core machines, an AMD EPYC (AVX512-BF16) and an AMX Xeon (docs/benchmarks.md,
 # "Batch plan"): the costs that won on both. OpenVINO's calls cost more, and it runs a batch of mixed lengths
 # in parts of about equal padded tokens at their own widths (engine.openvino_session.balanced_parts), so its
-# planner splits less (512: re-measured on the AMX Xeon with those parts, 2026-12-03). Not measured on GPUs, where padded rows run in parallel: there the planner keeps filling
-# batches, as before.
+# planner splits less (512: re-measured on the AMX Xeon with those parts, 2026-12-03). Not measured on GPUs,
+# where padded rows run in parallel: there the planner keeps filling batches, as before.
 CALL_COST_TOKENS = {"cpu": 16, "openvino": 512}
 FILL_BATCHES = 1 << 30
 

@@ -8,21 +8,21 @@ where it has AVX512_BF16 or AMX and f32 elsewhere, unless ``STUDIO_OPENVINO_PREC
 or ``bf16``; the precision in use is reported (``precision``) and its parity is measured like any
 variant's (at conversion and by the ``auto`` probe).
 
-Three compiled forms of one model. Small batches (a query, an HTTP request) run on the LATENCY form:
-dynamic shapes, one stream that uses every thread. A batch of ``BULK_ROWS`` rows or more (ingest, bulk
-embedding, a server's gathered requests) runs on a THROUGHPUT form: its rows, longest first, are cut into
-runs of about equal padded tokens, ~``REQUEST_TOKENS`` each (4 rows of 256 tokens, 16 of 64; at least one
-per stream), each run at its own width (a run of short texts is not padded to the longest text of the
-batch), and each stream (one thread each) takes the next run as it finishes. Batches whose width is at least ``STATIC_MIN_FILL`` of the model's
-``max_seq_length`` (truncated abstracts, long passages) run on a form compiled for that one shape, padded to
-it: OpenVINO plans its kernels and memory once (models up to ``STATIC_MAX_WIDTH`` tokens: the static form
-holds its activations for the whole shape). Measured on a 2-core AMX Xeon, all-MiniLM-L6-v2, 256 SciFact
-abstracts in batches of 32, raw model: dynamic 143 texts/s, static 164-174 (docs/benchmarks.md, "Static
-shapes"); a single query on one stream alone would take 1.3x as long, hence the latency form. A small batch
-that arrives while another call runs on the session (concurrent callers: threads, a server with several
-inference slots) takes a stream of the throughput form instead of waiting for the latency form's threads. The
-throughput forms are compiled with the session, and only for models up to ``BULK_MAX_BYTES`` (each holds
-its own copy of the weights). Infer requests are pooled, so concurrent callers never share one.
+Three compiled forms of one model. Small batches (a query, an HTTP request) run on the LATENCY form: dynamic
+shapes, one stream that uses every thread. A batch of ``BULK_ROWS`` rows or more (ingest, bulk embedding, a
+server's gathered requests) runs on a THROUGHPUT form: its rows, longest first, are cut into runs of about equal
+padded tokens, ~``REQUEST_TOKENS`` each (4 rows of 256 tokens, 16 of 64; at least one per stream), each run at its
+own width (a run of short texts is not padded to the longest text of the batch), and each stream (one thread each)
+takes the next run as it finishes. Batches whose width is at least ``STATIC_MIN_FILL`` of the model's
+``max_seq_length`` (truncated abstracts, long passages) run on a form compiled for that one shape, padded to it:
+OpenVINO plans its kernels and memory once (models up to ``STATIC_MAX_WIDTH`` tokens: the static form holds its
+activations for the whole shape). Measured on a 2-core AMX Xeon, all-MiniLM-L6-v2, 256 SciFact abstracts in
+batches of 32, raw model: dynamic 143 texts/s, static 164-174 (docs/benchmarks.md, "Static shapes"); a single
+query on one stream alone would take 1.3x as long, hence the latency form. A small batch that arrives while
+another call runs on the session (concurrent callers: threads, a server with several inference slots) takes a
+stream of the throughput form instead of waiting for the latency form's threads. The throughput forms are compiled
+with the session, and only for models up to ``BULK_MAX_BYTES`` (each holds its own copy of the weights). Infer
+requests are pooled, so concurrent callers never share one.
 
 Shapes: the dynamic forms run each batch at its width rounded up to a multiple of ``WIDTH_STEP`` (8) tokens,
 padded with mask 0 and cut from the outputs. A new shape costs OpenVINO a kernel build and a re-plan of every
