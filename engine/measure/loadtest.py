@@ -67,7 +67,8 @@ class LevelResult:
     # requests arrive allows before any HTTP cost
     engine_same_batches_per_second: float | None = None
     # the server's inference calls (its own histogram): mean wall ms per call, and the share of the level's wall
-    # time the model was running; the rest is HTTP, the event loop, queueing and the clients
+    # time the model was running (model seconds per wall second: over 1 with several inference threads); the rest is
+    # HTTP, the event loop, queueing and the clients
     inference_ms_per_batch: float = 0.0
     model_busy: float = 0.0
 
@@ -516,7 +517,8 @@ def render(report: dict) -> str:
         f"{engine['single_texts_per_second']} texts/s one text per call",
         "",
         f"clients: {report['client']}, best of {report['rounds']} rounds per level; CPU ms per request of the server "
-        "and of the clients; model ms: the server's mean inference call, busy: the share of the wall time the model ran; "
+        "and of the clients; model ms: the server's mean inference call, busy: model seconds per wall second "
+        "(over 100 % with several inference threads); "
         "same batches: against the engine in-process on batches of the server's mean size",
         "",
         f"{'clients':>7}  {'texts/s':>8}  {f'vs b{batch}':>7}  {'vs 1 call':>9}  {'p50 ms':>8}  {'p99 ms':>8}  {'batch':>6}"
