@@ -34,7 +34,7 @@ from engine import pooling, providers  # noqa: E402
 from engine.embedder import CALL_COST_TOKENS, plan_batches  # noqa: E402
 from engine.errors import StudioError  # noqa: E402
 from engine.measure.bench import _compare, jsonl_texts  # noqa: E402
-from engine.openvino_session import BULK_ROWS, request_parts  # noqa: E402
+from engine.openvino_session import BULK_ROWS  # noqa: E402
 from engine.settings import load_settings  # noqa: E402
 from engine.studio import Studio  # noqa: E402
 
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, width = feed["input_ids"].shape
         if session._bulk is None or rows < BULK_ROWS:
             return session.run([name], feed)
-        return session._run_parts(session._bulk, [name], feed, request_parts(rows, width, session._bulk.streams), width)
+        return session._run_balanced([name], feed, width)  # the engine's own dynamic path for bulk batches
 
     def pooled_vectors():
         return [pooling.l2_normalize(pooled.run(feed, True)) for feed in feeds]

@@ -127,10 +127,10 @@ def test_concurrent_callers_share_one_session_and_get_their_own_results(default_
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 200), st.integers(1, 512), st.integers(1, 8))
-def test_request_parts_cover_the_rows_in_order_in_near_equal_parts(rows, width, streams):
-    from engine.openvino_session import REQUEST_TOKENS, request_parts
+def test_parts_of_rows_of_one_width_cover_them_in_order_in_near_equal_parts(rows, width, streams):
+    from engine.openvino_session import REQUEST_TOKENS, balanced_parts, part_count
 
-    parts = request_parts(rows, width, streams)
+    parts = balanced_parts([width] * rows, part_count(rows, rows * width, streams))
     assert parts[0][0] == 0 and parts[-1][1] == rows
     assert all(stop == start for (_, stop), (start, _) in zip(parts, parts[1:]))  # contiguous, in order
     sizes = [stop - start for start, stop in parts]
@@ -138,7 +138,6 @@ def test_request_parts_cover_the_rows_in_order_in_near_equal_parts(rows, width, 
     assert len(parts) >= min(rows, streams)  # every stream gets work
     assert len(parts) % streams == 0 or len(parts) == rows  # and as many parts as the others: none idles at the end
     assert max(sizes) * width <= REQUEST_TOKENS + width or len(parts) == rows  # about a request's worth each
-
 
 
 def _cheapest_split(widths: list[int], parts: int) -> int:
@@ -157,11 +156,11 @@ def _cheapest_split(widths: list[int], parts: int) -> int:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.integers(1, 64), min_size=1, max_size=9).map(lambda w: sorted((8 * x for x in w), reverse=True)),
        st.integers(1, 6))
-def test_balanced_parts_are_runs_in_order_whose_costliest_is_as_cheap_as_any_split(widths, parts):
+def test_balanced_parts_are_as_many_runs_in_order_whose_costliest_is_as_cheap_as_any_split(widths, parts):
     from engine.openvino_session import balanced_parts
 
     runs = balanced_parts(widths, parts)
-    assert runs[0][0] == 0 and runs[-1][1] == len(widths) and len(runs) <= parts
+    assert runs[0][0] == 0 and runs[-1][1] == len(widths) and len(runs) == min(parts, len(widths))
     assert all(stop == start for (_, stop), (start, _) in zip(runs, runs[1:])) and all(a < b for a, b in runs)
     assert max((stop - start) * widths[start] for start, stop in runs) == _cheapest_split(widths, parts)
 
@@ -174,6 +173,7 @@ def test_token_extents_reads_the_right_padding_off_the_mask():
     np.testing.assert_array_equal(token_extents({"input_ids": mask}), [5, 5, 5, 5])  # no mask: every row is full
     left = np.array([[0, 0, 1], [1, 1, 1]])  # left padding: nothing to cut on the right
     np.testing.assert_array_equal(token_extents({"input_ids": left, "attention_mask": left}), [3, 3])
+
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 8192), st.sampled_from([1, 4, 8, 16]))
@@ -220,7 +220,6 @@ def test_odd_widths_run_at_the_bucket_width_and_come_back_cut_to_their_own(defau
         np.testing.assert_allclose(out, padded[:, :width], atol=1e-5)
 
 
-
 def test_a_bulk_batch_of_mixed_lengths_runs_in_parts_at_their_own_widths(default_model, abstracts):
     """A bulk batch whose rows differ in length (here out of order, as no embedder batch comes) is sorted, cut into
     runs of about equal padded tokens, and each run goes at its own width: the token outputs a short run never
@@ -249,6 +248,7 @@ def test_a_bulk_batch_of_mixed_lengths_runs_in_parts_at_their_own_widths(default
         (own,) = session.run([name], alone)
         vector = embedder._postprocess(own, alone["attention_mask"], 0)[0]
         assert float(vector @ pooled[row]) >= 0.9999
+
 
 def test_a_small_batch_takes_a_stream_while_another_call_runs(default_model, abstracts):
     """Two threads of small batches on one session: while one runs, the other takes a stream of the throughput
