@@ -207,14 +207,24 @@ class Embedder:
                 return candidate
         return names[0]
 
-    def _run(self, session, batch: Batch) -> np.ndarray:
+    def _run(self, session, batch: Batch, prompt_length: int = 0) -> np.ndarray:
+        """The batch's vectors. A session that runs a batch in parts (OpenVINO's ``run_reduced``) pools each part as it
+        comes back, while the others run; otherwise the whole output is pooled after the call."""
         name = self._output_name(session)
+        feed = self._feed(session, batch)
+        mask = batch.attention_mask
+
+        def pooled(output: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
+            return self._postprocess(output, mask[rows, :output.shape[1]] if output.ndim == 3 else mask[rows], prompt_length)
+
         try:
-            (output,) = session.run([name], self._feed(session, batch))
+            if hasattr(session, "run_reduced"):
+                return session.run_reduced(name, feed, pooled)
+            (output,) = session.run([name], feed)
         except Exception as exc:  # a runtime failure (out of memory, bad shapes), ONNX Runtime's or OpenVINO's
             raise InferenceError(f"Inference failed on {self.spec.name}/{self.variant} ({self.provider}): "
                                  f"{str(exc)[:300]}") from None
-        return output
+        return pooled(output, slice(None))
 
     def _postprocess(self, output: np.ndarray, mask: np.ndarray, prompt_length: int) -> np.ndarray:
         if output.ndim == 2:  # pooling, Dense and Normalize already ran inside the graph
@@ -291,7 +301,7 @@ class Embedder:
         started = time.perf_counter()
         for indices in batches:
             batch = self.tokenizer.pad([encoded[i] for i in indices])
-            vectors = self._postprocess(self._run(cached.session, batch), batch.attention_mask, prompt_length)
+            vectors = self._run(cached.session, batch, prompt_length)
             if not np.isfinite(vectors).all():
                 raise InferenceError(
                     f"{self.spec.name}/{self.variant} produced NaN or infinite values (numeric overflow).",

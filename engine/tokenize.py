@@ -122,7 +122,8 @@ class TextTokenizer:
         if len(texts) == 1:  # encode_batch hands even one text to its thread pool: a wake-up on a busy CPU
             encodings = [self._tokenizer.encode(str(texts[0]), add_special_tokens=True)]
         else:
-            encodings = self._tokenizer.encode_batch([str(t) for t in texts], add_special_tokens=True)
+            # without the character offsets nothing here reads: 32 SciFact abstracts 8.9 -> 7.1 ms
+            encodings = self._tokenizer.encode_batch_fast([str(t) for t in texts], add_special_tokens=True)
         return [Encoded(tuple(e.ids), tuple(e.type_ids)) for e in encodings]
 
     def pad(self, items: list[Encoded]) -> Batch:

@@ -243,6 +243,15 @@ def test_a_bulk_batch_of_mixed_lengths_runs_in_parts_at_their_own_widths(default
     assert not split[short, 152:].any() and whole[short, 152:].any()  # its run stopped short of the batch's width
     pooled = embedder._postprocess(split, mask, 0)
     assert float((pooled * embedder._postprocess(whole, mask, 0)).sum(axis=1).min()) >= 0.9999
+    seen: list[int] = []
+
+    def reduce(output, rows):  # what the embedder does: pool each part as it comes back
+        seen.extend(np.arange(len(texts))[rows].tolist())
+        return embedder._postprocess(output, mask[rows, :output.shape[1]], 0)
+
+    reduced = session.run_reduced(name, feed, reduce)
+    assert sorted(seen) == list(range(len(texts))) and seen != sorted(seen)  # every row once, in the parts' order
+    np.testing.assert_allclose(reduced, pooled, atol=1e-6)  # the rows back in their order, the same vectors
     for row in (short, int(np.argmax(lengths))):
         alone = {k: v[row:row + 1, :lengths[row]] for k, v in feed.items()}
         (own,) = session.run([name], alone)

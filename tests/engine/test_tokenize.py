@@ -72,3 +72,22 @@ def test_one_text_encodes_as_it_does_in_a_batch(tokenizer_folder):
         assert tok.encode([text]) == tok.encode([text, "another text"])[:1]
 
     check()
+
+
+def test_a_batch_encodes_as_the_tokenizer_with_offsets_does(tokenizer_folder):
+    """Batches go through ``encode_batch_fast`` (no character offsets); its ids and type ids must be those of the
+    offset-computing ``encode_batch`` for any Unicode, truncation included."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from engine.tokenize import Encoded
+
+    tok = TextTokenizer.from_folder(tokenizer_folder, max_seq_length=24)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.text(max_size=300), min_size=2, max_size=6))
+    def check(texts):
+        full = tok._tokenizer.encode_batch(texts, add_special_tokens=True)
+        assert tok.encode(texts) == [Encoded(tuple(e.ids), tuple(e.type_ids)) for e in full]
+
+    check()

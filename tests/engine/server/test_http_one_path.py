@@ -29,9 +29,9 @@ def test_the_server_tokenizes_once_and_runs_its_batch_as_one_model_batch(default
             calls["texts"] += len(texts)
             return original_encode(self, texts)
 
-        def counting_run(self, session, batch):
+        def counting_run(self, session, batch, prompt_length=0):
             calls["runs"] += 1
-            return original_run(self, session, batch)
+            return original_run(self, session, batch, prompt_length)
 
         monkeypatch.setattr(TextTokenizer, "encode", counting_encode)
         monkeypatch.setattr(Embedder, "_run", counting_run)
