@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 
 import numpy as np
 import pytest
@@ -69,6 +70,27 @@ def test_base64_is_little_endian_float32_as_the_openai_client_decodes_it():
     assert all(isinstance(s, str) for s in encoded)
     floats = encode_vectors(vectors, "float")
     assert np.array_equal(np.asarray(floats, dtype=np.float32), vectors)
+
+
+def test_float_vectors_are_json_that_reads_back_as_the_same_float32_values():
+    """The rows go to orjson as float32: the shortest decimals that round-trip in float32, for any finite value
+    (subnormals, extremes, negative zero), and nothing that is not a number."""
+    import orjson
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from engine.server.routes.embeddings import _json
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=1, max_size=40))
+    def check(values):
+        vectors = np.array([values, values[::-1]], dtype=np.float32)
+        body = _json({"data": encode_vectors(vectors, "float")}).body
+        decoded = np.array(json.loads(body)["data"], dtype=np.float32)
+        assert np.array_equal(decoded, vectors) and np.array_equal(np.signbit(decoded), np.signbit(vectors))
+        assert orjson.loads(body) == json.loads(body)
+
+    check()
 
 
 # --- the error table --------------------------------------------------------------------------------
