@@ -370,6 +370,19 @@ def bench_rows(report) -> list[dict]:
     ]
 
 
+def workload_text(workload: Mapping[str, object]) -> str:
+    """What a report ran on, from what it recorded: a side-by-side report keeps no mean length (it would read
+    "0 characters"), but its batch and rounds."""
+    text = f"workload {workload.get('name') or '?'}: {workload.get('texts', '?')} texts"
+    if workload.get("mean_chars") is not None:
+        text += f", {float(workload['mean_chars']):.0f} characters on average"
+    if workload.get("batch_size"):
+        text += f", batch {workload['batch_size']}"
+    if workload.get("rounds"):
+        text += f", best of {workload['rounds']} rounds"
+    return text
+
+
 def report_csv(report) -> str:
     from engine.measure.bench import CSV_FIELDS
 

@@ -134,8 +134,7 @@ with guarded("Loading the report"):
     env = report.environment
     st.caption(f"{report.created_at} · {env.get('cpu', '?')} ({env.get('cpu_threads', '?')} threads), "
                f"ONNX Runtime {env.get('onnxruntime', '?')}, load average {env.get('load_average', 0):.2f} · "
-               f"workload {report.workload.get('name') or '?'}: {report.workload.get('texts')} texts, "
-               f"{report.workload.get('mean_chars', 0):.0f} characters on average · parity against {report.reference}")
+               f"{ui.workload_text(report.workload)} · parity against {report.reference}")
     side = side_by_side_rows(report)
     workloads = [w for w in dict.fromkeys(r["workload"] for r in side) if w]
     for workload in workloads:  # a side-by-side report: one throughput chart per workload

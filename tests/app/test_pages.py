@@ -228,6 +228,8 @@ def test_benchmarks_page_shows_the_shipped_side_by_side_report_before_any_run(en
     ok(at)
     assert at.selectbox[0].value.startswith("shipped: ")
     assert any("shipped with the project" in c for c in texts(at.caption))
+    # what the report recorded (batch, rounds), not a mean length it never had ("0 characters on average")
+    assert any(re.search(r"batch \d+, best of \d+ rounds · parity", c) for c in texts(at.caption))
     from engine.measure.bench import load_report
 
     report = load_report(shipped[-1])

@@ -243,6 +243,14 @@ def test_bench_rows_label_and_parity():
     assert rows[1]["speed-up"] == 1.5 and rows[0]["speed-up"] is None and rows[2]["error"] == "no such variant"
 
 
+def test_workload_text_says_only_what_the_report_recorded():
+    side_by_side = {"name": "scifact-queries,scifact-abstracts", "texts": 556, "batch_size": 32, "rounds": 3}
+    assert ui.workload_text(side_by_side) == "workload scifact-queries,scifact-abstracts: 556 texts, batch 32, best of 3 rounds"
+    assert ui.workload_text({"name": "sentences", "texts": 64, "mean_chars": 41.6}) == (
+        "workload sentences: 64 texts, 42 characters on average")
+    assert ui.workload_text({}) == "workload ?: ? texts"
+
+
 def test_report_exports_round_trip():
     lines = ui.report_csv(REPORT).splitlines()
     assert lines[0].split(",") == CSV_FIELDS and len(lines) == 4
