@@ -23,9 +23,11 @@ class RecordingQueue(EmbeddingQueue):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.batches: list[int] = []
+        self.running = asyncio.Event()  # set when the first batch has begun
 
     async def _run_batch(self, slices) -> None:
         self.batches.append(sum(s.stop - s.start for s in slices))
+        self.running.set()
         await super()._run_batch(slices)
 
 
@@ -58,8 +60,12 @@ def test_closed_loop_callers_merge_into_one_batch(embedder):
     reference = embedder.embed([f"claim {i} about a protein" for i in range(4)])
 
     async def scenario(queue, embed):
-        async def client(index: int, delay: float) -> list[np.ndarray]:
-            await asyncio.sleep(delay)
+        async def client(index: int, late: bool) -> list[np.ndarray]:
+            if late:
+                # arrive while the first batch runs, whatever this machine's speed: the event wakes these two before
+                # the inference thread's answer can be handled, so they are waiting when it is delivered (a fixed
+                # 2 ms delay let a fast machine finish the first batch before they came, and the cohorts alternated)
+                await queue.running.wait()
             vectors = []
             for _ in range(8):
                 vectors.append(await embed(f"claim {index} about a protein"))
@@ -67,7 +73,7 @@ def test_closed_loop_callers_merge_into_one_batch(embedder):
             return vectors
 
         # two cohorts: clients 2 and 3 arrive while the batch of 0 and 1 runs
-        return await asyncio.gather(client(0, 0), client(1, 0), client(2, 0.002), client(3, 0.002))
+        return await asyncio.gather(client(0, False), client(1, False), client(2, True), client(3, True))
 
     queue, answers = _run(embedder, 0.5, scenario)
     for index, vectors in enumerate(answers):  # every caller got its own text's vector each time
