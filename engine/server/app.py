@@ -1,6 +1,7 @@
 """The app factory: one Studio per process, the routes, and the middleware stack
 
-    metrics (outermost: counts everything, 401 and 413 included) -> bearer auth -> body limit -> routes
+    metrics (outermost: counts everything, 401 and 413 included) -> bearer auth -> body limit
+    -> POST /v1/embeddings dispatched directly (engine/server/direct.py) | the router for the rest
 
 Warm-up of the default model starts with the app and runs in the background, so ``/health``
 answers at once and ``/ready`` turns 200 when the model has run.
@@ -20,9 +21,10 @@ from engine.server import errors
 from engine.server.auth import BearerAuthMiddleware
 from engine.server.batching import Batcher, BatchLimits
 from engine.server.config import ApiSettings, load_api_settings
+from engine.server.direct import DirectRoutes
 from engine.server.limits import BodyLimitMiddleware
 from engine.server.metrics import MetricsMiddleware, ServerMetrics
-from engine.server.routes import ROUTERS, documents
+from engine.server.routes import ROUTERS, documents, embeddings
 from engine.server.state import Readiness, ServerState, warm_up
 from engine.studio import Studio
 
@@ -74,13 +76,17 @@ def create_app(studio: Studio | None = None, api: ApiSettings | None = None) -> 
             await asyncio.gather(warm, return_exceptions=True)
             await state.batcher.close()
 
+    telemetry = fastapi_telemetry()
     app = FastAPI(title="ONNX Embedding Studio", version=__version__, lifespan=lifespan,
-                  description="OpenAI-compatible embeddings with ONNX Runtime", telemetry=fastapi_telemetry())
+                  description="OpenAI-compatible embeddings with ONNX Runtime", telemetry=telemetry)
     app.state.server = state
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
     # added innermost first: each add_middleware wraps the ones before it
+    if telemetry == NO_TELEMETRY:  # with FastAPI's OpenTelemetry hooks on, its router's spans name the route
+        app.add_middleware(DirectRoutes, routes={("POST", "/v1/embeddings"): embeddings.create_embeddings},
+                           handlers=app.exception_handlers)
     upload_limit = studio.settings.max_upload_bytes + 1024 * 1024  # one file plus the multipart envelope
     app.add_middleware(BodyLimitMiddleware, max_bytes=api.max_body_bytes, upload_bytes=upload_limit,
                        upload_paths=documents.UPLOAD_PATHS)

@@ -81,6 +81,9 @@ class MetricsMiddleware:
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        # the label of each static path met (bounded by the routes without parameters): matching every route
+        # after every request was ~15 us of the event loop's time per short request
+        self._static: dict[str, str] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,7 +101,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            route = route_label(self.routes, scope)
+            route = self._static.get(scope["path"]) or route_label(self.routes, scope)
+            if route == scope["path"]:
+                self._static[route] = route
             method = scope.get("method", "")
             self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.latency.labels(route, method).observe(time.perf_counter() - started)
