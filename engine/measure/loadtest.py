@@ -105,9 +105,16 @@ def free_port() -> int:
 
 
 def process_cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU time of a process so far (Linux /proc), None where it cannot be read."""
+    """CPU time of a process so far (Linux /proc), None where it cannot be read: the scheduler's nanosecond
+    counts of its threads (``task/*/schedstat``), else user + system time in clock ticks (``stat``: 10 ms steps,
+    which a short level on a fast machine can round to nothing)."""
     if pid is None:
         return None
+    try:
+        return sum(int((task / "schedstat").read_text().split()[0])
+                   for task in Path(f"/proc/{pid}/task").iterdir()) / 1e9
+    except (OSError, IndexError, ValueError):
+        pass
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):

@@ -24,7 +24,25 @@ from conftest import ROOT, shared_data
 CHROMIUM = Path(os.environ.get("STUDIO_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-BOOK = "report_nist_sp800-223.pdf"  # 34 pages, ~25 s on 2 cores: still running when the user leaves the page
+BOOK = "report_nist_sp800-223.pdf"  # 34 pages
+# loaded by the app's interpreter (PYTHONPATH): each ingest job waits until the test creates the gate file, so the
+# job is still running when the user has gone to another page, on any machine (this file ingests in ~2-3 s here)
+GATE_SITECUSTOMIZE = """
+import os, time
+import engine.jobs as jobs
+
+_ingest_one = jobs._ingest_one
+
+
+def _gated(*args, **kwargs):
+    deadline = time.monotonic() + 600
+    while not os.path.exists(os.environ["STUDIO_TEST_INGEST_GATE"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _ingest_one(*args, **kwargs)
+
+
+jobs._ingest_one = _gated
+"""
 PASSWORD = "open-sesame-42"
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -109,7 +127,11 @@ def _no_traceback(page) -> None:
 
 def test_an_ingest_goes_on_while_the_user_opens_another_page(default_model, browser, tmp_path):
     book = shared_data("pdfs", BOOK)
-    with streamlit_app(default_model, tmp_path / "data") as (url, _log):
+    hooks, gate = tmp_path / "hooks", tmp_path / "ingest-may-go-on"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(GATE_SITECUSTOMIZE)
+    path = os.pathsep.join(p for p in (str(hooks), os.environ.get("PYTHONPATH", "")) if p)
+    with streamlit_app(default_model, tmp_path / "data", PYTHONPATH=path, STUDIO_TEST_INGEST_GATE=str(gate)) as (url, _log):
         page = _open(browser, f"{url}/Documents")
         page.get_by_text("Drop PDFs here").wait_for()
         page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(book))
@@ -125,6 +147,7 @@ def test_an_ingest_goes_on_while_the_user_opens_another_page(default_model, brow
         sidebar = page.locator('[data-testid="stSidebar"]')
         sidebar.get_by_text(re.compile(r"Ingesting into 'documents'")).wait_for(timeout=30_000)
         _no_traceback(page)
+        gate.touch()  # the job may go on now
 
         # and comes back: the ingest finished (or finishes) and its result is shown
         _nav(page, "Documents")

@@ -58,7 +58,8 @@ def _check(pages, chunks, tok, options):
                 assert tok.count_tokens(page.text[b.start:a.end]) <= options.overlap
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.lists(PAGE_TEXT, min_size=1, max_size=3), st.integers(16, 200), st.integers(0, 40))
 def test_chunk_properties(tok, texts, size, overlap):
     overlap = min(overlap, size - 1)

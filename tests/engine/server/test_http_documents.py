@@ -76,7 +76,8 @@ def test_collection_lifecycle(server):
     listing = httpx.get(f"{server}/v1/collections").json()["data"]
     assert [c["name"] for c in listing] == ["dmca"] and listing[0]["documents"][0]["pages"] == 18
     assert httpx.delete(f"{server}/v1/collections/dmca/documents/{pdf.name}").json()["deleted"] == pdf.name
-    assert httpx.post(f"{server}/v1/collections/dmca/search", json={"query": "copyright"}).json()["hits"] == []
+    assert httpx.post(f"{server}/v1/collections/dmca/search", json={"query": "copyright"},
+                      timeout=60).json()["hits"] == []
     assert httpx.delete(f"{server}/v1/collections/dmca").status_code == 200
     missing = httpx.post(f"{server}/v1/collections/dmca/search", json={"query": "copyright"})
     assert missing.status_code == 404 and "no collection" in missing.json()["error"]["message"]

@@ -101,7 +101,8 @@ def test_dimensions_truncate_and_renormalise(client, reference):
 
 
 def test_variant_suffix_selects_a_variant(server, studio):
-    body = httpx.post(f"{server[0]}/v1/embeddings", json={"model": f"{MODEL}:int8", "input": TEXTS[:2]}).json()
+    body = httpx.post(f"{server[0]}/v1/embeddings", json={"model": f"{MODEL}:int8", "input": TEXTS[:2]},
+                      timeout=120).json()  # loads the int8 session inside the request
     got = np.array([item["embedding"] for item in body["data"]], dtype=np.float32)
     np.testing.assert_allclose(got, studio.embedder(MODEL, "int8").embed(TEXTS[:2]), atol=1e-6, rtol=0)
     assert body["model"] == f"{MODEL}:int8"

@@ -89,7 +89,7 @@ def test_upload_names_are_base_names():
 def test_search_is_strict_and_names_the_query(server):
     _ingest(server, "strict", [("table.pdf", shared_data("pdfs", "table_small.pdf").read_bytes())])
     url = f"{server}/v1/collections/strict/search"
-    assert httpx.post(url, json={"query": "table", "k": 2}).status_code == 200
+    assert httpx.post(url, json={"query": "table", "k": 2}, timeout=60).status_code == 200  # the first search loads
     for body, param in [({"query": "x", "k": True}, "k"), ({"query": "x", "k": "3"}, "k"),
                         ({"query": "x" * 10_001}, "query"), ({"query": ""}, "query"), ({"query": 5}, "query")]:
         answer = httpx.post(url, json=body)
