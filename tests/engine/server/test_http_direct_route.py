@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from server_harness import serve, wait_ready
 from starlette.exceptions import HTTPException
 
-from engine.errors import ModelNotFoundError, RequestError, ServiceBusyError
+from engine.errors import ModelNotFoundError, RequestError, ServiceBusyError, StudioError
 from engine.server import create_app
 from engine.server.config import ApiSettings
 from engine.server.direct import DirectRoutes, handler_for, route_path
@@ -154,12 +154,13 @@ def test_a_full_queue_is_a_503_through_the_direct_route(default_model):
 # --- the pieces ---------------------------------------------------------------------------------------
 def test_handler_lookup_follows_starlettes_order():
     handlers = {HTTPException: "http", 404: "not found", RequestValidationError: "validation",
-                ModelNotFoundError.__mro__[1]: "input", Exception: "catch-all", 500: "catch-all 500"}
+                StudioError: "studio", ServiceBusyError: "busy", Exception: "catch-all", 500: "catch-all 500"}
     assert handler_for(handlers, HTTPException(404)) == "not found"  # by status code first
     assert handler_for(handlers, HTTPException(413)) == "http"
     assert handler_for(handlers, HTTPException(500)) == "http"  # the 500 handler belongs to the outer middleware
     assert handler_for(handlers, RequestValidationError([])) == "validation"
-    assert handler_for(handlers, ModelNotFoundError("x")) == "input"  # along the class hierarchy
+    assert handler_for(handlers, ModelNotFoundError("x")) == "studio"  # along the class hierarchy
+    assert handler_for(handlers, ServiceBusyError("busy")) == "busy"  # the most specific entry wins
     assert handler_for(handlers, RuntimeError("bug")) is None  # left to the server-error middleware
     assert handler_for({RequestError: "request"}, ServiceBusyError("busy")) is None
 
