@@ -80,9 +80,12 @@ def _start(studio: Studio, model: str, names: Sequence[str], configs: Sequence[O
     for name in names:
         command = peer_lib.peer_command(name, work, onnx_file, threads, python)
         backends.append(_Backend(name, name.removeprefix("st-"), peer_lib.PeerProcess(name, command, threads)))
+    # our workers read the models of this studio's data folder (``--data-dir``), not the environment's default
+    ours_env = {"STUDIO_DATA_DIR": str(studio.settings.data_dir)}
     for config in configs:
         command = peer_lib.ours_command(model, config.variant, config.provider)
-        backends.append(_Backend(config.name, config.variant, peer_lib.PeerProcess(config.name, command, threads)))
+        backends.append(_Backend(config.name, config.variant,
+                                 peer_lib.PeerProcess(config.name, command, threads, env=ours_env)))
     for backend in backends:  # one at a time: loading in parallel on a small machine only thrashes
         try:
             backend.process.load()

@@ -70,3 +70,19 @@ def test_our_worker_speaks_the_runner_protocol(default_model, tmp_path, monkeypa
             worker.run(tmp_path / "missing.json", 2)
     finally:
         worker.close()
+
+
+def test_our_rows_use_the_studios_data_folder_not_the_environments(default_model, tmp_path, monkeypatch):
+    """``engine bench --peers ... --data-dir D``: our worker processes embed with D's models (they read
+    STUDIO_DATA_DIR, which pointed elsewhere here, and every row of ours was 'not converted')."""
+    from engine.measure.peers import run_side_by_side
+    from engine.settings import load_settings
+    from engine.studio import Studio
+
+    shared_data("scifact", "queries.jsonl")
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path / "elsewhere"))
+    studio = Studio(load_settings(data_dir=default_model.parent.parent))
+    report = run_side_by_side(studio, default_model.name, [], [OurConfig.parse("fp32:cpu")], ["scifact-queries"],
+                              rounds=1, threads=1)
+    [row] = report.results
+    assert row.error is None and row.texts_per_second > 0, row.error
