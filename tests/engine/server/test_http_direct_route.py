@@ -74,14 +74,15 @@ REQUESTS = {
     "dimensions as a string": dict(json={"model": MODEL, "input": "x", "dimensions": "12"}),
     "bad encoding_format": dict(json={"model": MODEL, "input": "x", "encoding_format": "int8"}),
     "body declared too large": dict(content=b"x" * (MAX_BODY_BYTES + 1), headers={"content-type": "application/json"}),
-    "body chunked too large": dict(content=_chunked(MAX_BODY_BYTES), headers={"content-type": "application/json"}),
+    # a generator is spent after one request: each request makes its own
+    "body chunked too large": dict(content=_chunked, headers={"content-type": "application/json"}),
 }
 
 
 def _answer(base: str, headers: dict, request: dict) -> tuple[int, object, dict]:
     request = dict(request)
-    if "content" in request and not isinstance(request["content"], bytes):
-        request["content"] = _chunked(MAX_BODY_BYTES)  # a generator is spent after one request: a fresh one
+    if callable(request.get("content")):
+        request["content"] = request["content"](MAX_BODY_BYTES)
     response = httpx.post(f"{base}/v1/embeddings", headers={**headers, **request.pop("headers", {})}, timeout=60,
                           **request)
     kept = {name: response.headers.get(name) for name in COMPARED_HEADERS}
