@@ -101,9 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.variant} on openvino ({session.precision}), 300 batches of 8 shuffled SciFact queries")
     prepared = []
     for feed in eights:
-        order = np.argsort(-token_extents(feed), kind="stable")
-        feed = {key: value[order] for key, value in feed.items()}
-        prepared.append((feed, [bucket_width(int(extent)) for extent in token_extents(feed)]))
+        extents = token_extents(feed)
+        order = np.argsort(-extents, kind="stable")
+        prepared.append(({key: value[order] for key, value in feed.items()},
+                         [bucket_width(int(extent)) for extent in extents[order]]))
     for count in (1, 2, 3, 4, 8):
         form = session._bulk if count > 1 else session._latency
         cases = [(feed, widths, balanced_parts(widths, count)) for feed, widths in prepared]
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         source = embedder.spec.folder / embedder.manifest.variants[args.variant].file
         target = Path(folder) / "int8_weights.onnx"
         stored = int8_weights(source, target)
-        other = OpenVINOSession(target, session_threads(session), static_width=session.static_width)
+        threads = int(session._config["INFERENCE_NUM_THREADS"])  # the engine's session's own
+        other = OpenVINOSession(target, threads, static_width=session.static_width)
         print(f"int8 weights ({stored} weights stored as int8), ms per call, the file as it is / int8 weights:")
         cases = {"1 query": feeds(queries, 1, 200), "8 queries": eights[:200], "32 queries": feeds(queries, 32, 50),
                  "32 abstracts": feeds(abstracts, 32, 8)}
@@ -137,10 +139,6 @@ def main(argv: list[str] | None = None) -> int:
                 lowest = min(lowest, float((a * b).sum(axis=1).min()))
         print(f"  min cosine, int8 weights against the file as it is: {lowest:.6f}")
     return 0
-
-
-def session_threads(session) -> int:
-    return int(session._config["INFERENCE_NUM_THREADS"])
 
 
 if __name__ == "__main__":
