@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import pooling
+from engine import packing, pooling
 from engine.errors import InferenceError, InputError, ModelFileError
 from engine.manifest import AUTO_VARIANT, Manifest
 from engine.progress import CountProgress
@@ -226,6 +226,30 @@ class Embedder:
                                  f"{str(exc)[:300]}") from None
         return pooled(output, slice(None))
 
+    def _packing_capacity(self, session) -> int:
+        """Tokens per packed row for short batches on this session (0: never packed). Only sessions that take packed
+        rows (OpenVINO's, on BERT-pattern graphs), only for a token output pooled here, only right padding."""
+        packs = getattr(session, "packs", None)
+        if packs is None or self.tokenizer.padding_side != "right" or not packs(self._output_name(session)):
+            return 0
+        return session.packing_capacity
+
+    def _run_packed(self, session, items: list[Encoded], capacity: int, prompt_length: int) -> np.ndarray:
+        """Short texts packed several to a row (``engine.packing``), run once, cut back out and pooled: the same
+        vectors as padded rows (each text attends to itself only, at its own positions)."""
+        packed = packing.pack(items, capacity, self.tokenizer.pad_id)
+        types = {node.name: _ONNX_INT_TYPES.get(node.type, np.int64) for node in session.get_inputs()}
+        feed = {name: value.astype(types.get(name, np.int64), copy=False) for name, value in packed.feed.items()
+                if name in types or name in (packing.POSITIONS, packing.SEGMENTS)}
+        name = self._output_name(session)
+        try:
+            (output,) = session.run([name], feed)
+        except Exception as exc:  # as in _run: the runtime's failure, with its cause
+            raise InferenceError(f"Inference failed on {self.spec.name}/{self.variant} ({self.provider}): "
+                                 f"{str(exc)[:300]}") from None
+        tokens, mask = packing.unpack(output, packed)
+        return self._postprocess(tokens, mask, prompt_length)
+
     def _postprocess(self, output: np.ndarray, mask: np.ndarray, prompt_length: int) -> np.ndarray:
         if output.ndim == 2:  # pooling, Dense and Normalize already ran inside the graph
             return output.astype(np.float32)
@@ -297,11 +321,15 @@ class Embedder:
                                CALL_COST_TOKENS.get(cached.active_provider, FILL_BATCHES),
                                getattr(cached.session, "row_cost", None))  # OpenVINOSession has one
         result = np.zeros((len(encoded), self.dim), dtype=np.float32)
+        capacity = self._packing_capacity(cached.session)
         done = 0
         started = time.perf_counter()
         for indices in batches:
-            batch = self.tokenizer.pad([encoded[i] for i in indices])
-            vectors = self._run(cached.session, batch, prompt_length)
+            items = [encoded[i] for i in indices]
+            if packing.worth_packing([len(item.ids) for item in items], capacity):
+                vectors = self._run_packed(cached.session, items, capacity, prompt_length)
+            else:
+                vectors = self._run(cached.session, self.tokenizer.pad(items), prompt_length)
             if not np.isfinite(vectors).all():
                 raise InferenceError(
                     f"{self.spec.name}/{self.variant} produced NaN or infinite values (numeric overflow).",

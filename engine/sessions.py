@@ -90,12 +90,13 @@ def create_session(path: Path, choice: providers.ProviderChoice, options: Sessio
 
 
 def _openvino_session(path: Path, options: SessionOptions, max_tokens: int | None):
-    from engine.openvino_session import OpenVINOSession, cache_capacity, precision_setting
+    from engine.openvino_session import OpenVINOSession, cache_capacity, pack_setting, precision_setting
 
-    precision, kernel_cache = precision_setting(), cache_capacity()  # a bad setting says so, before compiling
+    # a bad setting says so, before compiling
+    precision, kernel_cache, pack_tokens = precision_setting(), cache_capacity(), pack_setting()
     try:
         return OpenVINOSession(path, options.intra_op_threads or providers.cpu_count(), precision, kernel_cache,
-                               static_width=max_tokens)
+                               static_width=max_tokens, pack_tokens=pack_tokens)
     except Exception as exc:  # openvino raises RuntimeError with the cause in its text
         text = str(exc)
         if any(marker.lower() in text.lower() for marker in _CORRUPT_MARKERS):

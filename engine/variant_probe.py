@@ -103,7 +103,7 @@ def _version(package: str) -> str:
 
 
 # the engine code a probe's timings depend on: how batches are planned, padded, run and pooled
-TIMED_CODE = ("embedder.py", "openvino_session.py", "sessions.py", "pooling.py", "tokenize.py")
+TIMED_CODE = ("embedder.py", "openvino_session.py", "sessions.py", "packing.py", "pooling.py", "tokenize.py")
 
 
 def engine_code_digest(names: Sequence[str] = TIMED_CODE, folder: Path = Path(__file__).parent) -> str:
@@ -125,7 +125,8 @@ def fingerprint(manifest: Manifest, provider: str, threads: int, also: Sequence[
     if also or provider == "openvino":
         import os
 
-        parts += ["+".join(also), _version("openvino"), os.environ.get("STUDIO_OPENVINO_PRECISION", "auto")]
+        parts += ["+".join(also), _version("openvino"), os.environ.get("STUDIO_OPENVINO_PRECISION", "auto"),
+                  os.environ.get("STUDIO_OPENVINO_PACK_TOKENS", "")]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 

@@ -13,10 +13,12 @@ from tiny_models import TinySpec, build
 
 from converter.convert import convert
 from converter.validate import compare, validation_texts
+from engine import packing
 from engine.embedder import Embedder
 from engine.manifest import read_manifest
 from engine.registry import spec_from_manifest
 
+packing_pack = packing.pack
 MAX_DIFF = 1e-5
 MIN_COSINE = 0.99999
 
@@ -49,7 +51,7 @@ def tiny_root(tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", sorted(TINY))
-def test_tiny_model_fp32_parity(case, tiny_root):
+def test_tiny_model_fp32_parity(case, tiny_root, monkeypatch):
     spec = TINY[case]
     st_folder = build(spec, tiny_root / f"{case}-st")
     manifest = convert(str(st_folder), tiny_root / case, name=case, variant_names=("fp32",),
@@ -84,6 +86,21 @@ def test_tiny_model_fp32_parity(case, tiny_root):
     # the figure the converter measured and wrote into the manifest meets the same gate
     parity = manifest.variants["fp32"].parity
     assert parity.max_abs_diff <= MAX_DIFF and parity.min_cosine >= MIN_COSINE
+
+    # OpenVINO in f32 on the same texts: every batch of texts of at most 40 tokens runs packed, several to a row,
+    # where the graph has the BERT pattern (absolute positions); the others run padded, as exported
+    monkeypatch.setenv("STUDIO_OPENVINO_PRECISION", "f32")
+    on_openvino = Embedder(spec_from_manifest(tiny_root / case, manifest), provider="openvino", batch_size=7)
+    assert on_openvino.session().session.packing_capacity == (64 if spec.arch == "bert" else 0)
+    packed_batches = []
+    monkeypatch.setattr(packing, "pack", lambda *args, **kwargs: packed_batches.append(packing_pack(*args, **kwargs))
+                        or packed_batches[-1])
+    for prompt_name in [None, *spec.prompts]:
+        texts, reference = _reference(st_folder, manifest.max_seq_length, prompt_name)
+        max_diff, min_cos, _ = compare(on_openvino.embed(texts, prompt_name=prompt_name), reference)
+        assert max_diff <= MAX_DIFF and min_cos >= MIN_COSINE, (case, prompt_name, max_diff, min_cos)
+    assert bool(packed_batches) == (spec.arch == "bert")
+    assert all(batch.shape[0] < len(batch.lengths) for batch in packed_batches)  # fewer rows than texts
 
 
 def test_default_model_parity_all_variants(default_model):

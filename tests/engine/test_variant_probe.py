@@ -87,6 +87,14 @@ def test_a_new_machine_fingerprint_measures_again(default_model):
     assert variant_probe.fingerprint(manifest, "cpu", 2) != variant_probe.fingerprint(manifest, "cuda", 2)
 
 
+def test_another_packing_setting_measures_again(default_model, monkeypatch):
+    manifest = read_manifest(default_model)
+    monkeypatch.delenv("STUDIO_OPENVINO_PACK_TOKENS", raising=False)
+    default = variant_probe.fingerprint(manifest, "openvino", 2)
+    monkeypatch.setenv("STUDIO_OPENVINO_PACK_TOKENS", "0")
+    assert variant_probe.fingerprint(manifest, "openvino", 2) != default
+
+
 def test_a_change_to_the_timed_engine_code_measures_again(default_model, tmp_path, monkeypatch):
     import shutil
 

@@ -22,7 +22,7 @@ def test_the_server_tokenizes_once_and_runs_its_batch_as_one_model_batch(default
     with serve(create_app(studio, ApiSettings(max_batch_items=128, max_wait_ms=50))) as base:
         wait_ready(base)
         calls = {"encode": 0, "texts": 0, "runs": 0}
-        original_encode, original_run = TextTokenizer.encode, Embedder._run
+        original_encode, original_run, original_packed = TextTokenizer.encode, Embedder._run, Embedder._run_packed
 
         def counting_encode(self, texts):
             calls["encode"] += 1
@@ -33,8 +33,13 @@ def test_the_server_tokenizes_once_and_runs_its_batch_as_one_model_batch(default
             calls["runs"] += 1
             return original_run(self, session, batch, prompt_length)
 
+        def counting_packed(self, session, items, capacity, prompt_length=0):  # short texts, packed (OpenVINO)
+            calls["runs"] += 1
+            return original_packed(self, session, items, capacity, prompt_length)
+
         monkeypatch.setattr(TextTokenizer, "encode", counting_encode)
         monkeypatch.setattr(Embedder, "_run", counting_run)
+        monkeypatch.setattr(Embedder, "_run_packed", counting_packed)
         texts = [f"text number {i} about a protein" for i in range(40)]
         response = httpx.post(f"{base}/v1/embeddings", json={"model": MODEL, "input": texts}, timeout=60)
         assert response.status_code == 200, response.text
