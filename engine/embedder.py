@@ -222,9 +222,11 @@ class Embedder:
                 return session.run_reduced(name, feed, pooled)
             (output,) = session.run([name], feed)
         except Exception as exc:  # a runtime failure (out of memory, bad shapes), ONNX Runtime's or OpenVINO's
-            raise InferenceError(f"Inference failed on {self.spec.name}/{self.variant} ({self.provider}): "
-                                 f"{str(exc)[:300]}") from None
+            raise self._inference_failed(exc) from None
         return pooled(output, slice(None))
+
+    def _inference_failed(self, exc: Exception) -> InferenceError:
+        return InferenceError(f"Inference failed on {self.spec.name}/{self.variant} ({self.provider}): {str(exc)[:300]}")
 
     def _packing_capacity(self, session) -> int:
         """Tokens per packed row for short batches on this session (0: never packed). Only sessions that take packed
@@ -245,8 +247,7 @@ class Embedder:
         try:
             (output,) = session.run([name], feed)
         except Exception as exc:  # as in _run: the runtime's failure, with its cause
-            raise InferenceError(f"Inference failed on {self.spec.name}/{self.variant} ({self.provider}): "
-                                 f"{str(exc)[:300]}") from None
+            raise self._inference_failed(exc) from None
         tokens, mask = packing.unpack(output, packed)
         return self._postprocess(tokens, mask, prompt_length)
 

@@ -112,24 +112,24 @@ def _cache_setting() -> str:
     return os.environ.get("STUDIO_OPENVINO_CACHE_CAPACITY", "").strip() or str(CACHE_CAPACITY)
 
 
-def cache_capacity() -> int:
-    """Entries each kernel cache keeps (``STUDIO_OPENVINO_CACHE_CAPACITY``, default ``CACHE_CAPACITY``)."""
-    value = _cache_setting()
+def _whole_number(variable: str, value: str, unit: str) -> int:
+    """A setting's ``value`` as a count, or a ProviderError that names ``variable`` and what it counts."""
     if not value.isdigit():
         from engine.errors import ProviderError
 
-        raise ProviderError(f"STUDIO_OPENVINO_CACHE_CAPACITY must be a whole number of entries, got {value!r}.")
+        raise ProviderError(f"{variable} must be a whole number of {unit}, got {value!r}.")
     return int(value)
+
+
+def cache_capacity() -> int:
+    """Entries each kernel cache keeps (``STUDIO_OPENVINO_CACHE_CAPACITY``, default ``CACHE_CAPACITY``)."""
+    return _whole_number("STUDIO_OPENVINO_CACHE_CAPACITY", _cache_setting(), "entries")
 
 
 def pack_setting() -> int:
     """Tokens per packed row (``STUDIO_OPENVINO_PACK_TOKENS``, default ``packing.CAPACITY``; 0: never pack)."""
     value = os.environ.get("STUDIO_OPENVINO_PACK_TOKENS", "").strip() or str(packing.CAPACITY)
-    if not value.isdigit():
-        from engine.errors import ProviderError
-
-        raise ProviderError(f"STUDIO_OPENVINO_PACK_TOKENS must be a whole number of tokens (0: off), got {value!r}.")
-    return int(value)
+    return _whole_number("STUDIO_OPENVINO_PACK_TOKENS", value, "tokens (0: off)")
 
 
 def _arange_slice(node) -> bool:

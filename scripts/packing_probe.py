@@ -20,12 +20,13 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from openvino_small_batches import best_ms  # noqa: E402 - the probes' timing: warm-up, then best of rounds
 
 MODEL = "all-minilm-l6-v2"
 
@@ -67,18 +68,6 @@ def packed_graph(source: Path, target: Path) -> bool:
     onnx.checker.check_model(model)
     onnx.save(model, str(target))
     return True
-
-
-def best_ms(call, case: list, rounds: int) -> float:
-    for item in case[:10]:
-        call(item)
-    best = float("inf")
-    for _ in range(max(1, rounds)):
-        began = time.perf_counter()
-        for item in case:
-            call(item)
-        best = min(best, (time.perf_counter() - began) / len(case) * 1000)
-    return best
 
 
 def _ort_packed(embedder, target: Path, capacity: int):

@@ -93,8 +93,12 @@ def test_tiny_model_fp32_parity(case, tiny_root, monkeypatch):
     on_openvino = Embedder(spec_from_manifest(tiny_root / case, manifest), provider="openvino", batch_size=7)
     assert on_openvino.session().session.packing_capacity == (64 if spec.arch == "bert" else 0)
     packed_batches = []
-    monkeypatch.setattr(packing, "pack", lambda *args, **kwargs: packed_batches.append(packing_pack(*args, **kwargs))
-                        or packed_batches[-1])
+
+    def counted_pack(*args, **kwargs):
+        packed_batches.append(packing_pack(*args, **kwargs))
+        return packed_batches[-1]
+
+    monkeypatch.setattr(packing, "pack", counted_pack)
     for prompt_name in [None, *spec.prompts]:
         texts, reference = _reference(st_folder, manifest.max_seq_length, prompt_name)
         max_diff, min_cos, _ = compare(on_openvino.embed(texts, prompt_name=prompt_name), reference)
