@@ -208,7 +208,7 @@ def convert(
         for index, variant in enumerate(wanted):
             report(f"building the {variant} variant", 0.35 + 0.25 * index / max(1, len(wanted)))
             try:
-                file, note = variants.build_variant(variant, exported.file, staging, model_type)
+                file, note = variants.build_variant(variant, exported.file, staging, model_type, max_seq_length)
             except ConversionError as exc:
                 notes.append(exc.message)
                 log.warning("%s", exc.message)
@@ -375,9 +375,9 @@ def main(argv: list[str] | None = None) -> int:
             figures = "not validated"
             if "min_cosine" in info:
                 figures = f"max|diff| {info['max_abs_diff']:.2e}, min cosine {info['min_cosine']:.7f}"
-            print(f"{manifest.name} {variant:9s} {info['file']:22s} {figures}")
+            print(f"{manifest.name} {variant:11s} {info['file']:23s} {figures}")
             for runtime, other in info.get("on", {}).items():
-                print(f"{'':{len(manifest.name)}} {'':9s} {'on ' + runtime:22s} "
+                print(f"{'':{len(manifest.name)}} {'':11s} {'on ' + runtime:23s} "
                       f"max|diff| {other['max_abs_diff']:.2e}, min cosine {other['min_cosine']:.7f}")
         print(f"written to {args.out} in {manifest.conversion_seconds:.1f}s")
     return 0

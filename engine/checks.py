@@ -40,6 +40,7 @@ THRESHOLDS: dict[str, Threshold] = {
     "optimized": Threshold(max_abs_diff=1e-5, min_cosine=0.99999),
     "fp16": Threshold(min_cosine=0.999),
     "int8": Threshold(),
+    "int8-static": Threshold(),
 }
 # on OpenVINO the arithmetic is the CPU's (bf16 on AMX/AVX512_BF16): the fp32-quality variants are judged by
 # the fp32 tier of the auto variant (engine.variant_probe.FP32_TIER) against the parity measured there
@@ -48,10 +49,12 @@ OPENVINO_THRESHOLDS: dict[str, Threshold] = {
     "optimized": Threshold(min_cosine=0.9999),
     "fp16": Threshold(min_cosine=0.999),
     "int8": Threshold(),
+    "int8-static": Threshold(),
 }
-# variants that only make sense on one kind of provider: int8 is CPU-only (dynamic quantisation
-# has no CUDA kernels), so it is always checked on the CPU
-CPU_ONLY_VARIANTS = frozenset({"int8"})
+# variants that only make sense on the CPU: int8 (dynamic quantisation has no CUDA kernels) and int8-static (its
+# QDQ pairs are int8 kernels on OpenVINO's CPU plugin), so a GPU request checks them on the CPU
+CPU_ONLY_VARIANTS = frozenset({"int8", "int8-static"})
+CPU_RUNTIMES = frozenset({"cpu", "openvino"})
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def file_problems(folder: Path, manifest: Manifest, variant: str) -> list[str]:
 
 
 def provider_for(variant: str, requested: str) -> str:
-    return "cpu" if variant in CPU_ONLY_VARIANTS else requested
+    return "cpu" if variant in CPU_ONLY_VARIANTS and requested not in CPU_RUNTIMES else requested
 
 
 def variant_status(problems: Iterable[str], fallback: str | None, strict_provider: bool) -> str:

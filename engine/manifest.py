@@ -17,7 +17,7 @@ from engine.errors import ModelFileError
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
-VARIANTS = ("fp32", "optimized", "fp16", "int8")
+VARIANTS = ("fp32", "optimized", "fp16", "int8", "int8-static")
 # not a file: the fastest converted variant that keeps fp32 quality here, measured (engine.variant_probe)
 AUTO_VARIANT = "auto"
 VARIANT_CHOICES = (*VARIANTS, AUTO_VARIANT)

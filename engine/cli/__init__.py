@@ -156,7 +156,7 @@ def cmd_convert(args: argparse.Namespace) -> tuple[object, str]:
     for variant, info in result["variants"].items():
         figures = (f"max|diff| {info['max_abs_diff']:.2e}  min cosine {info['min_cosine']:.7f}"
                    if "min_cosine" in info else "not validated")
-        lines.append(f"  {variant:9s} {info['size_bytes'] / 1e6:8.1f} MB  {figures}")
+        lines.append(f"  {variant:11s} {info['size_bytes'] / 1e6:8.1f} MB  {figures}")
     lines += [f"  note: {n}" for n in result.get("notes", [])]
     return result, "\n".join(lines)
 

@@ -64,11 +64,15 @@ def _side_by_side(studio, args: argparse.Namespace, split) -> tuple[object, str]
     model = split(args.models)[0] if args.models else studio.registry.default_model
     if args.configs:
         configs = args.configs
-    else:  # the default rows this installation can run (the openvino ones need the openvino package)
+    else:  # the default rows this installation can run (the openvino ones need the openvino package; a folder
+        # converted before int8-static existed has no such file)
         from engine import providers
 
         present = providers.available()
-        configs = [c for c in map(OurConfig.parse, DEFAULT_CONFIGS) if c.provider in present]
+        manifest = studio.registry.get(model).manifest
+        converted = manifest.variants if manifest is not None else {}
+        configs = [c for c in map(OurConfig.parse, DEFAULT_CONFIGS)
+                   if c.provider in present and (not converted or c.variant in converted)]
     batch = args.batch_sizes[-1]  # the default "1,32" gives 32
     report = run_side_by_side(studio, model, args.peers, configs, args.workloads, batch_size=batch, rounds=args.rounds)
     json_path, csv_path = save_report(report, args.out or studio.settings.reports_dir / "bench")

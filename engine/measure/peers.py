@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]
 SCIFACT = Path(__import__("os").environ.get("STUDIO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / "scifact"
 WORKLOADS = {"scifact-queries": ("queries.jsonl", 300), "scifact-abstracts": ("corpus.jsonl", 256)}
-DEFAULT_CONFIGS = ("fp32:cpu", "optimized:cpu", "int8:cpu", "fp32:openvino", "optimized:openvino")
+DEFAULT_CONFIGS = ("fp32:cpu", "optimized:cpu", "int8:cpu", "fp32:openvino", "optimized:openvino", "int8-static:openvino")
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ def test_tiny_model_fp32_parity(case, tiny_root, monkeypatch):
 
 def test_default_model_parity_all_variants(default_model):
     manifest = read_manifest(default_model)
-    assert manifest.variants.keys() == {"fp32", "optimized", "fp16", "int8"}
+    assert manifest.variants.keys() == {"fp32", "optimized", "fp16", "int8", "int8-static"}
     assert manifest.pooling_modes == ("mean",) and manifest.normalize and manifest.max_seq_length == 256
     assert manifest.pooling_source == "1_Pooling/config.json"
     from tiny_models import gt_model_dir

@@ -56,6 +56,7 @@ def test_statuses():
     assert checks.variant_status([], "fell back to cpu", strict_provider=True) == checks.FAIL
     assert checks.variant_status(["x"], None, strict_provider=False) == checks.FAIL
     assert checks.provider_for("int8", "cuda") == "cpu" and checks.provider_for("fp16", "cuda") == "cuda"
+    assert checks.provider_for("int8-static", "cuda") == "cpu" and checks.provider_for("int8-static", "openvino") == "openvino"
 
 
 def test_probe_problems():

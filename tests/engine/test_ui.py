@@ -217,10 +217,11 @@ def test_model_rows_show_parity_of_converted_models(default_model):
     assert parity and float(parity.group(1)) > 0.9999 and float(parity.group(2)) < 1e-4
     assert rows["all-mpnet-base-v2"]["converted"] is False and rows["all-mpnet-base-v2"]["fp32 parity"] == "—"
     variants = ui.variant_rows(registry.get(default_model.name).manifest)
-    assert {v["variant"] for v in variants if v["runs on"] == "onnxruntime cpu"} == {"fp32", "optimized", "fp16", "int8"}
+    every_variant = {"fp32", "optimized", "fp16", "int8", "int8-static"}
+    assert {v["variant"] for v in variants if v["runs on"] == "onnxruntime cpu"} == every_variant
     assert all(v["min cosine"] > 0.8 for v in variants)
     on_openvino = {v["variant"].split(" @ ")[0]: v for v in variants if v["runs on"].startswith("openvino")}
-    assert set(on_openvino) == {"fp32", "optimized", "fp16", "int8"} and on_openvino["fp32"]["min cosine"] >= 0.9999
+    assert set(on_openvino) == every_variant and on_openvino["fp32"]["min cosine"] >= 0.9999
 
 
 # --- benchmarks -------------------------------------------------------------------------------------------
