@@ -201,5 +201,7 @@ def test_a_probe_where_every_candidate_failed_is_not_remembered(default_model, t
         return embed
 
     result = variant_probe.resolve(read_manifest(default_model), tmp_path, "openvino", 2, make)
-    assert result.seconds == {} and all("fp8" in why for name, why in result.excluded.items() if name != "int8")
+    # int8 and int8-static are left out by their parity (below the tier), before any run
+    ran = {name: why for name, why in result.excluded.items() if name not in ("int8", "int8-static")}
+    assert result.seconds == {} and ran and all("fp8" in why for why in ran.values())
     assert not (tmp_path / variant_probe.PROBE_FILE).exists()  # the next call, with a good setting, measures
