@@ -106,9 +106,12 @@ def test_loadtest_script_reports_every_level(default_model, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(report_file.read_text())
     assert [level["concurrency"] for level in report["levels"]] == [1, 4]
+    # `auto` may resolve to OpenVINO, whose bf16 (on AVX512_BF16 / AMX CPUs) rounds a text by the batch it shares (the
+    # server's batches, packed rows and part widths are not the in-process ones): 4e-4 seen on a Zen 4 EPYC
+    tolerance = 1e-5 if report["server"]["provider"] != "openvino" else 5e-3
     for level in report["levels"]:
         assert level["requests"] == 16 and level["texts_per_second"] > 0 and level["p99_ms"] >= level["p50_ms"] > 0
-        assert level["max_abs_diff"] < 1e-5 and level["mean_batch_size"] >= 1
+        assert level["max_abs_diff"] < tolerance and level["mean_batch_size"] >= 1
         assert level["server_cpu_ms_per_request"] > 0 and level["client_cpu_ms_per_request"] > 0
         assert level["engine_same_batches_per_second"] > 0
         # the model ran for part of the wall time, never more than all of it (one inference thread)
