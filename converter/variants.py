@@ -13,8 +13,8 @@
   texts of ``calibration.txt`` (240 original lines: queries, passages of papers, manuals, law, news, fiction,
   ten other languages, flattened tables and references) run through the model one at a time. Meant for the
   ``openvino`` provider, which runs the pairs as int8 kernels (VNNI): on a 2-core Zen 4 EPYC, 256 SciFact
-  abstracts 60 -> 97 texts/s against bf16 (docs/benchmarks.md, "Static int8"); ONNX Runtime runs the same file
-  slower than its dynamic ``int8``.
+  abstracts 59 -> 92 texts/s against bf16 end to end (docs/benchmarks.md, "The issue's machine"); ONNX Runtime
+  runs the same file slower than its dynamic ``int8``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ CALIBRATION_FILE = Path(__file__).with_name("calibration.txt")
 # NNCF keeps the whole graph and its statistics in memory and runs every calibration text: past this the
 # variant is skipped with a note (all-mpnet-base-v2 is 438 MB)
 STATIC_MAX_BYTES = 1_500_000_000
+CALIBRATED_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # the fields of engine.tokenize.Batch
 _BERT_LIKE = {"bert", "roberta", "xlm-roberta", "mpnet", "distilbert", "camembert", "electra", "albert", "xlm"}
 
 
@@ -126,20 +127,14 @@ def calibration_texts(path: Path | None = None) -> list[str]:
     return [line for line in lines if line.strip()]
 
 
-def calibration_feeds(model, tokenizer_file: Path, max_length: int, texts: list[str]) -> list[dict[str, np.ndarray]]:
-    """Each text alone (no padding), truncated to ``max_length``, as the graph's inputs."""
-    from tokenizers import Tokenizer
+def calibration_feeds(model, folder: Path, max_length: int, texts: list[str]) -> list[dict[str, np.ndarray]]:
+    """Each text alone (no padding) through the engine's own tokenizer of ``folder``, truncated to ``max_length``,
+    as the graph's inputs."""
+    from engine.tokenize import TextTokenizer
 
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length)
+    tokenizer = TextTokenizer.from_folder(folder, max_length)
     names = [port.name for port in model.graph.input]
-    feeds = []
-    for encoding in tokenizer.encode_batch(texts):
-        values = {"input_ids": encoding.ids, "attention_mask": encoding.attention_mask,
-                  "token_type_ids": encoding.type_ids}
-        feeds.append({name: np.array([values[name]], dtype=np.int64) for name in names})
-    return feeds
+    return [{name: getattr(tokenizer.pad([encoded]), name) for name in names} for encoded in tokenizer.encode(texts)]
 
 
 def make_int8_static(fp32: Path, out: Path, model_type: str, max_seq_length: int = 512) -> str:
@@ -150,11 +145,11 @@ def make_int8_static(fp32: Path, out: Path, model_type: str, max_seq_length: int
         raise ValueError(f"the fp32 graph is {fp32.stat().st_size / 1e6:.0f} MB, over the "
                          f"{STATIC_MAX_BYTES / 1e6:.0f} MB static quantization takes here")
     model = onnx.load(str(fp32))
-    unknown = [port.name for port in model.graph.input if port.name not in ("input_ids", "attention_mask", "token_type_ids")]
+    unknown = [port.name for port in model.graph.input if port.name not in CALIBRATED_INPUTS]
     if unknown:
         raise ValueError(f"inputs {unknown} have no calibration values")
     texts = calibration_texts()
-    feeds = calibration_feeds(model, out.parent / "tokenizer.json", max_seq_length, texts)
+    feeds = calibration_feeds(model, out.parent, max_seq_length, texts)
     quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds))
     onnx.save(quantized, str(out))
     return (f"static int8 (NNCF {nncf.__version__}, transformer preset: SmoothQuant, QDQ pairs) calibrated on "

@@ -54,7 +54,6 @@ OPENVINO_THRESHOLDS: dict[str, Threshold] = {
 # variants that only make sense on the CPU: int8 (dynamic quantisation has no CUDA kernels) and int8-static (its
 # QDQ pairs are int8 kernels on OpenVINO's CPU plugin), so a GPU request checks them on the CPU
 CPU_ONLY_VARIANTS = frozenset({"int8", "int8-static"})
-CPU_RUNTIMES = frozenset({"cpu", "openvino"})
 
 
 @dataclass(frozen=True)
@@ -114,7 +113,7 @@ def file_problems(folder: Path, manifest: Manifest, variant: str) -> list[str]:
 
 
 def provider_for(variant: str, requested: str) -> str:
-    return "cpu" if variant in CPU_ONLY_VARIANTS and requested not in CPU_RUNTIMES else requested
+    return "cpu" if variant in CPU_ONLY_VARIANTS and requested not in providers.CPU_FAMILY else requested
 
 
 def variant_status(problems: Iterable[str], fallback: str | None, strict_provider: bool) -> str:
