@@ -1,12 +1,26 @@
 """Text extraction of the next pages overlapped with embedding of the pages already read.
 
-A producer thread walks the document's pages (PyMuPDF, OCR) into a queue; the ingesting thread
-takes them and, every ``window`` pages, chunks the new pages the way the final pass will (running
-headers stripped with what the pages so far say) and embeds those chunks while the producer reads
-on (ONNX Runtime and the tokenizer release the GIL). The vectors land in a cache keyed by the text
-embedded. The final pass (strip over all pages, chunk, embed) is unchanged, so the stored chunks are
-exactly today's; it takes each vector from the cache and embeds only the chunks whose text came out
-differently (a running header that only the whole document revealed, a heading carried over).
+A producer thread walks the document's pages (PyMuPDF, OCR) into a queue; the ingesting thread first
+runs ``prepare`` (compiling the embedding session: 0.8-1.6 s on a cold process) while the first pages
+are read, then takes the pages and, every ``window`` pages, chunks the new pages the way the final pass
+will (running headers stripped with what the pages so far say) and embeds those chunks while the
+producer reads on (ONNX Runtime, OpenVINO and the tokenizer release the GIL). The vectors land in a
+cache keyed by the text embedded. The final pass (strip over all pages, chunk, embed) is unchanged, so
+the stored chunks are exactly a sequential ingest's; it takes each vector from the cache and embeds only
+the chunks whose text came out differently (a running header that only the whole document revealed, a
+heading carried over).
+
+Embedding during extraction pays while extraction is the long part (OCR; a remote OCR service, where the
+CPU idles while it answers), and costs where embedding is: the two then share the cores, and the pages
+wait anyway. So after each window embedded meanwhile, the pages the producer read during it decide: fewer
+than a window, and the next window is embedded as well; a window or more, and the pages wait, until one
+takes longer to come than a page took to embed (an OCR page among text pages: then it measures again) or
+until the last page is read, after which the final pass embeds the rest in full batches. Measured on a
+2-core Zen 4, ``book_free_culture_352p.pdf`` (352 pages read in 2.2 s, 1757 chunks embedded in 7.1 s on
+int8-static, 10.8 s on fp32 · openvino), fp32, alternating runs: every window embedded during extraction
+16.5-16.8 s, the pages' pace deciding 14.0-15.7 s; with 30 ms of latency a page (a remote OCR service)
+17.3-17.9 s and 16.6-18.8 s, against 26.0-29.5 s one after the other (docs/benchmarks.md, "Ingest: overlap
+only where extraction is the long part").
 """
 
 from __future__ import annotations
@@ -53,14 +67,9 @@ class Overlapped:
 def _produce(pages: Iterable[Page], out: queue.Queue, stop: threading.Event) -> None:
     try:
         for page in pages:
-            while not stop.is_set():
-                try:
-                    out.put(page, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if stop.is_set():
+            if stop.is_set():  # the ingesting thread gave up: read no further
                 return
+            out.put(page)
         out.put(_END)
     except BaseException as exc:  # noqa: BLE001 - handed to the ingesting thread, which raises it there
         out.put(_Failure(exc))
@@ -68,19 +77,26 @@ def _produce(pages: Iterable[Page], out: queue.Queue, stop: threading.Event) -> 
 
 def extract_overlapped(pages: Iterable[Page], chunk_texts: Callable[[list[Page]], list[str]],
                        embed: Callable[[list[str]], np.ndarray], on_page: Callable[[Page, int], None],
-                       window: int = WINDOW) -> Overlapped:
+                       window: int = WINDOW, prepare: Callable[[], object] | None = None) -> Overlapped:
     """Every page of ``pages`` (read in a producer thread), with the chunk vectors of the pages read
-    so far computed meanwhile. ``chunk_texts(pages)`` gives the embedding texts of some (already
-    cleaned) pages; ``embed(texts)`` their vectors; ``on_page(page, count)`` reports progress."""
-    handoff: queue.Queue = queue.Queue(maxsize=4 * window)
+    so far computed meanwhile while extraction is the slower side. ``chunk_texts(pages)`` gives the
+    embedding texts of some (already cleaned) pages; ``embed(texts)`` their vectors; ``on_page(page,
+    count)`` reports progress; ``prepare()`` runs first, while the producer reads."""
+    handoff: queue.Queue = queue.Queue()  # unbounded: the producer never waits for the embedding (pages are text)
     stop = threading.Event()
     producer = threading.Thread(target=_produce, args=(pages, handoff, stop), name="ingest-extract", daemon=True)
     result = Overlapped([])
     pending = 0
+    speculate = True
+    embed_pace = 0.0  # seconds a page's chunks took to embed, in the last window embedded during extraction
     producer.start()
     try:
+        if prepare is not None:
+            prepare()
         while True:
+            asked = time.perf_counter()
             item = handoff.get()
+            waited = time.perf_counter() - asked
             if item is _END:
                 break
             if isinstance(item, _Failure):
@@ -88,16 +104,18 @@ def extract_overlapped(pages: Iterable[Page], chunk_texts: Callable[[list[Page]]
             result.pages.append(item)
             on_page(item, len(result.pages))
             pending += 1
-            if pending >= window:
+            if not speculate and waited > embed_pace:  # a page took longer to come than one to embed (an OCR page)
+                speculate = True
+            if speculate and pending >= window and producer.is_alive():  # once every page is read, the final pass
+                waiting = handoff.qsize()
+                started = time.perf_counter()
                 _embed_recent(result, pending, chunk_texts, embed)
+                embed_pace = (time.perf_counter() - started) / pending
                 pending = 0
+                # the producer read a window of pages meanwhile: embedding is the long part, the pages wait for it
+                speculate = handoff.qsize() - waiting < window
     finally:
         stop.set()
-        while producer.is_alive():  # let a blocked producer finish its put, then stop
-            try:
-                handoff.get(timeout=0.1)
-            except queue.Empty:
-                pass
         producer.join()
     return result
 

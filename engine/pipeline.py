@@ -142,9 +142,9 @@ def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str
             progress(ProgressEvent("page", label, count, total_pages,
                                    f"page {page.number}: {page.source}{' (OCR)' if page.ocr_used else ''}"))
 
-        # the next pages are read while the chunks of the pages already read are embedded
+        # the session is compiled and the chunks of the pages already read are embedded while the next pages are read
         overlapped = extract_overlapped(extract_pages(document, engine=options.ocr, settings=settings), chunk_texts,
-                                        embedder.embed_documents, on_page)
+                                        embedder.embed_documents, on_page, prepare=embedder.session)
         kind = document.info.kind
     pages = strip_running_lines(overlapped.pages)
     extracted = time.perf_counter()

@@ -60,3 +60,47 @@ def test_an_extraction_error_reaches_the_caller_and_the_producer_stops():
         extract_overlapped(broken_pages(), lambda pages: [p.text for p in pages],
                            lambda texts: np.zeros((len(texts), 4), np.float32), lambda page, count: None, window=2)
     assert not [t for t in threading.enumerate() if t.name == "ingest-extract"]
+
+
+def test_pages_read_faster_than_embedded_wait_for_the_final_pass_and_prepare_runs_in_the_ingesting_thread():
+    """A producer faster than the embedding (born-digital text on a CPU): after the first window, whose pace
+    shows it, nothing more is embedded during extraction; ``prepare`` (the session compile) ran in the ingesting
+    thread."""
+    events: list[tuple[str, str]] = []
+
+    def fast_pages():
+        for page in _pages(300):
+            events.append(("page", threading.current_thread().name))
+            time.sleep(0.001)
+            yield page
+
+    calls: list[int] = []
+
+    def embed(texts):
+        calls.append(len(texts))
+        time.sleep(0.1)  # 10 ms a page: ten times the producer's pace
+        return np.stack([_vector(t) for t in texts])
+
+    def chunk_texts(pages):
+        return [p.text for p in pages]
+
+    result = extract_overlapped(fast_pages(), chunk_texts, embed, lambda page, count: None, window=10,
+                                prepare=lambda: events.append(("prepare", threading.current_thread().name)))
+    assert [name for kind, name in events if kind == "prepare"] == [threading.current_thread().name]
+    assert {name for kind, name in events if kind == "page"} == {"ingest-extract"}
+    assert [p.number for p in result.pages] == list(range(1, 301))
+    assert calls == [10]  # the first window only: its pace said embedding is the long part
+    final_texts = chunk_texts(strip_running_lines(result.pages))
+    np.testing.assert_array_equal(result.vectors(final_texts, embed), np.stack([_vector(t) for t in final_texts]))
+    assert calls == [10, len(set(final_texts)) - 10]  # the final pass: the rest, in one call
+
+
+def test_a_prepare_failure_reaches_the_caller_and_the_producer_stops():
+    def prepare():
+        raise RuntimeError("the provider could not load the model")
+
+    with pytest.raises(RuntimeError, match="could not load"):
+        extract_overlapped(iter(_pages(500)), lambda pages: [p.text for p in pages],
+                           lambda texts: np.zeros((len(texts), 4), np.float32), lambda page, count: None,
+                           window=2, prepare=prepare)
+    assert not [t for t in threading.enumerate() if t.name == "ingest-extract"]
