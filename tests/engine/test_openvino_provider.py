@@ -89,19 +89,46 @@ def test_a_bad_kernel_cache_setting_is_a_message(default_model, monkeypatch):
 def test_kernel_caches_are_capped_for_a_long_running_process(default_model, monkeypatch):
     """With dynamic shapes OpenVINO's kernel caches grew RSS with every new shape: the CPU plugin's cache is
     compiled with the cap, and oneDNN's is capped through its variable (set on import; the user's wins)."""
-    monkeypatch.setenv("STUDIO_OPENVINO_CACHE_CAPACITY", "32")
+    monkeypatch.setenv("STUDIO_OPENVINO_CACHE_CAPACITY", "24")
     embedder = _studio(default_model).embedder(MODEL, "fp32", "openvino")
     session = embedder.session().session
-    assert session._config["CPU_RUNTIME_CACHE_CAPACITY"] == 32  # what both compiled forms got (not read back)
+    assert session._config["CPU_RUNTIME_CACHE_CAPACITY"] == 24  # what both compiled forms got (not read back)
     assert embedder.embed(["a short text", "and a somewhat longer one, with more tokens in it"]).shape == (2, 384)
     probe = "import os, engine.openvino_session; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
     clean = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY",
                                                              "STUDIO_OPENVINO_CACHE_CAPACITY")}
     run = functools.partial(subprocess.run, [sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                             cwd=ROOT)
-    assert run(env=clean).stdout.strip() == "64"
+    assert run(env=clean).stdout.strip() == "32"
     assert run(env={**clean, "STUDIO_OPENVINO_CACHE_CAPACITY": "16"}).stdout.strip() == "16"
     assert run(env={**clean, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "300"}).stdout.strip() == "300"
+
+
+MMAPPED_AFTER_A_BIG_FREE = """
+import ctypes, sys
+from engine import openvino_session
+fixed = openvino_session.fix_mmap_threshold() if sys.argv[1] == "fix" else False
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.free(libc.malloc(8 << 20))  # glibc's dynamic threshold rises to 8 MB here unless it is fixed
+block = libc.malloc(512 << 10)
+print(fixed, bool(ctypes.c_size_t.from_address(block - ctypes.sizeof(ctypes.c_size_t)).value & 2))  # IS_MMAPPED
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc only")
+def test_the_mmap_threshold_stays_fixed_so_freed_activation_buffers_go_back_to_the_system():
+    """A block of 512 KB freed after a bigger one was freed: from the heap (kept) by default, mmapped (returned
+    on free) once OpenVINO sessions fixed the threshold; a user's own glibc variable wins."""
+    def run(mode: str, **env: str) -> str:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        return subprocess.run([sys.executable, "-c", MMAPPED_AFTER_A_BIG_FREE, mode], capture_output=True, text=True,
+                              check=True, cwd=ROOT, env={**clean, **env}).stdout.strip()
+
+    assert run("default") == "False False"
+    assert run("fix") == "True True"
+    assert run("fix", MALLOC_MMAP_THRESHOLD_="1048576") == "False False"  # the user's 1 MB: not overridden
 
 
 def test_concurrent_callers_share_one_session_and_get_their_own_results(default_model, abstracts):
