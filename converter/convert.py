@@ -205,10 +205,11 @@ def convert(
         notes = list(st.notes) + ([length_note] if length_note else [])
         infos = {"fp32": VariantInfo(export.ONNX_FILE, exported.file.stat().st_size, "reference export")}
         wanted = [v for v in VARIANTS if v in variant_names and v != "fp32"]
+        context = variants.BuildContext(model_type, max_seq_length, st.do_lower_case)
         for index, variant in enumerate(wanted):
             report(f"building the {variant} variant", 0.35 + 0.25 * index / max(1, len(wanted)))
             try:
-                file, note = variants.build_variant(variant, exported.file, staging, model_type, max_seq_length)
+                file, note = variants.build_variant(variant, exported.file, staging, context)
             except ConversionError as exc:
                 notes.append(exc.message)
                 log.warning("%s", exc.message)

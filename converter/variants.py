@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,18 @@ CALIBRATION_FILE = Path(__file__).with_name("calibration.txt")
 # variant is skipped with a note (all-mpnet-base-v2 is 438 MB)
 STATIC_MAX_BYTES = 1_500_000_000
 CALIBRATED_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # the fields of engine.tokenize.Batch
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a variant builder may need of the model besides its fp32 graph: its architecture (fusion patterns)
+    and how its texts are tokenized (calibration runs real texts through the engine's tokenizer)."""
+
+    model_type: str
+    max_seq_length: int = 512
+    do_lower_case: bool = False
+
+
 _BERT_LIKE = {"bert", "roberta", "xlm-roberta", "mpnet", "distilbert", "camembert", "electra", "albert", "xlm"}
 
 
@@ -51,19 +64,20 @@ def _save(model, path: Path) -> None:
     model.save_model_to_file(str(path), use_external_data_format=large)
 
 
-def make_optimized(fp32: Path, out: Path, model_type: str) -> str:
+def make_optimized(fp32: Path, out: Path, context: BuildContext) -> str:
     from onnxruntime.transformers.optimizer import optimize_model
 
-    model = optimize_model(str(fp32), model_type=_optimizer_type(model_type), num_heads=0, hidden_size=0)
+    model = optimize_model(str(fp32), model_type=_optimizer_type(context.model_type), num_heads=0, hidden_size=0)
     _save(model, out)
     fused = {k: v for k, v in model.get_fused_operator_statistics().items() if v}
     return "fused: " + ", ".join(f"{k}×{v}" for k, v in fused.items()) if fused else "no fusion pattern matched"
 
 
-def make_fp16(fp32: Path, out: Path, model_type: str) -> str:
+def make_fp16(fp32: Path, out: Path, context: BuildContext) -> str:
     from onnxruntime.transformers.optimizer import optimize_model
 
-    model = optimize_model(str(fp32), model_type=_optimizer_type(model_type), num_heads=0, hidden_size=0, use_gpu=True)
+    model = optimize_model(str(fp32), model_type=_optimizer_type(context.model_type), num_heads=0, hidden_size=0,
+                           use_gpu=True)
     model.convert_float_to_float16(keep_io_types=True)
     _save(model, out)
     return "float16 weights and activations, float32 inputs/outputs; meant for GPU providers"
@@ -97,7 +111,7 @@ def down_projection_matmuls(model) -> list[str]:
     return names
 
 
-def make_int8(fp32: Path, out: Path, model_type: str) -> str:
+def make_int8(fp32: Path, out: Path, context: BuildContext) -> str:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -127,17 +141,17 @@ def calibration_texts(path: Path | None = None) -> list[str]:
     return [line for line in lines if line.strip()]
 
 
-def calibration_feeds(model, folder: Path, max_length: int, texts: list[str]) -> list[dict[str, np.ndarray]]:
-    """Each text alone (no padding) through the engine's own tokenizer of ``folder``, truncated to ``max_length``,
-    as the graph's inputs."""
+def calibration_feeds(model, folder: Path, context: BuildContext, texts: list[str]) -> list[dict[str, np.ndarray]]:
+    """Each text alone (no padding) through the engine's own tokenizer of ``folder`` as the engine will run it
+    (truncated to the model's ``max_seq_length``, lower-cased where its config says so), as the graph's inputs."""
     from engine.tokenize import TextTokenizer
 
-    tokenizer = TextTokenizer.from_folder(folder, max_length)
+    tokenizer = TextTokenizer.from_folder(folder, context.max_seq_length, context.do_lower_case)
     names = [port.name for port in model.graph.input]
     return [{name: getattr(tokenizer.pad([encoded]), name) for name in names} for encoded in tokenizer.encode(texts)]
 
 
-def make_int8_static(fp32: Path, out: Path, model_type: str, max_seq_length: int = 512) -> str:
+def make_int8_static(fp32: Path, out: Path, context: BuildContext) -> str:
     import nncf
     import onnx
 
@@ -149,7 +163,7 @@ def make_int8_static(fp32: Path, out: Path, model_type: str, max_seq_length: int
     if unknown:
         raise ValueError(f"inputs {unknown} have no calibration values")
     texts = calibration_texts()
-    feeds = calibration_feeds(model, out.parent, max_seq_length, texts)
+    feeds = calibration_feeds(model, out.parent, context, texts)
     quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds))
     onnx.save(quantized, str(out))
     return (f"static int8 (NNCF {nncf.__version__}, transformer preset: SmoothQuant, QDQ pairs) calibrated on "
@@ -159,12 +173,11 @@ def make_int8_static(fp32: Path, out: Path, model_type: str, max_seq_length: int
 BUILDERS = {"optimized": make_optimized, "fp16": make_fp16, "int8": make_int8, "int8-static": make_int8_static}
 
 
-def build_variant(variant: str, fp32: Path, folder: Path, model_type: str, max_seq_length: int = 512) -> tuple[str, str]:
+def build_variant(variant: str, fp32: Path, folder: Path, context: BuildContext) -> tuple[str, str]:
     """Create one variant next to the fp32 graph (and its tokenizer.json); returns (file name, note)."""
     out = folder / FILES[variant]
     try:
-        extra = {"max_seq_length": max_seq_length} if variant == "int8-static" else {}  # it tokenizes texts
-        note = BUILDERS[variant](fp32, out, model_type, **extra)
+        note = BUILDERS[variant](fp32, out, context)
     except Exception as exc:  # noqa: BLE001 - ORT tools raise many types
         raise ConversionError(f"Building the {variant} variant failed: {type(exc).__name__}: {str(exc)[:300]}") from None
     return FILES[variant], note

@@ -67,7 +67,7 @@ def test_inputs_without_calibration_values_skip_the_variant(tmp_path):
         [onnx.helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, [1])]))
     onnx.save(model, tmp_path / "model.onnx")
     with pytest.raises(variants.ConversionError, match="int8-static variant failed.*pixel_values"):
-        variants.build_variant("int8-static", tmp_path / "model.onnx", tmp_path, "bert", 128)
+        variants.build_variant("int8-static", tmp_path / "model.onnx", tmp_path, variants.BuildContext("bert", 128))
 
 
 def test_default_model_int8_static(default_model):
@@ -93,3 +93,17 @@ def test_default_model_int8_static(default_model):
     fully_connected = [precision for kind, precision in layers if kind == "FullyConnected"]
     # the 36 MatMuls of the 6 layers run as int8 kernels, not dequantized to float
     assert len(fully_connected) == 36 and set(fully_connected) <= {"i8", "u8"}, fully_connected
+
+
+def test_calibration_tokenizes_as_the_engine_will(tmp_path):
+    """A model whose legacy config lower-cases but whose tokenizer.json does not: the calibration feeds are
+    lower-cased like the engine's own inputs (BuildContext.do_lower_case), and cut at its max_seq_length."""
+    st_folder = build(TinySpec("roberta", do_lower_case=True, pooling=("cls",)), tmp_path / "st")
+    convert(str(st_folder), tmp_path / "tiny", name="tiny", variant_names=("fp32",), progress=lambda step, fraction: None)
+    model = onnx.load(str(tmp_path / "tiny" / "model.onnx"))
+    texts = ["HELLO World, SHOUTED", "hello world, shouted", "word " * 500]
+    lowered = variants.calibration_feeds(model, tmp_path / "tiny", variants.BuildContext("roberta", 32, True), texts)
+    cased = variants.calibration_feeds(model, tmp_path / "tiny", variants.BuildContext("roberta", 32, False), texts)
+    np.testing.assert_array_equal(lowered[0]["input_ids"], lowered[1]["input_ids"])
+    assert not np.array_equal(cased[0]["input_ids"], cased[1]["input_ids"])  # the tokenizer itself keeps case
+    assert lowered[2]["input_ids"].shape == (1, 32) and {name for name in lowered[0]} <= set(variants.CALIBRATED_INPUTS)
