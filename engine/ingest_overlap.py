@@ -108,9 +108,7 @@ def extract_overlapped(pages: Iterable[Page], chunk_texts: Callable[[list[Page]]
                 speculate = True
             if speculate and pending >= window and producer.is_alive():  # once every page is read, the final pass
                 waiting = handoff.qsize()
-                started = time.perf_counter()
-                _embed_recent(result, pending, chunk_texts, embed)
-                embed_pace = (time.perf_counter() - started) / pending
+                embed_pace = _embed_recent(result, pending, chunk_texts, embed) / pending
                 pending = 0
                 # the producer read a window of pages meanwhile: embedding is the long part, the pages wait for it
                 speculate = handoff.qsize() - waiting < window
@@ -121,10 +119,13 @@ def extract_overlapped(pages: Iterable[Page], chunk_texts: Callable[[list[Page]]
 
 
 def _embed_recent(result: Overlapped, count: int, chunk_texts: Callable[[list[Page]], list[str]],
-                  embed: Callable[[list[str]], np.ndarray]) -> None:
+                  embed: Callable[[list[str]], np.ndarray]) -> float:
+    """Chunk and embed the last ``count`` pages read; returns the seconds it took (also added to the total)."""
     started = time.perf_counter()
     cleaned = strip_running_lines(result.pages)[-count:]
     texts = [t for t in dict.fromkeys(chunk_texts(cleaned)) if t not in result.cache]
     if texts:
         result.cache.update(zip(texts, embed(texts)))
-    result.embed_seconds += time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    result.embed_seconds += seconds
+    return seconds

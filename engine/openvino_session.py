@@ -54,6 +54,7 @@ of 32 as well, at the same speed in alternating runs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -205,6 +206,7 @@ def _cap_onednn_cache() -> None:
 _cap_onednn_cache()
 
 
+@functools.cache  # process-wide, and platform.libc_ver reads the interpreter's binary: once
 def fix_mmap_threshold() -> bool:
     """glibc's malloc serves blocks of ``MMAP_THRESHOLD`` bytes or more with mmap, given back to the system when
     freed, from then on. By default it raises that threshold to the largest block freed so far, after which

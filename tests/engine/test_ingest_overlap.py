@@ -69,7 +69,7 @@ def test_pages_read_faster_than_embedded_wait_for_the_final_pass_and_prepare_run
     events: list[tuple[str, str]] = []
 
     def fast_pages():
-        for page in _pages(300):
+        for page in _pages(600):
             events.append(("page", threading.current_thread().name))
             time.sleep(0.001)
             yield page
@@ -78,7 +78,7 @@ def test_pages_read_faster_than_embedded_wait_for_the_final_pass_and_prepare_run
 
     def embed(texts):
         calls.append(len(texts))
-        time.sleep(0.1)  # 10 ms a page: ten times the producer's pace
+        time.sleep(0.2)  # 20 ms a page: 20 times the producer's pace (a page late by that much would resume it)
         return np.stack([_vector(t) for t in texts])
 
     def chunk_texts(pages):
@@ -88,7 +88,7 @@ def test_pages_read_faster_than_embedded_wait_for_the_final_pass_and_prepare_run
                                 prepare=lambda: events.append(("prepare", threading.current_thread().name)))
     assert [name for kind, name in events if kind == "prepare"] == [threading.current_thread().name]
     assert {name for kind, name in events if kind == "page"} == {"ingest-extract"}
-    assert [p.number for p in result.pages] == list(range(1, 301))
+    assert [p.number for p in result.pages] == list(range(1, 601))
     assert calls == [10]  # the first window only: its pace said embedding is the long part
     final_texts = chunk_texts(strip_running_lines(result.pages))
     np.testing.assert_array_equal(result.vectors(final_texts, embed), np.stack([_vector(t) for t in final_texts]))
