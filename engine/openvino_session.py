@@ -81,6 +81,7 @@ STATIC_COST = 0.87  # the static form's time per token slot, relative to the dyn
 CACHE_CAPACITY = 32
 M_MMAP_THRESHOLD = -3  # mallopt's parameter number in glibc's malloc.h
 MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value, kept fixed
+FAILURE_POLL_S = 0.05  # how often a call waiting on its parts looks for one that failed (OpenVINO calls no callback)
 WIDTH_STEP = 8  # dynamic forms run widths rounded up to a multiple of this: few shapes, kernels found in the caches
 
 
@@ -511,17 +512,16 @@ class OpenVINOSession:
         results: list[np.ndarray | None] = [None] * len(names)
         finished: queue.SimpleQueue = queue.SimpleQueue()  # requests whose part is done, put by OpenVINO's threads
         waiting = iter(enumerate(parts))
-        busy = 0
+        running: list = []  # requests whose part is in flight
 
         def start(request) -> None:
-            nonlocal busy
             item = next(waiting, None)
             if item is None:
                 return
             number, (begin, end) = item
             request.set_callback(finished.put, (request, begin, end))
             request.start_async(self._part(form, feed, begin, end, part_widths[number] if part_widths else None))
-            busy += 1
+            running.append(request)
 
         def collect(request, begin: int, end: int) -> None:
             request.wait()  # raises the part's error, if it failed
@@ -540,9 +540,14 @@ class OpenVINOSession:
         try:
             for request in requests:
                 start(request)
-            while busy:
-                request, begin, end = finished.get()
-                busy -= 1
+            while running:
+                try:
+                    request, begin, end = finished.get(timeout=FAILURE_POLL_S)
+                except queue.Empty:  # a failed part never calls back (OpenVINO's binding raises before the callback):
+                    for request in running:  # wait_for(0) raises its error, where waiting on the queue hung the call
+                        request.wait_for(0)
+                    continue
+                running.remove(request)
                 collect(request, begin, end)
                 start(request)
             return results

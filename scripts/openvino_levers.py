@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         rows, width = feed["input_ids"].shape
         if session._bulk is None or rows < BULK_ROWS:
             return session.run([name], feed)
-        return session._run_balanced([name], feed, width)  # the engine's own dynamic path for bulk batches
+        # the engine's own dynamic path for bulk batches, on the feed it completes (a packed graph's extra inputs)
+        return session._run_balanced([name], session._complete(feed), width)
 
     def pooled_vectors():
         return [pooling.l2_normalize(pooled.run(feed, True)) for feed in feeds]

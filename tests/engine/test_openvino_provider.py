@@ -395,3 +395,40 @@ def test_cli_embeds_on_openvino_and_lists_it(default_model, tmp_path):
     models = json.loads(cli("models", "--json").stdout)["models"]
     parity = next(m for m in models if m["name"] == MODEL)["parity"]
     assert any(key.startswith("fp32@openvino-") for key in parity)
+
+
+def test_a_part_that_fails_in_openvino_raises_instead_of_hanging_the_call(default_model, abstracts):
+    """OpenVINO calls no callback for a request that failed, so a call waiting for its parts' callbacks waited
+    forever (a feed whose inputs disagree hung scripts/openvino_levers.py). A failing small batch (latency form)
+    and a failing bulk batch (streams) raise the runtime's error (the embedder turns it into an InferenceError),
+    and the session's pooled requests serve the next calls."""
+    import threading
+
+    from engine.openvino_session import BULK_ROWS
+
+    embedder = _studio(default_model).embedder(MODEL, "optimized", "openvino")
+    session = _fresh_session(default_model)
+    name = embedder._output_name(session)
+    outcomes: dict[int, BaseException | None] = {}
+
+    def run(rows: int) -> None:
+        feed = embedder._feed(session, embedder.tokenizer.batch(abstracts[:rows]))
+        feed = {**feed, "attention_mask": feed["attention_mask"][: rows // 2]}  # rows that disagree: OpenVINO fails
+        try:
+            session.run([name], feed)
+            outcomes[rows] = None
+        except BaseException as exc:  # noqa: BLE001 - what the call raised is the assertion
+            outcomes[rows] = exc
+
+    for rows in (2, BULK_ROWS * 2):
+        caller = threading.Thread(target=run, args=(rows,), daemon=True)
+        caller.start()
+        caller.join(timeout=60)
+        assert not caller.is_alive(), f"a failed part of {rows} rows hung the call"
+        assert isinstance(outcomes[rows], RuntimeError), outcomes[rows]
+    for rows in (2, BULK_ROWS * 2):  # the same session, its requests back in their pools, runs the next calls right
+        texts = abstracts[:rows]
+        batch = embedder.tokenizer.batch(texts)
+        (out,) = session.run([name], embedder._feed(session, batch))
+        vectors = embedder._postprocess(out, batch.attention_mask, 0)
+        assert float((vectors * embedder.embed(texts)).sum(axis=1).min()) >= 0.9999
