@@ -235,6 +235,9 @@ class EmbeddingQueue:
     async def _execute(self, slices: list[Slice]) -> None:
         try:
             await self._run_batch(slices)
+        except asyncio.CancelledError:  # close(): these jobs left the pending queue, so only this task can answer them
+            self._fail(slices, _shutting_down())
+            raise
         except StudioError as exc:
             self._fail(slices, exc)
         except Exception as exc:  # a bug or an ORT failure the embedder did not convert: never leak it
@@ -263,8 +266,11 @@ class EmbeddingQueue:
         for group, vectors in zip(groups, results):
             self._deliver(group, vectors)
         if not self._provider_recorded:
-            # read in the inference thread: info() may have to reload a session the cache evicted
-            info = await loop.run_in_executor(self.executor, groups[0].embedder.info)
+            try:  # read in the inference thread: info() may have to reload a session the cache evicted
+                info = await loop.run_in_executor(self.executor, groups[0].embedder.info)
+            except Exception:  # noqa: BLE001 - a metric must not fail texts already answered (or their other parts)
+                log.warning("could not read the provider of %s for the metrics", "/".join(self.key), exc_info=True)
+                return
             self.metrics.provider.labels(info["model"], info["variant"], info["provider_requested"],
                                          info["provider"]).set(1)
             self._provider_recorded = True
@@ -300,7 +306,11 @@ class EmbeddingQueue:
         await asyncio.gather(self._worker, *self._running, return_exceptions=True)
         for job in self._pending:
             if not job.future.done():
-                job.future.set_exception(ServiceBusyError("The server is shutting down.", "retry on another instance"))
+                job.future.set_exception(_shutting_down())
+
+
+def _shutting_down() -> ServiceBusyError:
+    return ServiceBusyError("The server is shutting down.", "retry on another instance")
 
 
 class Batcher:

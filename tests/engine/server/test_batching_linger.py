@@ -113,3 +113,23 @@ def test_callers_that_do_not_come_back_cost_one_linger_then_none(embedder):
     # the wait ended the count: the caller's own return is not waited for again (half the linger: room for a
     # slow machine's inference, none for a second wait)
     assert second < 0.5, second
+
+
+def test_closing_the_queue_answers_the_requests_whose_batch_is_running(embedder):
+    """close() cancels the batches in flight; a request whose texts were all taken into one had left the pending
+    queue, and was never answered (its caller waited forever). It now gets the shutting-down error."""
+    from engine.errors import ServiceBusyError
+
+    texts = [f"claim {i} about a protein that binds a receptor in the membrane of a cell " * 12 for i in range(16)]
+
+    async def scenario(queue, embed):
+        encoded = embedder.tokenizer.encode(texts)
+        request = asyncio.ensure_future(queue.embed(embedder, encoded, [len(e.ids) for e in encoded], ""))
+        await asyncio.wait_for(queue.running.wait(), 10)
+        await queue.close()
+        with pytest.raises(ServiceBusyError, match="shutting down"):
+            await asyncio.wait_for(request, 5)
+        return queue.batches
+
+    _, batches = _run(embedder, 0.0, scenario)
+    assert batches == [16]
