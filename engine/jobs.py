@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from engine.errors import InputError, StudioError
+from engine.errors import InputError, ServiceBusyError, StudioError
 
 log = logging.getLogger(__name__)
 KEEP_FINISHED = 20
@@ -127,11 +127,24 @@ class IngestJobs:
                                  "wait for it to finish, or ingest into another collection")
             job_id = f"ingest-{next(self._ids)}"
             state = JobState(job_id, collection, tuple(name for name, _ in uploads), started_at=time.time())
-            job = _Job(state, extra=dict(extra or {}))
-            self._jobs[job_id] = job
+            thread = threading.Thread(target=self._run, args=(job_id, list(uploads), options), name=job_id,
+                                      daemon=True)
+            self._jobs[job_id] = _Job(state, thread, extra=dict(extra or {}))
+            try:
+                # Started under the lock, so no reader sees a registered job whose thread has not started (the
+                # worker's first _update waits for the lock, it cannot deadlock).
+                thread.start()
+            except BaseException as exc:  # e.g. RuntimeError: can't start new thread (a thread or memory limit)
+                # Left registered as running, the job would keep the collection busy for good.
+                del self._jobs[job_id]
+                log.error("%s: the ingest thread could not start: %s", job_id, exc)
+                if not isinstance(exc, Exception):
+                    raise
+                raise ServiceBusyError(
+                    f"The ingest into '{collection}' could not start: no thread could be started "
+                    f"({type(exc).__name__}: {exc}).",
+                    "the process is at its thread or memory limit; try again when other work has finished") from exc
             self._forget_old()
-        job.thread = threading.Thread(target=self._run, args=(job_id, list(uploads), options), name=job_id, daemon=True)
-        job.thread.start()
         log.info("%s: ingesting %d file(s) into %s in the background", job_id, len(uploads), collection)
         return state
 

@@ -43,3 +43,25 @@ def test_one_running_job_per_collection(studio):
         studio.jobs.start(".x", [_upload("table_small.pdf")], IngestOptions())
     with pytest.raises(InputError, match="no file"):
         studio.jobs.start("jobs-b", [], IngestOptions())
+
+
+def test_a_job_whose_thread_cannot_start_fails_clearly_and_frees_its_collection(studio, monkeypatch):
+    import threading
+
+    from engine.errors import ServiceBusyError
+
+    real_start = threading.Thread.start
+
+    def start(thread):
+        if thread.name.startswith("ingest-"):
+            raise RuntimeError("can't start new thread")
+        return real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(ServiceBusyError, match="could not start") as raised:
+        studio.jobs.start("jobs-d", [_upload("table_small.pdf")], IngestOptions())
+    assert "can't start new thread" in raised.value.message
+    assert studio.jobs.running() == [] and studio.jobs.latest("jobs-d") is None  # not left "running" for good
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    state = studio.jobs.start("jobs-d", [_upload("table_small.pdf")], IngestOptions())  # the collection is free
+    assert studio.jobs.wait(state.id, timeout=300).status == "done"
