@@ -263,13 +263,19 @@ def gpu_present() -> bool:
 
 @dataclass
 class LocalServer:
-    """One ``engine.ocr.vlm_server`` subprocess, started on first use and stopped at exit."""
+    """One ``engine.ocr.vlm_server`` subprocess, started on first use and stopped at exit.
+
+    ``lock`` is held by the thread that starts it (others asking for the same server wait on it); ``stop``
+    never takes it, so the child can be stopped from any thread while a start waits for readiness."""
 
     command: list[str]
     start_timeout_s: float
     process: subprocess.Popen | None = None
     base_url: str = ""
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="studio-vlm-")))
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    retired: bool = False  # stopped for good (stop_local_servers, the exit): a start in progress gives up
+    _state: threading.Lock = field(default_factory=threading.Lock, repr=False)  # process/retired, held briefly
 
     @property
     def log_path(self) -> Path:
@@ -281,23 +287,31 @@ class LocalServer:
     def start(self) -> str:
         port_file = self.workdir / "port"
         port_file.unlink(missing_ok=True)
-        log.info("starting the local VLM server: %s", " ".join(self.command))
-        with open(self.log_path, "ab") as sink:
-            self.process = subprocess.Popen(
-                [*self.command, "--port-file", str(port_file)], stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=vlm_env.REPO_ROOT, env=server_environment(),
-            )
+        with self._state:  # a retire() either sees this child or stops the start before it exists
+            if self.retired:
+                raise self._stopped_error()
+            log.info("starting the local VLM server: %s", " ".join(self.command))
+            with open(self.log_path, "ab") as sink:
+                process = self.process = subprocess.Popen(
+                    [*self.command, "--port-file", str(port_file)], stdout=sink, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, cwd=vlm_env.REPO_ROOT, env=server_environment(),
+                )
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if self.retired:
+                raise self._stopped_error()
+            if process.poll() is not None:
+                if self.retired:  # terminated by retire() between the two checks
+                    raise self._stopped_error()
                 raise OCRServiceError(
                     f"The local VLM server exited while starting: {self.last_error()}",
                     f"full log: {self.log_path}; or point STUDIO_*_URL at a running vLLM server",
                 )
             if port_file.exists() and port_file.read_text().strip():
-                self.base_url = f"http://127.0.0.1:{int(port_file.read_text().strip())}"
+                base_url = f"http://127.0.0.1:{int(port_file.read_text().strip())}"
                 try:
-                    served_models(self.base_url, timeout=2.0)
+                    served_models(base_url, timeout=2.0)
+                    self.base_url = base_url
                     return self.base_url
                 except httpx.HTTPError:
                     pass
@@ -308,6 +322,10 @@ class LocalServer:
             f"raise STUDIO_*_START_TIMEOUT_S (a first start downloads the model); log: {self.log_path}",
         )
 
+    def _stopped_error(self) -> OCRServiceError:
+        return OCRServiceError("The local VLM server was stopped while starting (the process is shutting down)",
+                               "run the OCR again")
+
     def last_error(self) -> str:
         try:
             lines = [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
@@ -316,27 +334,45 @@ class LocalServer:
         errors = [line for line in lines if line.startswith("error:")]
         return redact((errors[-1][len("error:") :].strip() if errors else " | ".join(lines[-3:]))[:500]) or "no output"
 
+    def retire(self) -> None:
+        """Stop the child, and any start in progress, for good."""
+        with self._state:
+            self.retired = True
+        self.stop()
+
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+        with self._state:
+            process = self.process
+            self.base_url = ""
+        if process is not None and process.poll() is None:
+            process.terminate()
             try:
-                self.process.wait(timeout=10)
+                process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        self.base_url = ""
+                process.kill()
+                process.wait(timeout=5)
 
 
 _local_servers: dict[tuple, LocalServer] = {}
-_local_lock = threading.Lock()
+_local_lock = threading.Lock()  # guards _local_servers only; never held while a server starts
+_exiting = False
+
+
+def stop_local_servers() -> None:
+    """Stop every local server this process started, including one still starting (without waiting for it)."""
+    with _local_lock:
+        servers = list(_local_servers.values())
+        _local_servers.clear()
+    for server in servers:
+        server.retire()
 
 
 @atexit.register
-def stop_local_servers() -> None:
+def _stop_at_exit() -> None:
+    global _exiting
     with _local_lock:
-        for server in _local_servers.values():
-            server.stop()
-        _local_servers.clear()
+        _exiting = True  # a worker thread that asks for a server from now on gets none (its child would outlive us)
+    stop_local_servers()
 
 
 def server_environment() -> dict[str, str]:
@@ -359,12 +395,15 @@ def local_server_command(settings: VLMSettings, recipe: ChatRecipe, python: str)
 
 def local_server_url(settings: VLMSettings, recipe: ChatRecipe) -> str:
     """The base URL of a running local server for these settings (started if needed, then shared)."""
+    command = local_server_command(settings, recipe, str(vlm_env.ensure()))  # ensure() has its own file lock
+    key = tuple(command)
     with _local_lock:
-        command = local_server_command(settings, recipe, str(vlm_env.ensure()))
-        key = tuple(command)
+        if _exiting:
+            raise OCRUnavailableError("The local VLM server cannot start: the process is shutting down")
         server = _local_servers.get(key)
         if server is None:
             server = _local_servers[key] = LocalServer(command=command, start_timeout_s=settings.start_timeout_s)
+    with server.lock:  # one starter per server; the global lock stays free for the others and for the exit
         if not server.running():
             server.start()
         return server.base_url
