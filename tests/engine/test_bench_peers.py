@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -86,3 +87,57 @@ def test_our_rows_use_the_studios_data_folder_not_the_environments(default_model
                               rounds=1, threads=1)
     [row] = report.results
     assert row.error is None and row.texts_per_second > 0, row.error
+
+
+def test_a_peer_that_never_answers_is_stopped_at_the_deadline(tmp_path):
+    """A real process that reads the command and then hangs (a hung inference): the command raises PeerError
+    naming the peer and the command once the deadline passes, and the process is killed."""
+    hangs = [sys.executable, "-c", "import sys, time; sys.stdin.readline(); time.sleep(120)"]
+    peer = peers.PeerProcess("hangs", hangs, 1, timeout_s=1.5)
+    began = time.monotonic()
+    try:
+        with pytest.raises(peers.PeerError) as raised:
+            peer.load()
+        assert time.monotonic() - began < 30
+        assert "hangs" in raised.value.message and "'load'" in raised.value.message
+        assert "STUDIO_PEER_TIMEOUT_S" in raised.value.hint
+        assert peer._process.poll() is not None  # killed, not left running
+        with pytest.raises(peers.PeerError):  # a later command fails at once instead of waiting again
+            peer.run(tmp_path / "texts.json", 2)
+    finally:
+        if peer._process.poll() is None:
+            peer._process.kill()
+        peer.close()
+
+
+def test_a_peer_that_answers_slowly_within_the_deadline_and_one_that_dies(tmp_path):
+    slow = [sys.executable, "-c", "import json, sys, time; sys.stdin.readline(); time.sleep(0.5); "
+            "print('a warning line'); print(json.dumps({'ok': True, 'load_seconds': 0.5, 'info': {'x': 1}}), flush=True);"
+            "sys.stdin.readline()"]
+    peer = peers.PeerProcess("slow", slow, 1, timeout_s=20)
+    try:
+        peer.load()
+        assert peer.info == {"x": 1} and peer.load_seconds == 0.5
+    finally:
+        peer.close()
+    dies = [sys.executable, "-c", "import os, sys; sys.stdin.readline(); os._exit(7)"]
+    peer = peers.PeerProcess("dies", dies, 1, timeout_s=20)
+    try:
+        with pytest.raises(peers.PeerError, match="ended unexpectedly during 'load' .exit 7"):
+            peer.load()
+    finally:
+        peer.close()
+
+
+def test_the_peer_deadline_setting(monkeypatch):
+    monkeypatch.delenv("STUDIO_PEER_TIMEOUT_S", raising=False)
+    assert peers.command_timeout_s() == peers.DEFAULT_TIMEOUT_S
+    monkeypatch.setenv("STUDIO_PEER_TIMEOUT_S", "2.5")
+    assert peers.command_timeout_s() == 2.5
+    quiet = peers.PeerProcess("x", [sys.executable, "-c", "pass"], 1)
+    quiet.close()
+    assert quiet.timeout_s == 2.5
+    for bad in ("0", "-1", "soon", "inf"):
+        monkeypatch.setenv("STUDIO_PEER_TIMEOUT_S", bad)
+        with pytest.raises(peers.PeerError, match="STUDIO_PEER_TIMEOUT_S must be a positive"):
+            peers.command_timeout_s()

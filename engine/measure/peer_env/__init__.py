@@ -6,6 +6,8 @@ their own virtual environment, ``.venv-peers`` at the repository root (``STUDIO_
 it), created on first use from ``engine/measure/peer_env/requirements.txt`` (pinned; torch is the CPU build
 and is installed first so that pip never pulls a CUDA one). Each peer runs ``runner.py`` in that
 environment and is driven over a pipe, so the benchmark can interleave rounds of every backend.
+Every command has a deadline (``STUDIO_PEER_TIMEOUT_S``, 900 s): a peer that does not answer in time (a hung
+inference) is killed and its row reports the error, instead of the benchmark waiting forever.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,10 +39,26 @@ RUNNER = Path(__file__).with_name("runner.py")
 TORCH_PIN = "torch==2.13.0"
 # a CPU-only wheel source when pip's own configuration has none (never the CUDA wheels on PyPI)
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+DEFAULT_TIMEOUT_S = 900.0  # one command (load: exports and quantisation included; run: one pass over a workload)
 
 
 class PeerError(StudioError):
     pass
+
+
+def command_timeout_s() -> float:
+    """How long one peer command may take: ``STUDIO_PEER_TIMEOUT_S`` (seconds, > 0), 900 by default."""
+    raw = os.environ.get("STUDIO_PEER_TIMEOUT_S", "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise PeerError(f"STUDIO_PEER_TIMEOUT_S must be a positive number of seconds, not {raw!r}.",
+                        f"unset it for the default ({DEFAULT_TIMEOUT_S:.0f} s)")
+    return value
 
 
 def venv_dir() -> Path:
@@ -117,33 +138,74 @@ def ours_command(model: str, variant: str, provider: str) -> list[str]:
 
 
 class PeerProcess:
-    """One backend in its own process; ``run`` embeds a texts file and optionally saves the vectors."""
+    """One backend in its own process; ``run`` embeds a texts file and optionally saves the vectors.
 
-    def __init__(self, name: str, command: list[str], threads: int, env: dict[str, str] | None = None) -> None:
+    Every command waits at most ``timeout_s`` (default: ``STUDIO_PEER_TIMEOUT_S``) for its answer; past it the
+    process is killed and the command raises PeerError."""
+
+    def __init__(self, name: str, command: list[str], threads: int, env: dict[str, str] | None = None,
+                 timeout_s: float | None = None) -> None:
         self.name = name
+        self.timeout_s = command_timeout_s() if timeout_s is None else timeout_s
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                "OMP_NUM_THREADS": str(threads), **(env or {})}
         self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.DEVNULL, text=True, env=env, cwd=REPO_ROOT)
+        # the peer's stdout, line by line (None: it closed); a reader thread, so that _ask can wait with a deadline
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, args=(self._process.stdout,), name=f"peer-{name}", daemon=True).start()
         self.info: dict = {}
         self.load_seconds = 0.0
 
+    def _read(self, stdout) -> None:
+        try:
+            for line in stdout:
+                self._lines.put(line)
+        except (OSError, ValueError):  # the pipe closed under us (kill, close)
+            pass
+        finally:
+            self._lines.put(None)
+
     def _ask(self, command: dict) -> dict:
+        what = command.get("cmd", "?")
+        deadline = time.monotonic() + self.timeout_s
         try:
             self._process.stdin.write(json.dumps(command) + "\n")
             self._process.stdin.flush()
             while True:
-                line = self._process.stdout.readline()
-                if not line:
-                    raise PeerError(f"The {self.name} process ended unexpectedly (exit {self._process.poll()}).")
+                try:
+                    line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    self._kill()
+                    raise PeerError(f"The {self.name} process did not answer '{what}' within {self.timeout_s:.0f} s; "
+                                    "it was stopped.",
+                                    "a hung or very slow backend: raise STUDIO_PEER_TIMEOUT_S if it is only slow"
+                                    ) from None
+                if line is None:
+                    raise PeerError(f"The {self.name} process ended unexpectedly during '{what}' "
+                                    f"(exit {self._exit_code()}).")
                 if line.startswith("{"):
                     answer = json.loads(line)
                     break
         except (BrokenPipeError, ValueError) as exc:
-            raise PeerError(f"The {self.name} process did not answer: {exc}") from None
+            raise PeerError(f"The {self.name} process did not answer '{what}': {exc}") from None
         if not answer.get("ok"):
             raise PeerError(f"{self.name}: {answer.get('error', 'failed')}")
         return answer
+
+    def _exit_code(self) -> int | None:
+        try:
+            return self._process.wait(timeout=5)  # its stdout closed: it is exiting, or gone
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _kill(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            log.warning("the %s process (pid %d) did not exit after a kill", self.name, self._process.pid)
 
     def load(self) -> None:
         answer = self._ask({"cmd": "load"})
