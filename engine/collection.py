@@ -52,6 +52,7 @@ from engine.collection_format import (
 )
 from engine.errors import CollectionError, CollectionNotFoundError, InputError, ModelMismatchError, StudioError
 from engine.fusion import CANDIDATES, dense_weights, reciprocal_rank_fusion, resolve_mode
+from engine.keyword_index import check_language
 from engine.page_records import Page
 from engine.retrieval import SearchConfig, View
 
@@ -67,6 +68,7 @@ SEGMENT_FILE = re.compile(r"^([0-9a-f]{16}-g[0-9]+)\.(npy|jsonl|pages\.json)$")
 SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
 RETAIN_SECONDS = 120.0  # how long a segment outlives the last manifest that named it
 READ_ATTEMPTS = 8
+MIN_ID_PREFIX = 8  # characters of a doc_id that name a document (delete, where two documents share a file name)
 T = TypeVar("T")
 
 
@@ -180,14 +182,21 @@ class Collection:
             except _SegmentGone as gone:
                 newer = self.info()
                 if (newer.uid, newer.generation) == (info.uid, info.generation):
-                    raise CollectionError(
-                        f"A segment of collection {self.name!r} is missing ({gone.stem}).",
-                        f"python -m engine check-collection {self.name} says which documents to ingest again",
-                    ) from None
+                    raise self._damaged(gone.stem) from None
                 log.debug("segment %s of %s vanished; reading generation %d", gone.stem, self.name, newer.generation)
                 info = newer
         raise CollectionError(f"Collection {self.name!r} changed {READ_ATTEMPTS} times while it was being read.",
                               "try again")
+
+    def _damaged(self, stem: str, writing: bool = False) -> CollectionError:
+        """A file the manifest names is gone: every search reads all segments, every commit rebuilds the indexes
+        from them, so both refuse the collection until the damaged document is deleted."""
+        return CollectionError(
+            f"A segment of collection {self.name!r} is missing ({stem.split('.', 1)[0]}): it cannot be searched or changed until "
+            f"the damaged document is deleted.{' Nothing was changed.' if writing else ''}",
+            f"python -m engine check-collection {self.name} names the document and the delete command that makes "
+            "the others searchable again; then ingest that document again",
+        )
 
     def pages_of(self, doc_id: str) -> list[Page]:
         """The page texts every chunk offset of the document refers to."""
@@ -304,7 +313,11 @@ class Collection:
 
     def _commit(self, before: CollectionInfo | None, after: CollectionInfo, files: storage.Transaction) -> CollectionInfo:
         after = replace(after, generation=after.generation + 1)
-        after = replace(after, indexes=derived_indexes.build(self.path, after, self._segment_files))
+        try:
+            indexes = derived_indexes.build(self.path, after, self._segment_files)
+        except FileNotFoundError as gone:  # an older document's segment: the commit is rolled back
+            raise self._damaged(Path(gone.filename or "?").name.split(".", 1)[0], writing=True) from None
+        after = replace(after, indexes=indexes)
         files.write(self.path / MANIFEST, info_to_json(after))
         files.keep()  # the new manifest is in place: from here on the change stands
         self._collect_garbage(before, after)
@@ -341,11 +354,13 @@ class Collection:
     def create(self, model: str, variant: str, dim: int, chunking: dict, search: dict | None = None) -> CollectionInfo:
         """Make the collection; one that exists already is returned as it is (add_document checks the fit).
         ``search``: its retrieval.SearchConfig as a dict (default mode, language, ANN options)."""
+        config = SearchConfig.from_dict(search)
+        check_language(config.language)  # an unsupported one would refuse every later commit: refused before any file
         with self._locked():
             if self.exists:
                 return self.info()
             info = CollectionInfo(self.name, model, variant, dim, _now(), chunking=chunking, uid=uuid.uuid4().hex,
-                                  search=SearchConfig.from_dict(search).to_dict())
+                                  search=config.to_dict())
             with storage.transaction(f"Creating collection {self.name!r}", self.root) as files:
                 self.path.mkdir(exist_ok=True)
                 return self._commit(None, info, files)
@@ -407,12 +422,28 @@ class Collection:
             with storage.transaction(f"Reindexing collection {self.name!r}", self.path) as files:
                 return self._commit(info, replace(info, indexes={}), files)
 
+    def resolve_document(self, info: CollectionInfo, key: str) -> DocumentRecord:
+        """The one document ``key`` names: its doc_id, its file name, or a doc_id prefix of at least 8 characters.
+        A name or prefix two documents share is an InputError listing their doc_ids, never a guess."""
+        exact = [d for d in info.documents if d.doc_id == key]
+        named = exact or [d for d in info.documents if d.name == key]
+        if not named and len(key) >= MIN_ID_PREFIX:
+            named = [d for d in info.documents if d.doc_id.startswith(key.lower())]
+        if len(named) > 1:
+            ids = ", ".join(f"{d.doc_id} ({d.name}, {d.pages} pages, ingested {d.ingested_at})" for d in named)
+            raise InputError(f"{len(named)} documents of collection {self.name!r} match {key!r}: {ids}.",
+                             f"name one by its doc_id (or its first {MIN_ID_PREFIX}+ characters), e.g. "
+                             f"python -m engine delete --collection {self.name} {named[0].doc_id[:12]}")
+        if not named:
+            raise CollectionError(f"Collection {self.name!r} has no document {key!r}.",
+                                  "python -m engine collections --json lists its documents and their doc_ids")
+        return named[0]
+
     def delete_document(self, doc_id_or_name: str) -> DocumentRecord:
+        """Delete the one document ``doc_id_or_name`` names (resolve_document); an ambiguous name deletes nothing."""
         with self._locked():
             info = self.info()
-            record = info.document(doc_id_or_name)
-            if record is None:
-                raise CollectionError(f"Collection {self.name!r} has no document {doc_id_or_name!r}.")
+            record = self.resolve_document(info, doc_id_or_name)
             with storage.transaction(f"Deleting {record.name} from collection {self.name!r}", self.path) as files:
                 self._commit(info, replace(info, documents=tuple(d for d in info.documents if d.doc_id != record.doc_id)),
                              files)

@@ -9,6 +9,8 @@ from pathlib import Path
 from engine.collection import READ_ATTEMPTS, Collection, _SegmentGone
 from engine.collection_format import CollectionInfo, DocumentRecord, pages_from_json
 from engine.errors import CollectionNotFoundError, StudioError
+from engine.keyword_index import LANGUAGES
+from engine.retrieval import SearchConfig
 
 
 @dataclass(frozen=True)
@@ -36,17 +38,29 @@ def check_collection(col: Collection) -> CheckReport:
     except StudioError as exc:
         return CheckReport(col.name, False, problems=(exc.message,), hint=exc.hint)
     for _ in range(READ_ATTEMPTS):
-        problems = [problem for record in info.documents if (problem := _check_document(col, info, record))]
+        damaged = [(record, problem) for record in info.documents if (problem := _check_document(col, info, record))]
         newer = col.info()
-        if not problems or (newer.uid, newer.generation) == (info.uid, info.generation):
+        if not damaged or (newer.uid, newer.generation) == (info.uid, info.generation):
             break
         info = newer  # a writer changed the collection meanwhile: check its new state
-    hint = ""
-    if problems:
-        hint = (f"delete the damaged documents (python -m engine delete --collection {col.name} NAME) and ingest "
-                "them again; the other documents stay searchable")
-    return CheckReport(col.name, not problems, len(info.documents), info.chunk_count, tuple(problems), hint,
-                       len(_unnamed_files(col, info)))
+    problems = [f"{record.name} (doc_id {record.doc_id}): {problem}" for record, problem in damaged]
+    hints = []
+    if damaged:
+        # every search reads all segments and every commit rebuilds the indexes from them: both refuse the
+        # collection while one is damaged, so the fix is to delete those documents (by doc_id: names may repeat)
+        deletes = "; ".join(f"python -m engine delete --collection {col.name} {record.doc_id}" for record, _ in damaged)
+        hints.append(f"search and ingest refuse this collection until the damaged documents are deleted: {deletes}; "
+                     "then the other documents are searchable again, and the deleted ones can be ingested again")
+    language = SearchConfig.from_dict(info.search).language
+    if language not in LANGUAGES:
+        problems.append(f"its keyword-search language {language!r} is not supported, so every ingest and keyword "
+                        "search fails")
+        hints.append(f"delete it (python -m engine delete --collection {col.name} --all) and ingest again with "
+                     f"--language one of {', '.join(sorted(LANGUAGES))}" if not info.documents else
+                     f"set collection.json's search.language to one of {', '.join(sorted(LANGUAGES))}, then "
+                     f"python -m engine reindex --collection {col.name}")
+    return CheckReport(col.name, not problems, len(info.documents), info.chunk_count, tuple(problems),
+                       "; and ".join(hints), len(_unnamed_files(col, info)))
 
 
 def _unnamed_files(col: Collection, info: CollectionInfo) -> list[Path]:
@@ -60,13 +74,13 @@ def _check_document(col: Collection, info: CollectionInfo, record: DocumentRecor
         vectors, chunks = col._load_segment(record.segment)
         pages = pages_from_json(col._read_file(col._pages_file(record.segment), record.segment))
     except _SegmentGone:
-        return f"{record.name}: a file of its segment {record.segment} is missing"
+        return f"a file of its segment {record.segment} is missing"
     except StudioError as exc:
-        return f"{record.name}: {exc.message}"
+        return exc.message
     except (ValueError, TypeError) as exc:
-        return f"{record.name}: its page texts are unreadable ({exc})"
+        return f"its page texts are unreadable ({exc})"
     if vectors.shape != (record.chunks, info.dim):
-        return f"{record.name}: {vectors.shape[0]}x{vectors.shape[1]} vectors, the manifest says {record.chunks}x{info.dim}"
+        return f"{vectors.shape[0]}x{vectors.shape[1]} vectors, the manifest says {record.chunks}x{info.dim}"
     if any(c.get("page", 0) > len(pages) for c in chunks):
-        return f"{record.name}: chunks point past its {len(pages)} page(s)"
+        return f"chunks point past its {len(pages)} page(s)"
     return ""

@@ -17,7 +17,15 @@ from pathlib import Path
 from engine.chunking import DEFAULT_OVERLAP, DEFAULT_SIZE, Chunk, ChunkingOptions, chunk_pages
 from engine.collection import Collection, DocumentRecord, SearchHit, _now
 from engine.collection_format import CollectionInfo, require_same_model
-from engine.errors import CollectionNotFoundError, EmptyDocumentError, InputError, ModelMismatchError, StorageError, StudioError
+from engine.errors import (
+    CollectionNotFoundError,
+    ConfigError,
+    EmptyDocumentError,
+    InputError,
+    ModelMismatchError,
+    StorageError,
+    StudioError,
+)
 from engine.ingest_overlap import extract_overlapped
 from engine.page_records import Page
 from engine.running_lines import strip_running_lines
@@ -94,6 +102,32 @@ def chunk_document(embedder, pages: Sequence[Page], options: ChunkingOptions) ->
     return chunk_pages(pages, tokenizer.count_tokens, tokenizer.token_offsets, options)
 
 
+def check_options(options: IngestOptions, settings) -> None:
+    """Options that hold for every file, checked before any file is read: an unknown OCR engine or keyword-search
+    language is the caller's mistake (InputError), not a failure of each file, and nothing is created for it."""
+    from engine.keyword_index import check_language
+    from engine.ocr import load_backends
+    from engine.page_extraction import AUTO, TEXT
+
+    engines = [AUTO, TEXT, *sorted(load_backends())]
+    if options.ocr not in engines:
+        raise InputError(f"Unknown OCR engine {options.ocr!r}.", f"choose one of: {', '.join(engines)}")
+    if options.language is not None:
+        check_language(options.language)
+
+
+def _new_collection_search(settings, options: IngestOptions) -> dict:
+    """The search settings of a collection this ingest creates; a STUDIO_SEARCH_LANGUAGE no index supports is
+    refused before the file is read (ConfigError: the setting, not the request, is wrong)."""
+    from engine.keyword_index import LANGUAGES
+
+    search = settings.search_defaults(options.language)
+    if search["language"] not in LANGUAGES:
+        raise ConfigError(f"STUDIO_SEARCH_LANGUAGE={search['language']!r} is not a supported keyword-search language.",
+                          f"set it to one of {', '.join(sorted(LANGUAGES))}, or pass a language for the new collection")
+    return search
+
+
 def _open_or_create(studio: Studio, name: str, options: IngestOptions) -> tuple[Collection, CollectionInfo | None, object]:
     """The collection, its manifest (None while it does not exist yet) and the embedder that fits it."""
     target = studio.collection(name, options.store)
@@ -118,10 +152,12 @@ def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str
 
     started = time.perf_counter()
     settings = studio.settings
+    check_options(options, settings)
     limits = Limits.from_settings(settings)
     data, label = read_source(source, name, limits)
     label = _displayable(label)
     target, info, embedder = _open_or_create(studio, collection_name, options)
+    search_settings = _new_collection_search(settings, options) if info is None else None
     progress(ProgressEvent("open", label, message="opening"))
     doc_id = hashlib.sha256(data).hexdigest()
     if info is not None and not options.force:
@@ -164,7 +200,7 @@ def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str
     if info is None:  # a collection made meanwhile by another writer is checked by add_document, under its lock
         target.create(embedder.spec.name, embedder.variant, embedder.dim,
                       {"size": chunking.size, "overlap": chunking.overlap, "headings": chunking.headings_in_embedding},
-                      search=settings.search_defaults(options.language))
+                      search=search_settings)
     record = DocumentRecord(
         doc_id=doc_id, name=label, pages=len(pages), chunks=len(chunks), ocr_engine=options.ocr,
         ocr_pages=sum(p.ocr_used for p in pages), size_bytes=len(data), ingested_at=_now(), segment="",
@@ -193,7 +229,9 @@ def _unconverted(exc: OSError, name: str) -> StudioError:
 
 def ingest_many(studio: Studio, collection_name: str, sources: Sequence[Path | tuple[str, bytes]],
                 options: IngestOptions = IngestOptions(), progress: EventProgress = _quiet) -> list[IngestResult]:
-    """Ingest several files; one that fails is reported with its reason and the others go on."""
+    """Ingest several files; one that fails is reported with its reason and the others go on. Options that
+    are wrong for every file (check_options) raise InputError before any file is read."""
+    check_options(options, studio.settings)
     results = []
     for source in sources:
         name, data = (source if isinstance(source, tuple) else (Path(source).name, Path(source)))

@@ -14,17 +14,22 @@ builds the keyword and ANN indexes: all or nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from engine import storage
 from engine.chunking import Chunk
 from engine.collection import Collection, DocumentRecord, NewDocument
 from engine.errors import InputError, ModelMismatchError
+from engine.keyword_index import LANGUAGES
 from engine.page_records import Page
+from engine.retrieval import SearchConfig
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -55,17 +60,43 @@ class TransferResult:
 
 
 def export_collection(collection: Collection, path: Path) -> TransferResult:
-    """Write every chunk of the collection (documents in collection order) to ``path`` (parquet)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    """Write every chunk of the collection (documents in collection order) to ``path`` (parquet): through a
+    temporary file renamed at the end, so a failed export leaves nothing; a folder as ``path`` is an InputError."""
+    path = check_export_path(path)
     info = collection.info()
     meta = {"format": FORMAT, "model": info.model, "variant": info.variant, "dim": info.dim,
             "chunking": info.chunking, "search": info.search, "collection": info.name}
     schema = _schema(info.dim, meta)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    chunks_total = 0
+    try:
+        with storage.converted(f"Exporting collection {info.name!r}", path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            chunks_total = _write_export(collection, info, schema, tmp)
+            tmp.replace(path)
+    finally:
+        with contextlib.suppress(OSError):  # a failed export leaves neither a partial file nor its temporary
+            tmp.unlink()
+    log.info("exported %s: %d documents, %d chunks -> %s", info.name, len(info.documents), chunks_total, path)
+    return TransferResult(info.name, str(path), len(info.documents), chunks_total)
+
+
+def check_export_path(path: Path) -> Path:
+    """The file an export writes: not a folder, not a path ending in a separator (InputError, before any work)."""
+    text = str(path)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    if not path.name or text.endswith(("/", "\\")) or path.is_dir():
+        raise InputError(f"{text} is a folder; export writes one parquet file.",
+                         f"give a file name, e.g. {path / 'collection.parquet'}")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise InputError(f"{path.parent} is a file, not a folder.", "give a path inside a folder")
+    return path
+
+
+def _write_export(collection: Collection, info, schema, tmp: Path) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     chunks_total = 0
     with pq.ParquetWriter(tmp, schema) as writer:
         for record in info.documents:
@@ -84,9 +115,7 @@ def export_collection(collection: Collection, path: Path) -> TransferResult:
             }
             writer.write_table(pa.table(columns, schema=schema))
             chunks_total += n
-    tmp.replace(path)
-    log.info("exported %s: %d documents, %d chunks -> %s", info.name, len(info.documents), chunks_total, path)
-    return TransferResult(info.name, str(path), len(info.documents), chunks_total)
+    return chunks_total
 
 
 def read_export(path: Path):
@@ -94,6 +123,9 @@ def read_export(path: Path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if Path(path).is_dir():  # pyarrow would read it as a dataset and complain about some file inside
+        raise InputError(f"{path} is a folder; import reads one parquet file.",
+                         "give the .parquet file that python -m engine export wrote")
     try:
         table = pq.read_table(path)
     except FileNotFoundError:
@@ -199,6 +231,11 @@ def import_collection(collection: Collection, path: Path, known_models: dict[str
     exist). ``known_models``: registry name -> dimension, to reject an export of an unknown model."""
     table, meta = read_export(path)
     model, dim = str(meta["model"]), int(meta["dim"])
+    if not collection.exists:
+        language = SearchConfig.from_dict(meta.get("search") or None).language
+        if language not in LANGUAGES:
+            raise InputError(f"{Path(path).name} asks for the keyword-search language {language!r}, which is not "
+                             "supported.", f"the collections support {', '.join(sorted(LANGUAGES))}")
     if known_models is not None and model not in known_models:
         raise ModelMismatchError(f"{Path(path).name} was embedded with {model!r}, which is not in the registry.",
                                  "add the model to models.yaml (and convert it) before importing")

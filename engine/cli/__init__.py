@@ -291,6 +291,9 @@ def _load_commands() -> None:
 def main(argv: list[str] | None = None) -> int:
     _load_commands()
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # an argument error of a --json command prints the JSON error object too (parse_args exits 2 on it)
+    cliargs.JSON_ERRORS = "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

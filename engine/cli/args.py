@@ -13,11 +13,21 @@ from pathlib import Path
 
 from engine.manifest import VARIANTS
 
+JSON_ERRORS = False  # set by engine.cli.main when --json is on the command line
+
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse's parser, but a usage error is one line (``error: ...; see --help``), not the usage dump."""
+    """argparse's parser, but a usage error is one line (``error: ...; see --help``), not the usage dump;
+    with ``--json`` on the command line it is the JSON object every other error prints, on stdout (exit 2 either way)."""
 
     def error(self, message: str):  # noqa: D401 - argparse's signature
+        if JSON_ERRORS:
+            import json
+
+            from engine.errors import InputError
+
+            print(json.dumps(InputError(f"{self.prog}: {message}", f"see {self.prog} --help").to_dict()), flush=True)
+            self.exit(2)
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -55,6 +65,53 @@ def positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text} must be a positive number")
     return value
+
+
+def unit_float(text: str) -> float:
+    """A number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: it must be between 0 and 1")
+    return value
+
+
+def search_language(text: str) -> str:
+    """A keyword-search language the collections support (en, de, ..., none)."""
+    from engine.errors import InputError
+    from engine.keyword_index import check_language
+
+    try:
+        return check_language(text.strip().lower())
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(f"{exc.message.rstrip('.')}: {exc.hint}") from None
+
+
+MIN_CHUNK_SIZE = 8
+
+
+def chunk_settings(text: str) -> list[tuple[int, int, bool]]:
+    """chunk-eval's comma list of SIZE:OVERLAP[:h]: '96:16,128:16:h' -> [(96, 16, False), (128, 16, True)];
+    the size at least 8 tokens, the overlap smaller than the size."""
+    settings = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        parts = item.split(":")
+        try:
+            if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "h"):
+                raise ValueError
+            size, overlap = int(parts[0]), int(parts[1])
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not SIZE:OVERLAP[:h], e.g. 128:16") from None
+        if size < MIN_CHUNK_SIZE:
+            raise argparse.ArgumentTypeError(f"{item!r}: the size must be at least {MIN_CHUNK_SIZE} tokens")
+        if not 0 <= overlap < size:
+            raise argparse.ArgumentTypeError(f"{item!r}: the overlap must be at least 0 and smaller than the size")
+        settings.append((size, overlap, len(parts) == 3))
+    if not settings:
+        raise argparse.ArgumentTypeError("give at least one SIZE:OVERLAP, e.g. 128:16")
+    return list(dict.fromkeys(settings))
 
 
 def int_list(low: int = 1, high: int | None = None) -> Callable[[str], list[int]]:
@@ -118,6 +175,14 @@ def data_folder(text: str) -> Path:
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    return path
+
+
+def folder_to_create(text: str) -> Path:
+    """A folder that may not exist yet (it is created when written to), but is not a file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder; give a folder (it is created if missing)")
     return path
 
 

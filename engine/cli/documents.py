@@ -21,24 +21,32 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", choices=VARIANT_CHOICES, help="variant of a new collection")
     p.add_argument("--provider", help="execution provider (default: STUDIO_PROVIDER or auto)")
     p.add_argument("--chunk-size", type=cliargs.int_range(8), default=128, help="tokens per chunk (default 128)")
-    p.add_argument("--chunk-overlap", type=cliargs.non_negative_int, default=16, help="tokens of overlap (default 16)")
+    p.add_argument("--chunk-overlap", type=cliargs.non_negative_int, default=None,
+                   help="tokens of overlap, smaller than --chunk-size (default 16, or less for a smaller chunk size)")
     p.add_argument("--headings", action="store_true", help="prepend the heading path to each chunk for embedding")
     p.add_argument("--force", action="store_true", help="re-ingest files already in the collection")
-    p.add_argument("--language", help="keyword-search language of a NEW collection: en, de, fr, ... or none "
-                                      "(default: STUDIO_SEARCH_LANGUAGE or en)")
+    p.add_argument("--language", type=cliargs.search_language,
+                   help="keyword-search language of a NEW collection: en, de, fr, ... or none "
+                        "(default: STUDIO_SEARCH_LANGUAGE or en)")
     p.add_argument("--store", choices=["embedded", "qdrant"],
                    help="where a NEW collection keeps its vectors (default: STUDIO_VECTOR_STORE or embedded)")
 
 
 @command("ingest", "ingest PDFs into a collection (text layer / OCR -> chunks -> vectors)", _ingest_args)
 def cmd_ingest(args: argparse.Namespace) -> tuple[object, str]:
-    from engine.pipeline import IngestOptions, ProgressEvent, ingest_many
+    from engine.chunking import DEFAULT_OVERLAP
+    from engine.pipeline import IngestOptions, ProgressEvent, check_options, ingest_many
 
+    if args.chunk_overlap is not None and args.chunk_overlap >= args.chunk_size:
+        raise InputError(f"--chunk-overlap {args.chunk_overlap} must be smaller than --chunk-size {args.chunk_size}.",
+                         "overlap is the tokens two neighbouring chunks share, e.g. --chunk-size 128 --chunk-overlap 16")
+    overlap = min(DEFAULT_OVERLAP, args.chunk_size - 1) if args.chunk_overlap is None else args.chunk_overlap
     studio = _studio(args)
     options = IngestOptions(ocr=args.ocr, password=args.password, model=args.model, variant=args.variant,
-                            provider=args.provider, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
+                            provider=args.provider, chunk_size=args.chunk_size, chunk_overlap=overlap,
                             headings_in_embedding=args.headings, force=args.force, language=args.language,
                             store=args.store)
+    check_options(options, studio.settings)  # a wrong --ocr is an argument error, not a failure of every file
 
     def progress(event: ProgressEvent) -> None:
         if args.json:
@@ -137,7 +145,8 @@ def _delete_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--collection", required=True)
     # one or the other: "delete --collection C doc.pdf --all" is refused rather than guessed
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("document", nargs="?", help="document name or id to delete")
+    which.add_argument("document", nargs="?",
+                       help="document name, or its doc_id (or the first 8+ characters of it) where two share a name")
     which.add_argument("--all", action="store_true", help="delete the whole collection")
 
 
@@ -150,7 +159,8 @@ def cmd_delete(args: argparse.Namespace) -> tuple[object, str]:
     if not args.document:
         raise InputError("Name a document to delete, or pass --all for the whole collection.")
     record = target.delete_document(args.document)
-    return {"deleted": record.name, "doc_id": record.doc_id}, f"deleted {record.name} from {args.collection!r}"
+    return ({"deleted": record.name, "doc_id": record.doc_id},
+            f"deleted {record.name} (doc_id {record.doc_id}) from {args.collection!r}")
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
@@ -162,11 +172,12 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=cliargs.positive_int)
     p.add_argument("--mode", choices=["dense", "keyword", "hybrid", "all"], default="dense",
                    help="dense (embeddings, default), keyword (BM25), hybrid (reciprocal-rank fusion) or all three")
-    p.add_argument("--dense-weight", type=float, default=None,
-                   help="hybrid: the dense share of the fusion, 0..1 (default STUDIO_HYBRID_DENSE_WEIGHT, 0.5)")
+    p.add_argument("--dense-weight", type=cliargs.unit_float, default=None,
+                   help="hybrid and all: the dense share of the fusion, 0..1 (default STUDIO_HYBRID_DENSE_WEIGHT, 0.5)")
     p.add_argument("--store", choices=["embedded", "qdrant"],
                    help="answer every query through a temporary collection of this store (default: in memory)")
-    p.add_argument("--vectors-cache", type=Path, help="folder to keep the corpus/query vectors in between runs")
+    p.add_argument("--vectors-cache", type=cliargs.folder_to_create,
+                   help="folder to keep the corpus/query vectors in between runs (created if missing)")
 
 
 @command("eval", "retrieval quality on a BEIR dataset (nDCG@10, Recall@100)", _eval_args)
@@ -177,6 +188,15 @@ def cmd_eval(args: argparse.Namespace) -> tuple[object, str]:
 
     from engine.measure.evaluation import evaluate, load_beir
 
+    if args.dense_weight is not None and args.mode not in ("hybrid", "all"):
+        raise InputError(f"--dense-weight only weighs the hybrid fusion; --mode {args.mode} does not use it.",
+                         "add --mode hybrid (or all), or leave --dense-weight out")
+    if args.vectors_cache is not None:
+        try:
+            args.vectors_cache.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"Cannot create the --vectors-cache folder {args.vectors_cache}: {exc.strerror or exc}.",
+                             "give a folder path that can be created") from None
     studio = _studio(args)
     dataset = load_beir(args.dataset, args.split)
     dense_weight = studio.settings.hybrid_dense_weight if args.dense_weight is None else args.dense_weight
@@ -267,7 +287,7 @@ def _eval_store(studio, store: str, dataset, docs, queries, modes: list[str], la
 
 def _chunk_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", type=Path, help="PDFs with a text layer")
-    p.add_argument("--settings", default="96:16,128:16,200:30",
+    p.add_argument("--settings", type=cliargs.chunk_settings, default="96:16,128:16,200:30",
                    help="comma list of SIZE:OVERLAP[:h] (h = heading path prepended), default 96:16,128:16,200:30")
     p.add_argument("--per-page", type=cliargs.positive_int, default=1, help="sentences sampled per page (default 1)")
 
@@ -276,14 +296,7 @@ def _chunk_eval_args(p: argparse.ArgumentParser) -> None:
 def cmd_chunk_eval(args: argparse.Namespace) -> tuple[object, str]:
     from engine.measure.chunk_eval import evaluate_chunking
 
-    settings = []
-    for item in args.settings.split(","):
-        parts = item.strip().split(":")
-        try:
-            settings.append((int(parts[0]), int(parts[1]), len(parts) > 2 and parts[2] == "h"))
-        except (ValueError, IndexError):
-            raise InputError(f"{item!r} is not SIZE:OVERLAP[:h].") from None
-    results = evaluate_chunking(_studio(args), args.files, settings, per_page=args.per_page)
+    results = evaluate_chunking(_studio(args), args.files, args.settings, per_page=args.per_page)
     rows = [[str(r.size), str(r.overlap), "yes" if r.headings else "no", str(r.chunks), str(r.queries),
              f"{r.top1_page_accuracy:.3f}"] for r in results]
     return [r.__dict__ for r in results], _table(rows, ["size", "overlap", "headings", "chunks", "queries", "top-1 page"])

@@ -58,8 +58,20 @@ def load_beir(folder: Path, split: str = "test") -> Dataset:
             if len(row) < 3 or row[0] == "query-id":
                 continue
             qrels.setdefault(row[0].strip(), {})[row[1].strip()] = int(row[2])
+    if not qrels:
+        raise InputError(f"{qrels_file} judges no query.", "each line: query-id, corpus-id, score (tab-separated)")
+    queries = _jsonl(folder / "queries.jsonl")
+    known = {str(q.get("_id")) for q in queries}
+    missing = [q for q in qrels if q not in known]
+    if len(missing) == len(qrels):  # nothing to evaluate: an nDCG of 0.0 over 0 queries would look like a result
+        raise InputError(f"None of the {len(qrels)} queries that {qrels_file.name} judges (e.g. {missing[0]!r}) is in "
+                         f"{folder / 'queries.jsonl'}.",
+                         "queries.jsonl and the qrels must come from the same dataset (and --split)")
+    if missing:
+        log.warning("%d of the %d queries that %s judges are not in queries.jsonl (e.g. %r); they are left out",
+                    len(missing), len(qrels), qrels_file.name, missing[0])
     corpus = _jsonl(folder / "corpus.jsonl")
-    queries = [q for q in _jsonl(folder / "queries.jsonl") if str(q["_id"]) in qrels]
+    queries = [q for q in queries if str(q.get("_id")) in qrels]
     return Dataset(
         name=folder.name,
         doc_ids=[str(d["_id"]) for d in corpus],

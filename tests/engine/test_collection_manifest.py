@@ -111,7 +111,7 @@ def test_check_collection_reports_what_is_missing_and_what_to_do(mixed):
     assert holey.returncode == 1, holey.stderr
     report = json.loads(holey.stdout)
     assert report["ok"] is False and report["documents"] == 2
-    assert len(report["problems"]) == 1 and report["problems"][0].startswith("b.pdf: a file of its segment")
+    assert len(report["problems"]) == 1 and report["problems"][0].startswith(f"b.pdf (doc_id {'b' * 64}): a file of its segment")
     assert "delete --collection holey" in report["hint"]
     broken = _cli(data_dir, "check-collection", "broken")
     assert broken.returncode == 1 and "BROKEN" in broken.stdout and "what to do:" in broken.stdout
