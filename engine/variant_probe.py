@@ -9,8 +9,11 @@ left out with the figure. The candidates are timed on this machine, on a fixed p
 texts, as ingesting embeds, and one of short ones, as queries are), interleaved and best of ``ROUNDS``; the
 reference fp32 is kept unless another candidate is ``MARGIN`` faster, so probe noise never flips the choice.
 The result is remembered in the model folder (``variant-probe.json``, one entry per hardware fingerprint)
-and reused until the model is re-converted or the machine, providers or runtimes change. A variant or a
-provider the user names is never second-guessed: only ``auto`` (the registry's default) is resolved here.
+and reused until the model is re-converted or the machine, providers or runtimes change. A candidate that
+failed to run on the probe (memory pressure, a busy GPU: maybe transient) does not stay excluded on one
+failure: the next resolve measures again, and only after ``RUN_FAILURE_PROBES`` probes in a row in which it
+failed is the result kept for good. A variant or a provider the user names is never second-guessed: only
+``auto`` (the registry's default) is resolved here.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ REFERENCE = "fp32"
 MARGIN = 1.05
 ROUNDS = 3
 PROBE_FILE = "variant-probe.json"
+RUN_FAILURE = "failed on the probe"  # how an exclusion for a run-time failure starts (the others: parity, tier)
+RUN_FAILURE_PROBES = 3  # a candidate failing at run time this many probes in a row stays excluded
 _WORDS = ("the protein expression of tumour cells was measured in a cohort of patients with chronic liver "
           "disease and the immune response to insulin was compared across groups at baseline and follow up").split()
 
@@ -52,6 +57,13 @@ class ProbeResult:
     measured_at: str = ""
     chosen_provider: str = ""  # where the chosen variant runs, when another provider won ("" = provider)
     parity: dict[str, float] = field(default_factory=dict)  # label -> min cosine on the probe (other providers)
+    # label -> probes in a row in which it failed at run time; below RUN_FAILURE_PROBES the next resolve measures again
+    run_failures: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def settled(self) -> bool:
+        """Whether this result may be reused without measuring: no candidate is out on a maybe-transient failure."""
+        return all(count >= RUN_FAILURE_PROBES for count in self.run_failures.values())
 
     @property
     def runs_on(self) -> str:
@@ -155,7 +167,7 @@ def probe_parity(embedders: dict[str, Embed], reference: Embed, texts: Sequence[
         try:
             got = np.asarray(embed(texts), dtype=np.float32)
         except StudioError as exc:
-            failed[name] = f"failed on the probe: {exc.message}"
+            failed[name] = f"{RUN_FAILURE}: {exc.message}"
             continue
         cosines[name] = round(float((got * expected).sum(axis=1).min()), 7)
         if cosines[name] < FP32_TIER:
@@ -177,7 +189,7 @@ def measure(embedders: dict[str, Embed], long_texts: Sequence[str], short_texts:
             working[name] = embed
         except StudioError as exc:
             if failed is not None:
-                failed[name] = f"failed on the probe: {exc.message}"
+                failed[name] = f"{RUN_FAILURE}: {exc.message}"
             log.warning("variant auto: %s left out: %s", name, exc.message)
     embedders = working
     if not embedders:
@@ -188,11 +200,20 @@ def measure(embedders: dict[str, Embed], long_texts: Sequence[str], short_texts:
         start = round_index % len(timed)
         for name in timed[start:] + timed[:start]:
             started = time.perf_counter()
-            embedders[name](long_texts)
-            embedders[name](short_texts)
+            try:
+                embedders[name](long_texts)
+                embedders[name](short_texts)
+            except StudioError as exc:  # it worked in the warm-up: out of this probe, not of the next one
+                if failed is not None:
+                    failed[name] = f"{RUN_FAILURE}: {exc.message}"
+                log.warning("variant auto: %s left out: %s", name, exc.message)
+                del best[name]
+                continue
             best[name] = min(best[name], time.perf_counter() - started)
+        if not best:
+            return {}
         fastest = min(best.values())
-        timed = [name for name in timed if best[name] <= 2 * fastest]
+        timed = [name for name in timed if name in best and best[name] <= 2 * fastest]
     return {name: round(seconds, 4) for name, seconds in best.items()}
 
 
@@ -208,7 +229,10 @@ def read_cached(folder: Path, key: str) -> ProbeResult | None:
     try:
         data = json.loads((folder / PROBE_FILE).read_text(encoding="utf-8"))
         entry = data.get(key) if isinstance(data, dict) else None
-        return ProbeResult(**entry) if isinstance(entry, dict) else None
+        result = ProbeResult(**entry) if isinstance(entry, dict) else None
+        if result is not None and not all(isinstance(n, int) for n in dict(result.run_failures).values()):
+            return None
+        return result
     except (OSError, ValueError, TypeError):
         return None  # missing, unreadable or of another shape: measure again
 
@@ -242,8 +266,12 @@ def resolve(manifest: Manifest, folder: Path, provider: str, threads: int,
     same probe): remembered, or measured now (seconds, once). ``make_embed`` takes a candidate label."""
     key = fingerprint(manifest, provider, threads, also)
     cached = read_cached(folder, key)
-    if cached is not None and cached.chosen in manifest.variants:
+    if cached is not None and cached.chosen in manifest.variants and cached.settled:
         return cached
+    if cached is not None and not cached.settled:
+        log.info("variant auto: measuring %s again (%s failed to run on the last probe)", folder.name,
+                 ", ".join(name for name, n in cached.run_failures.items() if n < RUN_FAILURE_PROBES))
+    earlier_failures = cached.run_failures if cached is not None else {}
     names, excluded = candidates(manifest)
     others = [label(name, other, provider) for other in also for name in names]
     parity: dict[str, float] = {}
@@ -262,12 +290,16 @@ def resolve(manifest: Manifest, folder: Path, provider: str, threads: int,
         seconds = measure(embedders, long_texts, short_texts, failed=excluded)
         chosen = choose(seconds) if seconds else (REFERENCE if REFERENCE in manifest.variants else names[0])
         variant, runs_on = parse_label(chosen, provider)
+        run_failures = {name: earlier_failures.get(name, 0) + 1 for name, why in excluded.items()
+                        if why.startswith(RUN_FAILURE)}
         result = ProbeResult(key, provider, variant, seconds, excluded, _now(),
-                             chosen_provider="" if runs_on == provider else runs_on, parity=parity)
+                             chosen_provider="" if runs_on == provider else runs_on, parity=parity,
+                             run_failures=run_failures)
         log.info("variant auto for %s: %s (%s)", folder.name, chosen,
                  ", ".join(f"{k} {v:.3f} s" for k, v in seconds.items()))
         if not seconds:  # every candidate failed (a bad setting, a broken file): not a measurement to keep
             return result
+        # kept even when not settled: the next resolve reads the failure counts and measures again
     write_cached(folder, result)
     return result
 

@@ -205,3 +205,72 @@ def test_a_probe_where_every_candidate_failed_is_not_remembered(default_model, t
     ran = {name: why for name, why in result.excluded.items() if name not in ("int8", "int8-static")}
     assert result.seconds == {} and ran and all("fp8" in why for why in ran.values())
     assert not (tmp_path / variant_probe.PROBE_FILE).exists()  # the next call, with a good setting, measures
+
+
+def _flaky(victim: str, failures: dict, during: str = "warm-up"):
+    """Candidates whose vectors all agree; ``victim`` is the fastest and fails while ``failures['left']`` > 0 (in
+    the warm-up calls, or only in the timed rounds: the batch of 32 long texts)."""
+    import time as real_time
+
+    import numpy as np
+
+    from engine.errors import InferenceError
+
+    def make(name):
+        def embed(texts):
+            timed = len(texts) > 16
+            if name == victim and failures["left"] and (during == "warm-up") != timed:
+                failures["left"] -= 1
+                raise InferenceError("simulated transient failure (memory pressure)")
+            real_time.sleep(0.0005 if name == victim else 0.004)
+            return np.full((len(texts), 4), 0.5, np.float32)
+        return embed
+    return make
+
+
+@pytest.mark.parametrize("during", ["warm-up", "timed round"])
+def test_a_candidate_that_failed_once_at_run_time_is_measured_again(default_model, tmp_path, monkeypatch, during):
+    manifest = read_manifest(default_model)
+    names, _ = variant_probe.candidates(manifest)
+    victim = names[-1]
+    failures = {"left": 1}
+    first = variant_probe.resolve(manifest, tmp_path, "cpu", 2, _flaky(victim, failures, during))
+    assert victim not in first.seconds and "transient" in first.excluded[victim]
+    assert first.run_failures == {victim: 1} and not first.settled
+    second = variant_probe.resolve(manifest, tmp_path, "cpu", 2, _flaky(victim, failures, during))  # healthy now
+    assert victim in second.seconds and victim not in second.excluded and second.run_failures == {}
+    assert second.chosen == victim  # 8x faster than the others: it wins once it runs
+    # settled now: another process reuses it without measuring
+    monkeypatch.setattr(variant_probe, "measure", lambda *a, **k: pytest.fail("measured again"))
+    assert variant_probe.resolve(manifest, tmp_path, "cpu", 2, _flaky(victim, failures)) == second
+
+
+def test_a_candidate_that_keeps_failing_at_run_time_stays_out_after_a_few_probes(default_model, tmp_path, monkeypatch):
+    manifest = read_manifest(default_model)
+    victim = variant_probe.candidates(manifest)[0][-1]
+    failures = {"left": 10 ** 6}
+    for probe in range(1, variant_probe.RUN_FAILURE_PROBES + 1):
+        result = variant_probe.resolve(manifest, tmp_path, "cpu", 2, _flaky(victim, failures))
+        assert result.run_failures == {victim: probe} and victim not in result.seconds
+    assert result.settled
+    monkeypatch.setattr(variant_probe, "measure", lambda *a, **k: pytest.fail("measured again"))
+    assert variant_probe.resolve(manifest, tmp_path, "cpu", 2, _flaky(victim, failures)) == result
+
+
+def test_an_exclusion_by_parity_is_remembered_at_once(default_model, tmp_path, monkeypatch):
+    import numpy as np
+
+    def make(name):
+        def embed(texts):
+            rows = np.zeros((len(texts), 4), np.float32)
+            rows[:, 0] = 1.0
+            if name == "fp32@openvino":  # cos = 0.999, below the tier: not a run-time failure
+                rows[:, 0], rows[:, 1] = 0.999, np.sqrt(1 - 0.999 ** 2)
+            return rows
+        return embed
+
+    manifest = read_manifest(default_model)
+    first = variant_probe.resolve(manifest, tmp_path, "cpu", 2, make, also=("openvino",))
+    assert "< 0.9999" in first.excluded["fp32@openvino"] and first.run_failures == {} and first.settled
+    monkeypatch.setattr(variant_probe, "measure", lambda *a, **k: pytest.fail("measured again"))
+    assert variant_probe.resolve(manifest, tmp_path, "cpu", 2, make, also=("openvino",)) == first
