@@ -6,7 +6,9 @@ work runs in a worker thread so the event loop keeps answering embeddings reques
 An ingest of several files answers 200 with one result per file, like the CLI: a file that cannot be
 ingested (empty, too large, not a PDF) is reported in ``results`` with its reason and the others are
 still ingested; ``failed`` counts them. Only a request that is wrong as a whole (an invalid collection
-name, an unknown option) is a 4xx. Stored document names are the upload's base name."""
+name, an unknown option or form field, an overlap not below the chunk size) is a 4xx. The ingest form takes
+what the CLI's ``ingest`` does: ocr, password, model, variant, chunk_size, chunk_overlap, headings, force, and
+for a new collection language and store. Stored document names are the upload's base name."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import time
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -80,10 +82,23 @@ async def read_upload(upload: UploadFile, max_bytes: int) -> tuple[str, bytes]:
     return name, b"".join(parts)
 
 
+INGEST_FIELDS = ("files", "ocr", "password", "model", "variant", "chunk_size", "chunk_overlap", "headings", "force",
+                 "language", "store")
+
+
+def check_form_fields(sent: object, known: tuple[str, ...] = INGEST_FIELDS) -> None:
+    """A form field the route does not take is a 400 naming it (``chunk_sise`` was ignored, the ingest ran with
+    the default), before any file is read."""
+    unknown = sorted(set(sent) - set(known))
+    if unknown:
+        raise RequestError(f"Unknown form field {unknown[0]!r}.", unknown[0], f"the fields are: {', '.join(known)}")
+
+
 @router.post("/v1/ocr")
 @router.post("/ocr", include_in_schema=False)
-async def ocr(file: UploadFile = File(...), engine: str = Form("auto"), pages: str | None = Form(None),
+async def ocr(request: Request, file: UploadFile = File(...), engine: str = Form("auto"), pages: str | None = Form(None),
               password: str | None = Form(None), state: ServerState = Depends(get_state)) -> dict:
+    check_form_fields((await request.form()).keys(), ("file", "engine", "pages", "password"))
     name, data = await read_upload(file, state.studio.settings.max_upload_bytes)
     return await run_in_threadpool(_ocr, state.studio, data, name, engine, pages, password)
 
@@ -91,6 +106,7 @@ async def ocr(file: UploadFile = File(...), engine: str = Form("auto"), pages: s
 def _collection_info(info) -> dict:
     return {"name": info.name, "model": info.model, "variant": info.variant, "dim": info.dim,
             "created_at": info.created_at, "chunks": info.chunk_count,
+            "language": info.search.get("language"), "store": info.store.get("kind", "embedded"),
             "documents": [{"doc_id": d.doc_id, "name": d.name, "pages": d.pages, "chunks": d.chunks,
                            "ocr_engine": d.ocr_engine, "ocr_pages": d.ocr_pages, "ingested_at": d.ingested_at}
                           for d in info.documents]}
@@ -112,13 +128,22 @@ async def get_one(name: str, state: ServerState = Depends(get_state)) -> dict:
 
 
 @router.post("/v1/collections/{name}/documents")
-async def ingest_documents(name: str, files: list[UploadFile] = File(...), ocr: str = Form("auto"),
+async def ingest_documents(request: Request, name: str, files: list[UploadFile] = File(...), ocr: str = Form("auto"),
                           password: str | None = Form(None), model: str | None = Form(None),
+                          variant: str | None = Form(None, description="variant of a new collection"),
                           chunk_size: int = Form(DEFAULT_SIZE, ge=8, le=8192),
                           chunk_overlap: int = Form(DEFAULT_OVERLAP, ge=0, le=8191),
-                          force: bool = Form(False), state: ServerState = Depends(get_state)) -> dict:
+                          headings: bool = Form(False, description="prepend each chunk's heading path for embedding"),
+                          force: bool = Form(False),
+                          language: str | None = Form(None, description="keyword-search language of a new collection"),
+                          store: Literal["embedded", "qdrant"] | None = Form(None, description="store of a new collection"),
+                          state: ServerState = Depends(get_state)) -> dict:
     from engine.pipeline import IngestOptions, IngestResult, collection, ingest_many
 
+    check_form_fields((await request.form()).keys())
+    if chunk_overlap >= chunk_size:
+        raise RequestError(f"chunk_overlap {chunk_overlap} must be smaller than chunk_size {chunk_size}.",
+                           "chunk_overlap", "lower chunk_overlap or raise chunk_size")
     collection(state.studio, name)  # the name first: '.x' is a 400 before any file is read
     limit = state.studio.settings.max_upload_bytes
     uploads, refused = [], {}
@@ -127,8 +152,9 @@ async def ingest_documents(name: str, files: list[UploadFile] = File(...), ocr: 
             uploads.append(await read_upload(upload, limit))
         except StudioError as exc:  # empty or too large: reported in its place, the other files go on
             refused[position] = IngestResult(upload_name(upload.filename), False, error=exc.to_dict())
-    options = IngestOptions(ocr=ocr, password=password, model=model, chunk_size=chunk_size,
-                            chunk_overlap=chunk_overlap, force=force, provider=state.provider)
+    options = IngestOptions(ocr=ocr, password=password, model=model, variant=variant, chunk_size=chunk_size,
+                            chunk_overlap=chunk_overlap, headings_in_embedding=headings, force=force,
+                            provider=state.provider, language=language, store=store)
     ingested = iter(await run_in_threadpool(ingest_many, state.studio, name, uploads, options) if uploads else [])
     results = [refused[i] if i in refused else next(ingested) for i in range(len(files))]
     return {"collection": name, "ingested": sum(r.ok for r in results), "failed": sum(not r.ok for r in results),

@@ -83,3 +83,26 @@ def test_collection_lifecycle(server):
     assert missing.status_code == 404 and "no collection" in missing.json()["error"]["message"]
     empty = httpx.post(f"{server}/v1/collections/x/search", json={"query": ""})
     assert empty.status_code in (400, 422)
+
+
+def test_ingest_form_takes_the_clis_options_and_refuses_unknown_fields(server):
+    """A misspelt field (chunk_sise) or a bad OCR engine was ignored or failed each file with a 200; now they are
+    400s naming the field and nothing is created. language, headings, store and variant set a new collection as
+    the CLI's options do."""
+    pdf = shared_data("pdfs", "table_small.pdf")
+    url = f"{server}/v1/collections/%s/documents"
+    for form, field in (({"chunk_sise": "16"}, "chunk_sise"), ({"ocr": "bogus"}, None),
+                        ({"chunk_size": "64", "chunk_overlap": "64"}, "chunk_overlap"), ({"language": "xx"}, None)):
+        answer = _post_file(url % "formcheck", pdf, field="files", **form)
+        assert answer.status_code == 400, (form, answer.text)
+        if field:
+            assert answer.json()["error"]["param"] == field, answer.text
+    assert httpx.get(f"{server}/v1/collections/formcheck").status_code == 404  # nothing was created
+    answer = _post_file(url % "formcheck", pdf, field="files", language="de", headings="true", store="embedded",
+                        variant="fp32")
+    assert answer.status_code == 200 and answer.json()["ingested"] == 1, answer.text
+    created = httpx.get(f"{server}/v1/collections/formcheck").json()
+    assert (created["variant"], created["language"], created["store"]) == ("fp32", "de", "embedded"), created
+    assert [d["name"] for d in created["documents"]] == ["table_small.pdf"]
+    ocr = _post_file(f"{server}/v1/ocr", pdf, engine="text", pagez="1")
+    assert ocr.status_code == 400 and ocr.json()["error"]["param"] == "pagez", ocr.text
