@@ -318,10 +318,12 @@ class Collection:
         except FileNotFoundError as gone:  # an older document's segment: the commit is rolled back
             raise self._damaged(Path(gone.filename or "?").name.split(".", 1)[0], writing=True) from None
         after = replace(after, indexes=indexes)
-        files.write(self.path / MANIFEST, info_to_json(after))
-        files.keep()  # the new manifest is in place: from here on the change stands
-        self._collect_garbage(before, after)
-        derived_indexes.collect_garbage(self.path, after, RETAIN_SECONDS)
+        files.commit(self.path / MANIFEST, info_to_json(after))  # from its rename on, the change stands
+        try:
+            self._collect_garbage(before, after)
+            derived_indexes.collect_garbage(self.path, after, RETAIN_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - the change is stored; old files wait for the next commit
+            log.warning("clean-up after a commit of %s failed: %s", self.name, exc)
         return after
 
     def _collect_garbage(self, before: CollectionInfo | None, after: CollectionInfo) -> None:

@@ -189,10 +189,12 @@ class QdrantCollection(Collection):
 
     def _commit(self, before: CollectionInfo | None, after: CollectionInfo, files: storage.Transaction) -> CollectionInfo:
         after = replace(after, generation=after.generation + 1, indexes={})
-        files.write(self.path / MANIFEST, info_to_json(after))
-        files.keep()
-        self._collect_garbage(before, after)
-        self._delete_stale_points(after)
+        files.commit(self.path / MANIFEST, info_to_json(after))  # from its rename on, the change stands
+        try:
+            self._collect_garbage(before, after)
+            self._delete_stale_points(after)
+        except Exception as exc:  # noqa: BLE001 - the change is stored; stale points go with the next commit
+            log.warning("clean-up after a commit of %s failed: %s", self.name, exc)
         return after
 
     def _delete_stale_points(self, info: CollectionInfo) -> None:

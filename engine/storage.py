@@ -14,7 +14,7 @@ import errno
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from engine.errors import StorageError, StorageFullError
@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 TMP_MARK = ".tmp-"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically and durably; on failure no temporary file is left."""
+def write_atomic(path: Path, data: bytes, replaced: Callable[[], None] | None = None) -> None:
+    """Write ``data`` to ``path`` atomically and durably; on failure no temporary file is left. ``replaced`` is
+    called as soon as the rename has put the new file in place (before the folder's fsync)."""
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{threading.get_ident()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -41,6 +42,8 @@ def write_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    if replaced is not None:
+        replaced()
     with contextlib.suppress(OSError):  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -70,16 +73,23 @@ class Transaction:
         self.created: list[Path] = []
         self.kept = False
 
-    def write(self, path: Path, data: bytes) -> None:
-        existed = path.exists()
-        write_atomic(path, data)
-        if not existed:
-            self.created.append(path)
+    def write(self, path: Path, data: bytes, replaced: Callable[[], None] | None = None) -> None:
+        if not path.exists():
+            self.created.append(path)  # before the write: an interrupt after its rename still rolls it back
+        write_atomic(path, data, replaced)
 
     def keep(self) -> None:
         self.kept = True
 
+    def commit(self, manifest: Path, data: bytes) -> None:
+        """Write the manifest that names this change's files; once its rename is done the change stands and the
+        files stay, whatever fails after (the folder's fsync, an interrupt, the clean-up of old files): rolled
+        back then, the new manifest named deleted segments and the whole collection could not be searched."""
+        self.write(manifest, data, replaced=self.keep)
+
     def roll_back(self) -> None:
+        if self.kept:  # the manifest names these files now
+            return
         for path in reversed(self.created):
             with contextlib.suppress(OSError):
                 path.unlink()

@@ -264,3 +264,45 @@ def test_an_unreadable_source_file_is_reported_and_the_next_one_is_still_tried(s
     results = ingest_many(studio, "unreadable", [unreadable, shared_data("pdfs", "table_small.pdf")])
     assert [r.ok for r in results] == [False, True]
     assert "mem" in results[0].error["message"] and results[0].error["hint"], results[0].error
+
+
+@pytest.mark.parametrize("where", ["fsync", "cleanup"])
+@pytest.mark.parametrize("fault", [KeyboardInterrupt, OSError])
+def test_a_fault_after_the_manifest_is_renamed_keeps_the_change_it_names(tmp_path, monkeypatch, where, fault):
+    """Ctrl-C or an OSError after the new manifest's rename (the folder's fsync, the clean-up of old segments):
+    the transaction rolled back the new segment files while the manifest named them, so every search of the
+    collection failed ('a segment is missing'). The change now stands whole, and the collection stays usable."""
+    col = Collection(tmp_path, "stands")
+    col.create("model-a", "fp32", 384, {})
+    small = _doc("1" * 64, "small.pdf", 2, 1)
+    col.add_document(small[0], np.ones((2, 384), np.float32), small[2], "model-a", pages=small[3])
+    if where == "fsync":
+        real_fsync = os.fsync
+
+        def fsync(fd):  # the folder's fsync once the renamed manifest names the new document
+            if (os.readlink(f"/proc/self/fd/{fd}") == str(col.path)
+                    and b"big.pdf" in (col.path / "collection.json").read_bytes()):
+                raise fault("interrupted after the rename") if fault is KeyboardInterrupt else fault(errno.EIO, "I/O")
+            return real_fsync(fd)
+
+        if not os.path.isdir("/proc/self/fd"):
+            pytest.skip("needs /proc to tell a folder's fsync")
+        monkeypatch.setattr(storage.os, "fsync", fsync)
+    else:
+        def cleanup(self, before, after):
+            raise fault("interrupted in the clean-up") if fault is KeyboardInterrupt else fault(errno.EIO, "I/O")
+
+        monkeypatch.setattr(Collection, "_collect_garbage", cleanup)
+    record, vectors, chunks, pages = _big_doc()
+    try:
+        col.add_document(record, vectors, chunks, "model-a", pages=pages)
+    except KeyboardInterrupt:
+        assert fault is KeyboardInterrupt  # an interrupt goes on up; the change is stored all the same
+    monkeypatch.undo()
+    info = col.info()
+    assert [d.name for d in info.documents] == ["small.pdf", "big.pdf"]
+    for document in info.documents:
+        assert all(path.is_file() for path in col._segment_files(document.segment)), document.name
+    assert len(col.chunks_of(info.documents[1].doc_id)[1]) == 400
+    assert col.search(vectors[7], k=1)[0].chunk_index == 7
+    assert col.check().ok
