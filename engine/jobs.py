@@ -200,6 +200,4 @@ def _ingest_one(pipeline, studio, collection: str, name: str, data: bytes, optio
     except Exception as exc:  # noqa: BLE001 - one broken file must not stop the others
         log.exception("ingesting %s failed", name)
         progress(pipeline.ProgressEvent("error", name, message="failed"))
-        return pipeline.IngestResult(name, False, error={
-            "error": "internal_error", "message": f"{name} could not be ingested ({type(exc).__name__}).",
-            "hint": "the details are in the server log"})
+        return pipeline.IngestResult(name, False, error=pipeline.internal_error(name, exc))

@@ -242,7 +242,17 @@ def ingest_many(studio: Studio, collection_name: str, sources: Sequence[Path | t
             log.warning("could not ingest %s: %s", name, error.message)
             progress(ProgressEvent("error", name, message=error.message))
             results.append(IngestResult(name, False, error=error.to_dict()))
+        except Exception as exc:  # noqa: BLE001 - a bug on one file: the files stored before and after still count
+            log.exception("ingesting %s failed", name)
+            progress(ProgressEvent("error", name, message="failed"))
+            results.append(IngestResult(name, False, error=internal_error(name, exc)))
     return results
+
+
+def internal_error(name: str, exc: Exception) -> dict[str, str]:
+    """The result's error for a file that failed on a bug (details in the log, not in the answer)."""
+    return {"error": "internal_error", "message": f"{name} could not be ingested ({type(exc).__name__}).",
+            "hint": "the details are in the log; please report it"}
 
 
 def rechunk(studio: Studio, collection_name: str, doc_id: str, options: IngestOptions,

@@ -144,6 +144,27 @@ def test_ingest_many_reports_each_file(studio):
     assert names == {"table_small.pdf", "encrypted_owner_only_aes256.pdf"}
 
 
+def test_a_bug_on_one_file_is_that_files_result_and_the_others_are_ingested(studio, monkeypatch):
+    """A non-StudioError on one file (a library's ValueError in chunking) ended the whole ingest_many: the HTTP
+    ingest answered 500 though the first file was stored, and the last was never tried."""
+    import engine.pipeline as pipeline
+
+    real = pipeline.chunk_document
+
+    def chunk_document(embedder, pages, options):
+        if len(pages) == 4:  # rotated_table_4pages.pdf
+            raise ValueError("a bug in chunking")
+        return real(embedder, pages, options)
+
+    monkeypatch.setattr(pipeline, "chunk_document", chunk_document)
+    files = [shared_data("pdfs", name) for name in ("table_small.pdf", "rotated_table_4pages.pdf", "form_libreoffice.pdf")]
+    results = ingest_many(studio, "buggy", files, IngestOptions(ocr="text"))
+    assert [r.ok for r in results] == [True, False, True]
+    assert results[1].error["error"] == "internal_error" and "ValueError" in results[1].error["message"]
+    assert "a bug in chunking" not in results[1].error["message"]  # details go to the log, not to the caller
+    assert {d.name for d in collection(studio, "buggy").info().documents} == {"table_small.pdf", "form_libreoffice.pdf"}
+
+
 def test_cli_ingest_and_search_contracts(studio, tmp_path):
     env = {**os.environ, "STUDIO_DATA_DIR": str(studio.settings.data_dir)}
     files = [str(shared_data("pdfs", "encrypted_rc4_dmca_18p.pdf")), str(shared_data("pdfs", "not_a_pdf_oops.pdf"))]
