@@ -11,45 +11,64 @@ from engine.cli import args as cliargs
 
 
 def _bench_search_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sizes", default="10000,100000", help="comma list of collection sizes (default 10000,100000)")
-    p.add_argument("--dim", type=int, default=384)
-    p.add_argument("--ef", default="64,128", help="comma list of HNSW search breadths (default 64,128)")
-    p.add_argument("--queries", type=int, default=500, help="ANN queries per size (default 500)")
-    p.add_argument("--exact-queries", type=int, default=100, help="exact queries per size (default 100)")
+    p.epilog = ("It builds synthetic collections bench-<size> in its own folder, <data dir>/bench-search/collections, "
+                "never among yours (<data dir>/collections, which it does not touch), and removes them when it "
+                "ends, failed or not, unless --keep.")
+    p.add_argument("--sizes", type=cliargs.int_list(10), default=[10_000, 100_000],
+                   help="comma list of collection sizes, each at least 10 (recall is @10; default 10000,100000)")
+    p.add_argument("--dim", type=cliargs.int_range(1, 65_536), default=384, help="vector dimension (default 384)")
+    p.add_argument("--ef", type=cliargs.int_list(8, 4096), default=[64, 128],
+                   help="comma list of HNSW search breadths, 8-4096 as STUDIO_ANN_EF (default 64,128)")
+    p.add_argument("--queries", type=cliargs.positive_int, default=500, help="ANN queries per size (default 500)")
+    p.add_argument("--exact-queries", type=cliargs.positive_int, default=100,
+                   help="exact queries per size (default 100)")
     p.add_argument("--dtype", default="f16", choices=["f32", "f16", "i8"], help="vector storage inside the index")
-    p.add_argument("--rss", action="store_true", help="start the API on the largest collection and report its memory")
-    p.add_argument("--compare-faiss", type=int, metavar="N", help="also compare usearch and faiss HNSW on N vectors")
+    p.add_argument("--rss", action="store_true", help="start the API on the last size's collection and report its memory")
+    p.add_argument("--compare-faiss", type=cliargs.int_range(10), metavar="N",
+                   help="also compare usearch and faiss HNSW on N vectors (at least 10; needs faiss)")
     p.add_argument("--rescore", type=cliargs.int_list(1, 1000), default=None,
                    help="comma list of HNSW candidates per hit re-ranked exactly (default: the collection's)")
-    p.add_argument("--keep", action="store_true", help="keep the bench-<size> collections")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the bench-<size> collections (in <data dir>/bench-search/collections)")
     p.add_argument("--reuse", action="store_true",
-                   help="search a kept bench-<size> collection of the same size instead of building it again")
+                   help="search a kept bench-<size> collection of the same size, dimension and --dtype "
+                        "instead of building it again")
 
 
 @command("bench-search", "exact vs ANN search latency, recall@10, build time and API memory", _bench_search_args)
 def cmd_bench_search(args: argparse.Namespace) -> tuple[object, str]:
-    from engine.measure.search import api_rss, bench_size, clustered_unit_vectors, compare_faiss
+    import importlib.util
 
-    studio = _studio(args)
-    root = studio.settings.collections_dir
-    root.mkdir(parents=True, exist_ok=True)
-    ef_values = [int(v) for v in args.ef.split(",")]
-    rows, collections, data = [], [], {}
-    for size in (int(v) for v in args.sizes.split(",")):
-        size_rows, collection = bench_size(root, size, args.dim, ef_values, args.queries, args.exact_queries, args.dtype,
-                                           rescores=args.rescore or (None,), reuse=args.reuse)
-        rows += size_rows
-        collections.append(collection)
-    data["rows"] = [asdict(r) for r in rows]
-    if args.rss and collections:
-        queries = clustered_unit_vectors(50, args.dim, clusters=1024, seed=99)
-        data["api_rss"] = {"collection": collections[-1].name, **api_rss(studio.settings.data_dir, collections[-1].name,
-                                                                          queries)}
-    if args.compare_faiss:
-        data["faiss_vs_usearch"] = compare_faiss(args.compare_faiss, args.dim, ef_values, min(args.queries, 300))
-    if not args.keep:
-        for collection in collections:
-            collection.drop()
+    from engine.errors import InputError
+    from engine.measure import search as measure
+    from engine.settings import load_settings
+
+    if args.compare_faiss and importlib.util.find_spec("faiss") is None:  # before anything is built
+        raise InputError("--compare-faiss needs faiss, which is not installed.", "pip install faiss-cpu")
+    data_dir = load_settings(data_dir=args.data_dir).data_dir
+    root = measure.bench_collections_dir(data_dir)
+    rows, collections, attempted = [], [], []
+    data: dict = {"collections_dir": str(root)}
+    try:
+        for size in args.sizes:
+            attempted.append(size)
+            size_rows, collection = measure.bench_size(data_dir, size, args.dim, args.ef, args.queries,
+                                                       args.exact_queries, args.dtype,
+                                                       rescores=args.rescore or (None,), reuse=args.reuse)
+            rows += size_rows
+            collections.append(collection)
+        data["rows"] = [asdict(r) for r in rows]
+        if args.rss and collections:
+            queries = measure.clustered_unit_vectors(50, args.dim, clusters=1024, seed=99)
+            data["api_rss"] = {"collection": collections[-1].name,
+                               **measure.api_rss(data_dir, collections[-1].name, queries)}
+        if args.compare_faiss:
+            data["faiss_vs_usearch"] = measure.compare_faiss(args.compare_faiss, args.dim, args.ef,
+                                                             min(args.queries, 300))
+    finally:  # also on an error or Ctrl-C: no half-built benchmark collection stays behind
+        if not args.keep:
+            for size in attempted:
+                measure.drop_bench_collection(data_dir, size, quiet=True)
     text = _table([[str(r.size), r.mode, f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.recall_at_10:.4f}", str(r.queries),
                     f"{r.build_seconds:.1f}" if r.build_seconds else "-",
                     f"{r.vectors_per_second:.0f}" if r.vectors_per_second else "-"] for r in rows],
@@ -58,6 +77,8 @@ def cmd_bench_search(args: argparse.Namespace) -> tuple[object, str]:
         text += f"\nAPI memory with {data['api_rss']['collection']}: {data['api_rss']}"
     for row in data.get("faiss_vs_usearch", []):
         text += f"\n{row}"
+    if args.keep:
+        text += f"\nkept {', '.join(c.name for c in collections)} in {root}"
     return data, text
 
 

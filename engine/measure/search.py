@@ -1,15 +1,22 @@
 """``python -m engine bench-search``: exact vs HNSW search through a real collection of synthetic
 clustered unit vectors: p50/p99 latency of ``Collection.search`` (hits decoded, as the API answers),
 recall@10 against exact search, index build time and throughput, and the RSS of an API process
-(``python -m engine serve``) with the collection loaded and searched."""
+(``python -m engine serve``) with the collection loaded and searched.
+
+The benchmark keeps its collections in its own data folder, ``<data dir>/bench-search`` (collections in
+``collections/`` there), never among the user's (``<data dir>/collections``): a user's collection named
+``bench-<size>`` is never read, replaced or dropped."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,9 +26,42 @@ import numpy as np
 
 from engine.chunking import Chunk
 from engine.collection import Collection, DocumentRecord, NewDocument
+from engine.errors import StudioError
 
 log = logging.getLogger(__name__)
 CHUNKS_PER_DOCUMENT = 10_000
+BENCH_FOLDER = "bench-search"
+
+
+def bench_data_dir(data_dir: Path) -> Path:
+    """The benchmark's own data folder inside the studio's: ``<data dir>/bench-search``."""
+    return Path(data_dir) / BENCH_FOLDER
+
+
+def bench_collections_dir(data_dir: Path) -> Path:
+    """Where the benchmark's ``bench-<size>`` collections live: ``<data dir>/bench-search/collections``
+    (the API that ``--rss`` starts reads its collections from here, with ``bench_data_dir`` as its data dir)."""
+    return bench_data_dir(data_dir) / "collections"
+
+
+def bench_collection(data_dir: Path, size: int) -> Collection:
+    return Collection(bench_collections_dir(data_dir), f"bench-{size}")
+
+
+def drop_bench_collection(data_dir: Path, size: int, quiet: bool = False) -> None:
+    """Remove the benchmark's ``bench-<size>`` (complete or half-built); the user's collections are elsewhere.
+    ``quiet``: log what cannot be removed instead of raising (in a ``finally``, so as not to hide the error
+    that ended the run)."""
+    collection = bench_collection(data_dir, size)
+    try:
+        if collection.exists:
+            collection.drop()
+        elif collection.path.exists():  # a run killed between making the folder and its first manifest
+            shutil.rmtree(collection.path)
+    except (StudioError, OSError) as exc:
+        if not quiet:
+            raise
+        log.warning("bench-search: could not remove %s: %s", collection.path, exc)
 
 
 def clustered_unit_vectors(n: int, dim: int, clusters: int, seed: int, spread: float = 1.0) -> np.ndarray:
@@ -73,11 +113,11 @@ class BenchRow:
     vectors_per_second: float | None = None
 
 
-def build_collection(root: Path, name: str, vectors: np.ndarray, dtype: str, ef: int) -> tuple[Collection, dict]:
-    """A collection of ``len(vectors)`` chunks in documents of 10k, committed at once (ANN always built)."""
-    collection = Collection(root, name)
-    if collection.exists:
-        collection.drop()
+def build_collection(data_dir: Path, vectors: np.ndarray, dtype: str, ef: int) -> tuple[Collection, dict]:
+    """The benchmark's ``bench-<n>`` of ``n = len(vectors)`` chunks in documents of 10k, committed at once (ANN
+    always built), in the benchmark's own folder (``bench_collections_dir``); an earlier one there is replaced."""
+    drop_bench_collection(data_dir, len(vectors))
+    collection = bench_collection(data_dir, len(vectors))
     collection.create("all-minilm-l6-v2", "fp32", vectors.shape[1], {},
                       search={"mode": "dense", "ann": {"threshold": 1, "dtype": dtype, "expansion_search": ef}})
     documents = []
@@ -111,22 +151,35 @@ def time_searches(search: Callable[[np.ndarray], list], queries: np.ndarray) -> 
     return seconds, results
 
 
-def bench_size(root: Path, size: int, dim: int, ef_values: Sequence[int], queries_n: int, exact_n: int,
+def _reusable(collection: Collection, size: int, dim: int, dtype: str) -> bool:
+    if not collection.exists:
+        return False
+    info = collection.info()
+    return (info.chunk_count == size and info.dim == dim
+            and (info.search or {}).get("ann", {}).get("dtype") == dtype)
+
+
+def bench_size(data_dir: Path, size: int, dim: int, ef_values: Sequence[int], queries_n: int, exact_n: int,
                dtype: str, seed: int = 0, rescores: Sequence[int | None] = (None,),
                reuse: bool = False) -> tuple[list[BenchRow], Collection]:
+    """Build (or, with ``reuse``, search a kept) ``bench-<size>`` in the benchmark's own folder under
+    ``data_dir`` and time ``exact_n`` exact and ``queries_n`` HNSW searches per breadth."""
+    if size < 1 or dim < 1 or queries_n < 1 or exact_n < 1 or not ef_values or min(ef_values) < 1:
+        raise ValueError("size, dim, queries, exact queries and every ef must be at least 1")
     vectors = clustered_unit_vectors(size, dim, clusters=1024, seed=seed)
-    queries = clustered_unit_vectors(queries_n, dim, clusters=1024, seed=seed + 1)
+    queries = clustered_unit_vectors(max(queries_n, exact_n), dim, clusters=1024, seed=seed + 1)
     truth = exact_top(vectors, queries, 10)
-    kept = Collection(root, f"bench-{size}")
-    if reuse and kept.exists and kept.info().chunk_count == size and kept.info().dim == dim:
+    kept = bench_collection(data_dir, size)
+    if reuse and _reusable(kept, size, dim, dtype):
         collection, built = kept, kept.info().indexes.get("seconds", {})  # the same seeded vectors
     else:
-        collection, built = build_collection(root, f"bench-{size}", vectors, dtype, max(ef_values))
+        collection, built = build_collection(data_dir, vectors, dtype, max(ef_values))
     del vectors
     rows = []
     exact_seconds, exact_hits = time_searches(lambda q: collection.search(q, k=10, exact=True), queries[:exact_n])
     rows.append(BenchRow(size, "exact", **percentiles(exact_seconds),
                          recall_at_10=recall_at([_rows(collection, h) for h in exact_hits], truth, 10), queries=exact_n))
+    queries = queries[:queries_n]
     collection.search(queries[0], k=10)  # open the memory-mapped index before timing
     for ef, rescore in ((ef, rescore) for ef in ef_values for rescore in rescores):
         seconds, hits = time_searches(lambda q, ef=ef, r=rescore: collection.search(q, k=10, ef=ef, rescore=r), queries)
@@ -139,33 +192,86 @@ def bench_size(root: Path, size: int, dim: int, ef_values: Sequence[int], querie
     return rows, collection
 
 
-def api_rss(data_dir: Path, collection: str, queries: np.ndarray, port: int = 8799) -> dict:
-    """Start ``python -m engine serve``, search the collection by vector (ANN and exact), read its memory."""
+def _link_models(data_dir: Path) -> None:
+    """``<bench data dir>/models`` -> the studio's models, so the API started on the benchmark's folder warms
+    up the same default model as it would on the user's (its memory then counts the model, as it always did)."""
+    models = (Path(data_dir) / "models").resolve()
+    link = bench_data_dir(data_dir) / "models"
+    if not models.is_dir() or link.exists() and not link.is_symlink():
+        return
+    try:
+        if link.is_symlink():
+            if link.resolve() == models:
+                return
+            link.unlink()
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(models, target_is_directory=True)
+    except OSError as exc:  # no symlinks here: the API runs without the model (its memory then lacks it)
+        log.warning("bench-search: could not link %s to %s (%s); the API will have no model", link, models, exc)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _last_line(stream) -> str:
+    """What the stopped API said: its last ``error:`` line (else its last line)."""
+    stream.seek(0)
+    lines = [line.strip() for line in stream.read().decode(errors="replace").splitlines() if line.strip()]
+    errors = [line.removeprefix("error:").strip() for line in lines if line.startswith("error:")]
+    return (errors or lines or [""])[-1][:300]
+
+
+def api_rss(data_dir: Path, collection: str, queries: np.ndarray, port: int | None = None) -> dict:
+    """Start ``python -m engine serve`` on loopback (a free port unless ``port``) with the benchmark's own data
+    folder under ``data_dir`` (never the user's collections), search the collection by vector (ANN and exact),
+    read its memory."""
     import httpx
 
-    env = {**os.environ, "STUDIO_DATA_DIR": str(data_dir)}
-    process = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _link_models(data_dir)
+    port = port or _free_port()
+    env = {**os.environ, "STUDIO_DATA_DIR": str(bench_data_dir(data_dir))}
+    token = os.environ.get("API_TOKEN") or os.environ.get("STUDIO_API_TOKEN")
+    headers = {"Authorization": f"Bearer {token.strip()}"} if token and token.strip() else {}
     base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                                   env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            for _ in range(300):
+                if process.poll() is not None:
+                    raise StudioError(f"The API for --rss stopped at start (exit status {process.returncode}): "
+                                      f"{_last_line(stderr) or 'no message'}",
+                                      "python -m engine serve with the same environment shows why")
+                try:
+                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
                 time.sleep(0.5)
-        before = _memory(process.pid)
-        for exact in (False, True):
-            for query in queries[: 50 if not exact else 5]:
-                answer = httpx.post(f"{base}/v1/collections/{collection}/search",
-                                    json={"vector": query.tolist(), "k": 10, "exact": exact}, timeout=120)
-                answer.raise_for_status()
-            if not exact:
-                after_ann = _memory(process.pid)
-        return {"idle": before, "after_ann_searches": after_ann, "after_exact_searches": _memory(process.pid)}
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+            else:
+                raise StudioError(f"The API for --rss did not answer on {base} within 150 s.")
+            before = _memory(process.pid)
+            for exact in (False, True):
+                for query in queries[: 50 if not exact else 5]:
+                    try:
+                        answer = httpx.post(f"{base}/v1/collections/{collection}/search", headers=headers,
+                                            json={"vector": query.tolist(), "k": 10, "exact": exact}, timeout=120)
+                        answer.raise_for_status()
+                    except httpx.HTTPError as exc:
+                        raise StudioError(f"The API for --rss failed a search of {collection}: {exc}") from None
+                if not exact:
+                    after_ann = _memory(process.pid)
+            return {"idle": before, "after_ann_searches": after_ann, "after_exact_searches": _memory(process.pid)}
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def _memory(pid: int) -> dict[str, float]:
