@@ -166,7 +166,7 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model name (default: the registry's default)")
     p.add_argument("--in", dest="input", required=True, type=cliargs.input_file,
                    help="UTF-8 text file, one text per line (lines end at \\n only; a blank line is an empty text), "
-                        "or JSONL with a string 'text' field")
+                        "or JSONL with a string 'text' field; - reads the standard input")
     p.add_argument("--out", required=True, type=cliargs.output_file,
                    help="output file, written exactly as named (.npy format: float32, input order); its folder must exist")
     p.add_argument("--provider", help="auto, cpu, cuda, tensorrt, ... (default: STUDIO_PROVIDER or auto)")

@@ -149,7 +149,12 @@ variant_list = choice_list(VARIANTS)
 
 
 def input_file(text: str) -> Path:
-    """A file that exists and is not a folder (pipes and devices are allowed: they are read with a limit)."""
+    """A file that exists and is not a folder (pipes and devices are allowed: they are read with a limit); ``-`` is
+    the standard input."""
+    if text == "-":
+        if not Path("/dev/stdin").exists():
+            raise argparse.ArgumentTypeError("reading the standard input ('-') needs /dev/stdin; give a file")
+        return Path("/dev/stdin")
     path = Path(text)
     if not path.exists():
         raise argparse.ArgumentTypeError(f"{text} does not exist")
@@ -162,6 +167,9 @@ def output_file(text: str) -> Path:
     """A file path to write exactly: not a folder, and its folder must already exist."""
     if not text or text.endswith(("/", "\\")):
         raise argparse.ArgumentTypeError(f"{text!r} is not a file name")
+    if text == "-":  # written as a file named '-' before; the summary goes to the standard output
+        raise argparse.ArgumentTypeError("'-' is not a file name here: the vectors are a .npy file; give one, "
+                                         "e.g. vectors.npy")
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name, e.g. {path / 'vectors.npy'}")

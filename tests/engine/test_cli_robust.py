@@ -139,6 +139,21 @@ def test_embed_end_to_end_one_vector_per_line_written_exactly(default_model, tmp
     assert np.load(out).shape == (3, 384)
 
 
+def test_embed_reads_the_standard_input_as_dash_and_refuses_dash_as_the_output(default_model, tmp_path):
+    """`--in -` said "- does not exist" (only /dev/stdin worked); `--out -` wrote a file named '-' in the current
+    folder. Now '-' reads the pipe, and as the output it is refused before anything loads."""
+    out = tmp_path / "piped.npy"
+    with open(tmp_path / "stdin.txt", "w+", encoding="utf-8") as pipe:
+        pipe.write("alpha\nbeta\n")
+        pipe.seek(0)
+        result = run("embed", "--in", "-", "--out", str(out), "--json", data_dir=default_model.parent.parent, stdin=pipe)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["count"] == 2 and np.load(out).shape == (2, 384)
+    refused = run("embed", "--in", "-", "--out", "-", data_dir=default_model.parent.parent, stdin=subprocess.DEVNULL)
+    assert refused.returncode == 2 and "'-' is not a file name here" in refused.stderr
+    assert not (ROOT / "-").exists()
+
+
 def test_embed_lone_surrogate_and_null_are_clear_errors(default_model, tmp_path):
     data_dir = default_model.parent.parent
     source = tmp_path / "bad.jsonl"
