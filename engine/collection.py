@@ -50,7 +50,14 @@ from engine.collection_format import (
     pages_from_json,
     require_same_model,
 )
-from engine.errors import CollectionError, CollectionNotFoundError, InputError, ModelMismatchError, StudioError
+from engine.errors import (
+    CollectionError,
+    CollectionNotFoundError,
+    DocumentNotFoundError,
+    InputError,
+    ModelMismatchError,
+    StudioError,
+)
 from engine.fusion import CANDIDATES, dense_weights, reciprocal_rank_fusion, resolve_mode
 from engine.keyword_index import check_language
 from engine.page_records import Page
@@ -218,7 +225,7 @@ class Collection:
     def _record(self, info: CollectionInfo, doc_id: str) -> DocumentRecord:
         record = info.document(doc_id)
         if record is None:
-            raise CollectionError(f"Collection {self.name!r} has no document {doc_id!r}.")
+            raise DocumentNotFoundError(f"Collection {self.name!r} has no document {doc_id!r}.")
         return record
 
     def chunks_of(self, doc_id: str) -> tuple[np.ndarray, list[dict]]:
@@ -437,7 +444,7 @@ class Collection:
                              f"name one by its doc_id (or its first {MIN_ID_PREFIX}+ characters), e.g. "
                              f"python -m engine delete --collection {self.name} {named[0].doc_id[:12]}")
         if not named:
-            raise CollectionError(f"Collection {self.name!r} has no document {key!r}.",
+            raise DocumentNotFoundError(f"Collection {self.name!r} has no document {key!r}.",
                                   "python -m engine collections --json lists its documents and their doc_ids")
         return named[0]
 

@@ -10,6 +10,7 @@ true):
     StudioError                        studio_error
         CollectionError                collection_error
             CollectionNotFoundError    collection_not_found
+            DocumentNotFoundError      document_not_found
             ModelMismatchError         model_mismatch
                 VariantMismatchError   variant_mismatch
         ConfigError                    config_error
@@ -185,6 +186,12 @@ class CollectionError(StudioError):
 
 class CollectionNotFoundError(CollectionError):
     code = "collection_not_found"
+
+
+class DocumentNotFoundError(CollectionError):
+    """The collection holds no document of that name or doc_id."""
+
+    code = "document_not_found"
 
 
 class ModelMismatchError(CollectionError):

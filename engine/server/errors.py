@@ -22,6 +22,7 @@ from engine.errors import (
     ConversionError,
     DocumentError,
     DocumentLimitError,
+    DocumentNotFoundError,
     HubError,
     HubOfflineError,
     InferenceError,
@@ -59,6 +60,7 @@ STATUS_BY_ERROR: dict[type[StudioError], int] = {
     InputError: 400,  # RequestError included
     ModelNotFoundError: 404,
     CollectionNotFoundError: 404,
+    DocumentNotFoundError: 404,
     ModelNotConvertedError: 409,  # exists, but has to be converted first
     ModelMismatchError: 409,  # collection built with another model
     CollectionError: 400,

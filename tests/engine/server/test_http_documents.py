@@ -76,6 +76,8 @@ def test_collection_lifecycle(server):
     listing = httpx.get(f"{server}/v1/collections").json()["data"]
     assert [c["name"] for c in listing] == ["dmca"] and listing[0]["documents"][0]["pages"] == 18
     assert httpx.delete(f"{server}/v1/collections/dmca/documents/{pdf.name}").json()["deleted"] == pdf.name
+    missing = httpx.delete(f"{server}/v1/collections/dmca/documents/{pdf.name}")  # it is gone now: a 404, not a 400
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "document_not_found", missing.text
     assert httpx.post(f"{server}/v1/collections/dmca/search", json={"query": "copyright"},
                       timeout=60).json()["hits"] == []
     assert httpx.delete(f"{server}/v1/collections/dmca").status_code == 200
