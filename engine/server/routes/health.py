@@ -16,6 +16,16 @@ async def health() -> dict:
     return {"status": "ok"}
 
 
+@router.head("/health", include_in_schema=False)  # probes that send HEAD (uptime checkers, some load balancers)
+async def health_head() -> Response:
+    return Response(status_code=200)
+
+
+@router.head("/ready", include_in_schema=False)
+async def ready_head(state: ServerState = Depends(get_state)) -> Response:
+    return Response(status_code=200 if state.readiness.snapshot()[0] else 503)
+
+
 @router.get("/ready")
 async def ready(state: ServerState = Depends(get_state)) -> JSONResponse:
     is_ready, info, error = state.readiness.snapshot()

@@ -198,6 +198,7 @@ def test_health_ready_and_metrics(server, client):
     base, _ = server
     assert httpx.get(f"{base}/health").json() == {"status": "ok"}
     ready = httpx.get(f"{base}/ready").json()
+    assert httpx.head(f"{base}/health").status_code == 200 and httpx.head(f"{base}/ready").status_code == 200  # was 405
     # the default variant is auto: on a CPU host, ONNX Runtime or OpenVINO, whichever the probe found faster
     assert ready["status"] == "ready" and ready["model"] == MODEL and ready["provider"] in ("cpu", "openvino")
     client.embeddings.create(model=MODEL, input=["metrics please"])
