@@ -46,6 +46,30 @@ def _check_default_model(studio, model: str, variant: str | None) -> None:
                          f"convert it: python -m engine convert {model} --variants {variant} --force")
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Bind the address once before anything loads: a busy port was uvicorn's bare '[Errno 98] address already in
+    use' (exit 3) after the model had been checked; now one message with what to do (exit 2)."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise InputError(f"--host {host!r} is not an address of this machine: {exc.strerror}.",
+                         "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing socket is no hold-up
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InputError(f"Port {port} on {host} is already in use.",
+                                 "stop what listens there, or choose another with --port") from None
+            raise InputError(f"Cannot listen on {host}:{port}: {exc.strerror}.",
+                             "choose another --port (ports below 1024 need root) or --host") from None
+
+
 @command("serve", "serve the HTTP API (OpenAI-compatible /v1/embeddings, /health, /ready, /metrics)", _serve_args)
 def cmd_serve(args: argparse.Namespace) -> tuple[object, str]:
     import uvicorn
@@ -56,6 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> tuple[object, str]:
 
     if args.workers < 1:
         raise InputError("--workers must be at least 1.")
+    check_port_free(args.host, args.port)
     studio = _studio(args)
     api = load_api_settings(model=args.model, variant=args.variant, provider=args.provider)
     model = api.model or studio.registry.default_model

@@ -85,6 +85,20 @@ def test_serve_refuses_bad_flags_without_a_traceback(default_model, args, messag
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_serve_on_a_busy_port_says_so_before_anything_loads(default_model):
+    """uvicorn's bare '[Errno 98] address already in use' (exit 3), after the model check, was all a user saw."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "engine", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                                cwd=ROOT, env=_env(default_model.parent.parent), capture_output=True, text=True,
+                                timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert f"Port {port} on 127.0.0.1 is already in use" in result.stderr and "--port" in result.stderr
+    assert "Traceback" not in result.stderr and "Errno" not in result.stderr
+
+
 def test_serve_help_lists_the_flags():
     result = subprocess.run([sys.executable, "-m", "engine", "serve", "--help"], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
