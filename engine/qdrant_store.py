@@ -38,7 +38,7 @@ from engine.collection import MANIFEST, SUFFIX, Collection, CollectionInfo, NewD
 from engine.collection_format import info_to_json, require_same_model
 from engine.errors import CollectionError, ConfigError, InputError, ModelMismatchError, StudioError
 from engine.fusion import RRF_K, dense_weights, resolve_mode
-from engine.keyword_index import Analyzer
+from engine.keyword_index import Analyzer, check_language
 from engine.retrieval import SearchConfig
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,8 @@ class QdrantCollection(Collection):
         """The manifest's first generation already names the Qdrant collection, made before it is committed."""
         from qdrant_client import models
 
+        config = SearchConfig.from_dict(search)
+        check_language(config.language)  # as the embedded store: refused before Qdrant holds anything
         with self._locked():
             if self.exists:
                 return self.info()
@@ -151,8 +153,7 @@ class QdrantCollection(Collection):
                     self._call("index the payload", self.client.create_payload_index, name, field,
                                models.PayloadSchemaType.KEYWORD)
             info = CollectionInfo(self.name, model, variant, dim, _now(), chunking=chunking, uid=uid,
-                                  search=SearchConfig.from_dict(search).to_dict(),
-                                  store={"kind": "qdrant", "collection": name})
+                                  search=config.to_dict(), store={"kind": "qdrant", "collection": name})
             with storage.transaction(f"Creating collection {self.name!r}", self.root) as files:
                 self.path.mkdir(exist_ok=True)
                 return self._commit(None, info, files)

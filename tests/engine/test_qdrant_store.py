@@ -51,6 +51,17 @@ def qdrant(tmp_path):
     return c, vectors
 
 
+def test_an_unsupported_language_is_refused_before_qdrant_holds_anything(tmp_path):
+    """The embedded store refused it at create; Qdrant's own create made the collection first, and every later
+    commit failed on its keyword analyzer."""
+    connection = QdrantConnection(path=str(tmp_path / "qdrant"))
+    c = QdrantCollection(tmp_path / "collections", "lang", connection)
+    with pytest.raises(InputError, match="'xx' is not a supported keyword-search language"):
+        c.create("m", "fp32", DIM, {}, search={"language": "xx"})
+    assert not c.exists and not (tmp_path / "collections" / "lang").exists()
+    assert not [n for n in (x.name for x in c.client.get_collections().collections) if n.startswith("studio_lang_")]
+
+
 def test_sparse_vectors_are_bm25_term_weights():
     ids, values = sparse_document(["pump", "pump", "valv"])
     assert ids == sorted({term_id("pump"), term_id("valv")})
