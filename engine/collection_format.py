@@ -129,7 +129,7 @@ def pages_to_json(pages) -> bytes:
 
 
 def pages_from_json(raw: bytes) -> list[Page]:
-    return [Page(**{**p, "notes": tuple(p.get("notes", ()))}) for p in json.loads(raw.decode("utf-8"))]
+    return [Page.from_dict(p) for p in json.loads(raw.decode("utf-8"))]
 
 
 def encoded_segment(record: DocumentRecord, chunks, pages) -> tuple[bytes, bytes]:

@@ -10,7 +10,8 @@ book_free_culture_352p.pdf no head was on half of all pages, so none was found).
 times in one page's zone is content there (rotated_table_4pages.pdf: "cell[0][0]", "cell[0][1]", ...
 all read "cell[#][#]", and every page lost its first and last table cells). The first page a running
 line stands on keeps it, so a line that only looked like one (the same form field on every page)
-stays searchable once."""
+stays searchable once; that page's ``running_kept`` names it, and the chunker reads it as text, never as
+a heading."""
 
 from __future__ import annotations
 
@@ -83,26 +84,36 @@ def running_lines(pages: Sequence[Page], min_share: float = 0.5, min_pages: int 
     return set(_running(pages, min_share, min_pages))
 
 
+def _without(text: str, spans: Sequence[tuple[int, int]]) -> str:
+    parts, last = [], 0
+    for start, end in spans:
+        parts.append(text[last:start])
+        last = end
+    parts.append(text[last:])
+    return "".join(parts).strip("\n")
+
+
 def strip_running_lines(pages: Sequence[Page]) -> list[Page]:
+    """The pages without their running lines. The first page each stands on keeps it and names it in its
+    ``running_kept``, so the chunker does not take a running head for the heading of what follows; a page
+    that says nothing but running lines keeps them all, as its content, and names them too."""
     repeated = _running(pages, 0.5, 3)
     if not repeated:
         return list(pages)
     cleaned = []
     for index, page in enumerate(pages):
         keys = _zone_keys(page.text)
-        cuts = [(s, e) for s, e, key in _zone_lines(page.text) if key in keys and repeated.get(key, index) < index]
-        if not cuts:
+        running = [(s, e, repeated[key]) for s, e, key in _zone_lines(page.text) if key in keys and key in repeated]
+        if not running:
             cleaned.append(page)
             continue
-        text, last = [], 0
-        for start, end in cuts:
-            text.append(page.text[last:start])
-            last = end
-        text.append(page.text[last:])
-        stripped = "".join(text).strip("\n")
-        if not stripped.strip():  # the repeated line is all the page says: it is content, not a header
-            cleaned.append(page)
-            continue
-        cleaned.append(replace(page, text=stripped,
-                               notes=page.notes + (f"removed {len(cuts)} running header/footer line(s)",)))
+        alone = not _without(page.text, [(s, e) for s, e, _ in running]).strip()  # all the page says: its content
+        kept = tuple(page.text[s:e].strip() for s, e, first in running if first == index or alone)
+        if kept:
+            page = replace(page, running_kept=tuple(dict.fromkeys(page.running_kept + kept)))
+        cuts = [] if alone else [(s, e) for s, e, first in running if first < index]
+        if cuts:
+            page = replace(page, text=_without(page.text, cuts),
+                           notes=page.notes + (f"removed {len(cuts)} running header/footer line(s)",))
+        cleaned.append(page)
     return cleaned

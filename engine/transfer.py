@@ -192,7 +192,7 @@ def _start_document(rows: dict, i: int) -> dict:
     try:
         record = json.loads(rows["document_record"][i])
         record = DocumentRecord(**{**record, "notes": tuple(record.get("notes", ()))})
-        pages = [Page(**{**p, "notes": tuple(p.get("notes", ()))}) for p in json.loads(rows["document_pages"][i])]
+        pages = [Page.from_dict(p) for p in json.loads(rows["document_pages"][i])]
     except (TypeError, ValueError, KeyError) as exc:
         raise InputError(f"Row {i}: the first row of a document needs its document_record and document_pages "
                          f"({exc}).") from None

@@ -108,6 +108,25 @@ def test_invalid_options(size, overlap, max_tokens):
     ("# Title", (1, "Title")), ("### Deep", (3, "Deep")), ("2.1 Results and discussion", (2, "2.1 Results and discussion")),
     ("INTRODUCTION", (1, "INTRODUCTION")), ("Chapter 3 The end", (1, "Chapter 3 The end")),
     ("This is a normal sentence.", None), ("A", None), ("3.14 is pi, as everyone knows, isn't it?", None),
+    # book_free_culture_352p.pdf's chapters, and words that only start like a chapter's
+    ("CHAPTER SIX: Founders", (1, "CHAPTER SIX: Founders")), ("Chapter 3", (1, "Chapter 3")),
+    ("Appendix A. Synoptic Report Template", (1, "Appendix A. Synoptic Report Template")),
+    ("part fourteen", (1, "part fourteen")), ("Part of the plan", None), ("Sections of the act", None),
+    ("A. There are some who use sharing networks as substitutes for pur-", None),  # a line that a word breaks
 ])
 def test_heading_detection(line, expected):
     assert heading_level(line) == expected
+
+
+def test_a_running_lines_first_copy_is_text_not_a_heading(tok):
+    """The first page a running head stands on keeps it (engine.running_lines), named in ``running_kept``: it stays
+    in the chunks' text and does not replace the chapter's heading."""
+    body = "Copyright is a kind of property. It can be owned and sold."
+    pages = [Page(1, f"# Property\n\n{body}\n\nPROPERTY 87\n\n{body}", "text", running_kept=("PROPERTY 87",)),
+             Page(2, body, "text")]
+    chunks = chunk_pages(pages, tok.count_tokens, tok.token_offsets, ChunkingOptions(size=200, overlap=0))
+    assert [c.heading_path for c in chunks] == [("Property",), ("Property",)]
+    assert "PROPERTY 87" in chunks[0].text
+    unnamed = [Page(1, pages[0].text, "text"), pages[1]]
+    chunks = chunk_pages(unnamed, tok.count_tokens, tok.token_offsets, ChunkingOptions(size=200, overlap=0))
+    assert chunks[-1].heading_path == ("PROPERTY 87",)  # what it was before

@@ -24,7 +24,10 @@ def test_page_numbers_and_headers_are_found_and_removed():
     cleaned = strip_running_lines(pages)
     assert cleaned[2].text == "\n".join(pages[2].text.splitlines()[1:-1])
     assert "running header/footer" in cleaned[2].notes[-1]
-    assert cleaned[0] == pages[0]  # the first copy stays searchable
+    # the first copies stay searchable, named as running lines so the chunker never takes them for headings
+    assert cleaned[0].text == pages[0].text and cleaned[0].running_kept == ("ACME Annual Report 2024", "Page 1 of 6")
+    assert all(p.running_kept == () for p in cleaned[1:])
+    assert strip_running_lines(cleaned) == cleaned  # stripping again changes nothing
 
 
 def test_short_documents_and_unique_lines_are_left_alone():
@@ -37,11 +40,15 @@ def test_short_documents_and_unique_lines_are_left_alone():
 def test_a_page_whose_only_lines_repeat_keeps_them():
     """arabic_habibi_rotated.pdf: four pages with the same one line; stripping it left nothing to index."""
     pages = [Page(i + 1, "\u062d\u064e\u0628\u064a\u0628\u064a habibi", "text") for i in range(4)]
-    assert strip_running_lines(pages) == pages
+    cleaned = strip_running_lines(pages)
+    assert [p.text for p in cleaned] == [p.text for p in pages] and not any(p.notes for p in cleaned)
+    assert all(p.running_kept == (pages[0].text,) for p in cleaned)  # named: text, never a heading
     mixed = [Page(i + 1, f"Running head\nbody {WORDS[i]} text", "text") for i in range(4)] + [Page(5, "Running head", "text")]
     cleaned = strip_running_lines(mixed)
-    assert cleaned[0] == mixed[0]  # the first page a running line stands on keeps it
-    assert [p.text for p in cleaned[1:4]] == [f"body {WORDS[i]} text" for i in range(1, 4)] and cleaned[4] == mixed[4]
+    assert cleaned[0].text == mixed[0].text  # the first page a running line stands on keeps it
+    assert cleaned[0].running_kept == ("Running head",)
+    assert [p.text for p in cleaned[1:4]] == [f"body {WORDS[i]} text" for i in range(1, 4)]
+    assert cleaned[4].text == mixed[4].text and cleaned[4].running_kept == ("Running head",)
 
 
 def test_only_newlines_end_lines():
@@ -113,6 +120,25 @@ def test_the_real_book_loses_its_running_heads_and_keeps_its_text():
     assert body and all(line in kept for line in body)  # no line of body text went
 
 
+def test_the_real_books_chapters_head_its_chunks_and_its_running_heads_do_not():
+    """book_free_culture_352p.pdf: each running head's first copy ("“PROPERTY” 87") stayed as text and read as an
+    ALL-CAPS heading, so it headed 326 chunks, while "CHAPTER SIX: Founders" (mixed case) was no heading at all."""
+    from tiny_models import gt_model_dir
+
+    from engine.chunking import ChunkingOptions, chunk_pages
+    from engine.tokenize import TextTokenizer
+
+    pages = _book_pages()
+    found = running_lines(pages)
+    tok = TextTokenizer.from_folder(gt_model_dir(), 256)
+    chunks = chunk_pages(strip_running_lines(pages), tok.count_tokens, tok.token_offsets, ChunkingOptions(max_tokens=254))
+    titles = {title for chunk in chunks for title in chunk.heading_path}
+    assert not {title for title in titles if normalise(title) in found}
+    assert {"CHAPTER ONE: Creators", "CHAPTER SIX: Founders", "CHAPTER TEN: “Property”", "INTRODUCTION"} <= titles
+    heads = {"“PROPERTY” 87", "“PIRACY” 19", "INTRODUCTION 3"}
+    assert all(any(head in chunk.text for chunk in chunks) for head in heads)  # still searchable, once
+
+
 _lines = st.lists(st.text(st.characters(blacklist_characters="\n"), max_size=12), min_size=0, max_size=9)
 
 
@@ -121,7 +147,7 @@ _lines = st.lists(st.text(st.characters(blacklist_characters="\n"), max_size=12)
 def test_stripping_only_takes_whole_running_lines_and_keeps_their_first_copy(bodies, heads):
     """Over arbitrary Unicode: each page comes back as its own lines, some whole lines left out; every line left out
     is a running line's; the first page a running line stands on keeps it; pages, numbers and sources stay."""
-    from engine.running_lines import _running, _zone_keys
+    from engine.running_lines import _running, _zone_keys, _zone_lines
 
     pages = [Page(n + 1, "\n".join(([heads[n]] if n < len(heads) else []) + lines), "text") for n, lines in enumerate(bodies)]
     cleaned = strip_running_lines(pages)
@@ -129,6 +155,14 @@ def test_stripping_only_takes_whole_running_lines_and_keeps_their_first_copy(bod
     assert len(cleaned) == len(pages)
     for index, (page, kept) in enumerate(zip(pages, cleaned)):
         assert (kept.number, kept.source) == (page.number, page.source)
+        lines = [line.strip() for line in page.text.split("\n") if line.strip()]
+        keys = _zone_keys(page.text)
+        running = [(page.text[s:e].strip(), key) for s, e, key in _zone_lines(page.text) if key in keys and key in repeated]
+        alone = len(running) == len(lines)  # nothing but running lines: the page's content, kept whole
+        if alone:
+            assert kept.text == page.text
+        firsts = [line for line, key in running if repeated[key] == index or alone]
+        assert kept.running_kept == tuple(dict.fromkeys(firsts))  # named: the running lines it keeps
         if kept.text == page.text:
             continue
         before = [line for line in page.text.split("\n") if line.strip()]
