@@ -205,6 +205,15 @@ class Collection:
             "the others searchable again; then ingest that document again",
         )
 
+    def require_intact(self, info: CollectionInfo, replacing: str = "") -> None:
+        """Refuse, before an ingest reads and embeds anything, a collection whose commit would refuse it: one
+        whose manifest names a segment that is gone (the commit rebuilds the indexes from every segment), other
+        than that of the document ``replacing`` names (ingesting it again with --force repairs the collection).
+        The commit checks again under the lock; this only spares the work."""
+        for record in info.documents:
+            if record.doc_id != replacing and not all(path.is_file() for path in self._segment_files(record.segment)):
+                raise self._damaged(record.segment, writing=True)
+
     def pages_of(self, doc_id: str) -> list[Page]:
         """The page texts every chunk offset of the document refers to."""
         def load(info: CollectionInfo) -> list[Page]:

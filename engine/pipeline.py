@@ -166,6 +166,8 @@ def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str
             progress(ProgressEvent("skipped", label, message="already in the collection"))
             return IngestResult(label, True, doc_id, existing.pages, existing.chunks, existing.ocr_pages, skipped=True,
                                 seconds={"total": round(time.perf_counter() - started, 3)})
+    if info is not None:  # a damaged collection is refused before the file is read and embedded
+        target.require_intact(info, replacing=doc_id)
     chunking = chunking_options(embedder, options)
 
     def chunk_texts(some: list[Page]) -> list[str]:

@@ -207,6 +207,9 @@ class QdrantCollection(Collection):
         self._call("delete old points", self.client.delete, self._qdrant_name(info),
                    points_selector=models.FilterSelector(filter=stale), wait=True)
 
+    def require_intact(self, info: CollectionInfo, replacing: str = "") -> None:
+        """Nothing to refuse ahead: a commit here reads no earlier segment (the points are in Qdrant)."""
+
     def reindex(self) -> CollectionInfo:
         return self.info()  # Qdrant maintains its own HNSW and sparse indexes
 

@@ -179,3 +179,27 @@ def test_cli_ingest_and_search_contracts(studio, tmp_path):
     assert len(hits) == 3 and hits[0]["page"] == 7 and hits[0]["document"] == "encrypted_rc4_dmca_18p.pdf"
     assert {"score", "document", "page", "text", "start", "end"} <= set(hits[0])
     assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+
+
+def test_a_damaged_collection_is_refused_before_reading_and_its_document_can_repair_it(studio):
+    """A segment of an earlier document is gone: the commit refuses the collection, and an ingest used to read and
+    embed the whole file first. It is refused before the first page now; the damaged document itself, ingested
+    again with force, replaces the missing segment and the collection is whole again."""
+    from engine.errors import CollectionError
+
+    small, form = shared_data("pdfs", "table_small.pdf"), shared_data("pdfs", "form_libreoffice.pdf")
+    first = ingest(studio, "damaged", small)
+    assert ingest(studio, "damaged", form).ok
+    target = collection(studio, "damaged")
+    record = target.info().document(first.doc_id)
+    (target.path / "segments" / f"{record.segment}.npy").unlink()
+    before = _snapshot(studio, "damaged")
+    events = []
+    with pytest.raises(CollectionError, match="is missing") as refused:
+        ingest(studio, "damaged", shared_data(*NIST), progress=events.append)
+    assert "Nothing was changed" in refused.value.message and "check-collection damaged" in refused.value.hint
+    assert not [e for e in events if e.stage in ("page", "embed")]  # refused before reading a page
+    assert _snapshot(studio, "damaged") == before
+    repaired = ingest(studio, "damaged", small, options=IngestOptions(force=True))
+    assert repaired.ok and not repaired.skipped
+    assert target.check().ok and search(studio, "damaged", "table", k=2).hits
