@@ -167,6 +167,9 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--in", dest="input", required=True, type=cliargs.input_file,
                    help="UTF-8 text file, one text per line (lines end at \\n only; a blank line is an empty text), "
                         "or JSONL with a string 'text' field; - reads the standard input")
+    p.add_argument("--format", choices=INPUT_FORMATS, default="auto",
+                   help="how --in is read: text (one text per line), jsonl, or auto (JSONL when the first line "
+                        "starts with '{'; default)")
     p.add_argument("--out", required=True, type=cliargs.output_file,
                    help="output file, written exactly as named (.npy format: float32, input order); its folder must exist")
     p.add_argument("--provider", help="auto, cpu, cuda, tensorrt, ... (default: STUDIO_PROVIDER or auto)")
@@ -186,25 +189,43 @@ def split_lines(raw: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def _json_text(path: Path, number: int, line: str) -> str:
+INPUT_FORMATS = ("auto", "text", "jsonl")
+_GUESSED = "; it was read as JSONL because its first line starts with '{': --format text embeds every line as it is"
+
+
+def _json_text(path: Path, number: int, line: str, guessed: bool = False) -> str:
+    """The 'text' of one JSONL line; ``guessed``: the format was guessed from the first line, and the hint says so."""
+    also = _GUESSED if guessed else ""
     try:
         record = json.loads(line)
     except ValueError:
-        raise InputError(f"{path}:{number} is not valid JSON.", "each line must be a JSON object like {\"text\": \"...\"}"
-                         ) from None
+        raise InputError(f"{path}:{number} is not valid JSON.",
+                         f"each line must be a JSON object like {{\"text\": \"...\"}}{also}") from None
     if not isinstance(record, dict) or "text" not in record:
         raise InputError(f"{path}:{number} is not a JSON object with a 'text' field.",
-                         "each line must be a JSON object like {\"text\": \"...\"}")
+                         f"each line must be a JSON object like {{\"text\": \"...\"}}{also}")
     text = record["text"]
     if not isinstance(text, str):
         kind = "null" if text is None else type(text).__name__
-        raise InputError(f"{path}:{number}: 'text' is {kind}, not a string.", "give every record a text to embed")
+        raise InputError(f"{path}:{number}: 'text' is {kind}, not a string.", f"give every record a text to embed{also}")
     return text
 
 
-def read_texts(path: Path, max_bytes: int | None = None) -> list[str]:
-    """The texts of an ``embed --in`` file, in order: one per line, or JSONL objects with a 'text' field
-    (JSONL when the first line starts with '{'). Nothing is skipped, so row N of the output is always line N:
+def input_format(lines: list[str], form: str = "auto") -> str:
+    """"text" or "jsonl": ``form`` unless it is "auto", then JSONL when the first line starts with '{'."""
+    if form != "auto":
+        return form
+    return "jsonl" if lines and lines[0].lstrip().startswith("{") else "text"
+
+
+def read_texts(path: Path, max_bytes: int | None = None, form: str = "auto") -> list[str]:
+    return read_input(path, max_bytes, form)[0]
+
+
+def read_input(path: Path, max_bytes: int | None = None, form: str = "auto") -> tuple[list[str], str]:
+    """(texts, "text" or "jsonl"): the texts of an ``embed --in`` file, in order: one per line, or JSONL objects
+    with a 'text' field (``form``; "auto": JSONL when the first line starts with '{', and an error then says that the format was
+    guessed and how to choose). Nothing is skipped, so row N of the output is always line N:
     a blank line of a text file is the empty text (embedded as such); in JSONL a blank line, a record without
     a string 'text' (null, a number) or a lone surrogate anywhere is an InputError naming the line."""
     from engine.documents import read_limited
@@ -220,15 +241,16 @@ def read_texts(path: Path, max_bytes: int | None = None) -> list[str]:
     lines = split_lines(raw)
     if not lines:
         raise InputError(f"The input file {path} is empty.", "put one text per line")
-    jsonl = lines[0].lstrip().startswith("{")
+    jsonl = input_format(lines, form) == "jsonl"
+    guessed = form == "auto"
     texts = []
     for number, line in enumerate(lines, 1):
         if jsonl and not line.strip():
             raise InputError(f"{path}:{number} is blank, not a JSON object.",
-                             "remove blank lines from JSONL: row N of the output is line N")
-        text = _json_text(path, number, line) if jsonl else line
+                             f"remove blank lines from JSONL: row N of the output is line N{_GUESSED if guessed else ''}")
+        text = _json_text(path, number, line, guessed) if jsonl else line
         texts.append(check_encodable(text, f"{path}:{number}"))
-    return texts
+    return texts, "jsonl" if jsonl else "text"
 
 
 def write_npy(path: Path, vectors: np.ndarray) -> None:
@@ -244,7 +266,7 @@ def write_npy(path: Path, vectors: np.ndarray) -> None:
 @command("embed", "embed texts from a file into a .npy array", _embed_args)
 def cmd_embed(args: argparse.Namespace) -> tuple[object, str]:
     studio = _studio(args)
-    texts = read_texts(args.input, studio.settings.max_upload_bytes)
+    texts, form = read_input(args.input, studio.settings.max_upload_bytes, args.format)
     embedder = studio.embedder(args.model, args.variant, args.provider).with_batching(args.batch_size)
     embedder.session()  # load and warm up before the clock starts
     started = time.perf_counter()
@@ -252,10 +274,11 @@ def cmd_embed(args: argparse.Namespace) -> tuple[object, str]:
     seconds = time.perf_counter() - started
     write_npy(args.out, vectors.astype(np.float32))
     info = embedder.info()
-    data = {**info, "count": len(texts), "dim": int(vectors.shape[1]), "out": str(args.out),
+    data = {**info, "count": len(texts), "format": form, "dim": int(vectors.shape[1]), "out": str(args.out),
             "seconds": round(seconds, 3), "texts_per_second": round(len(texts) / seconds, 1) if seconds else None}
     fallback = f"\nwarning: {info['fallback']}" if info["fallback"] else ""
-    return data, (f"{len(texts)} texts -> {args.out} ({vectors.shape[0]}x{vectors.shape[1]} float32) with "
+    read = "JSONL records" if form == "jsonl" else "lines"
+    return data, (f"{len(texts)} texts ({read}) -> {args.out} ({vectors.shape[0]}x{vectors.shape[1]} float32) with "
                   f"{info['model']}/{info['variant']} on {info['provider']} in {seconds:.2f}s{fallback}")
 
 

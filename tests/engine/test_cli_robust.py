@@ -121,6 +121,26 @@ def test_jsonl_records_are_checked_and_named_by_line(tmp_path, content, words):
     assert words in caught.value.message and str(source) in caught.value.message
 
 
+def test_a_text_file_that_looks_like_jsonl_says_so_and_can_be_read_as_text(tmp_path):
+    """A plain text file whose first line starts with '{' was read as JSONL, and its error only said "line 1 is not
+    valid JSON". The hint now says the format was guessed and how to choose it; --format text reads it as lines."""
+    from engine.cli import read_input
+
+    source = tmp_path / "notes.txt"
+    source.write_text("{curly} braces open this line\nsecond line\n", encoding="utf-8")
+    with pytest.raises(InputError, match="is not valid JSON") as caught:
+        read_texts(source)
+    assert "read as JSONL because its first line starts with '{'" in caught.value.hint
+    assert "--format text" in caught.value.hint
+    assert read_input(source, form="text") == (["{curly} braces open this line", "second line"], "text")
+    with pytest.raises(InputError) as chosen:  # chosen, not guessed: no word about guessing
+        read_input(source, form="jsonl")
+    assert "guess" not in chosen.value.hint and "first line starts" not in chosen.value.hint
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"text": "a"}\n', encoding="utf-8")
+    assert read_input(jsonl) == (["a"], "jsonl") and read_input(jsonl, form="text") == (['{"text": "a"}'], "text")
+
+
 def test_not_utf8_names_the_line(tmp_path):
     source = tmp_path / "latin1.txt"
     source.write_bytes(b"fine\ncaf\xe9\n")
