@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.chunking import ChunkingOptions, chunk_pages, heading_level
+from engine.chunking import ChunkingOptions, _paragraphs, chunk_pages, heading_level
 from engine.errors import InputError
 from engine.page_records import Page
 from engine.tokenize import TextTokenizer
@@ -130,3 +130,27 @@ def test_a_running_lines_first_copy_is_text_not_a_heading(tok):
     unnamed = [Page(1, pages[0].text, "text"), pages[1]]
     chunks = chunk_pages(unnamed, tok.count_tokens, tok.token_offsets, ChunkingOptions(size=200, overlap=0))
     assert chunks[-1].heading_path == ("PROPERTY 87",)  # what it was before
+
+
+_UNICODE_LINE = st.text(st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)), min_size=1, max_size=30)
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(st.lists(st.one_of(_UNICODE_LINE, HEADING, st.sampled_from(["CHAPTER SIX: Founders", "“PROPERTY” 87"])),
+                         min_size=1, max_size=6), min_size=1, max_size=3))
+def test_lines_named_as_running_are_never_headings(tok, paragraphs):
+    """Over arbitrary Unicode: a page whose every paragraph is named in ``running_kept`` gives chunks with no heading
+    path at all, and every character of every page is still in a chunk, within the size limits."""
+    options = ChunkingOptions(size=64, overlap=8, max_tokens=MAX_SEQ - 2)
+    named, plain = [], []
+    for number, lines in enumerate(paragraphs, 1):
+        text = "\n\n".join(lines)
+        keep = tuple(text[s:e].strip() for s, e in _paragraphs(text))
+        named.append(Page(number, text, "text", running_kept=keep))
+        plain.append(Page(number, text, "text"))
+    chunks = chunk_pages(named, tok.count_tokens, tok.token_offsets, options)
+    assert all(c.heading_path == () for c in chunks)
+    _check(named, chunks, tok, options)
+    assert any(c.heading_path for c in chunk_pages(plain, tok.count_tokens, tok.token_offsets, options)) or not any(
+        heading_level(line) for lines in paragraphs for line in lines)  # unnamed, the headings among them head chunks
