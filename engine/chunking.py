@@ -46,9 +46,11 @@ class ChunkingOptions:
 
     def validate(self) -> None:
         if self.size < 8:
-            raise InputError(f"Chunk size must be at least 8 tokens (got {self.size}).")
+            raise InputError(f"Chunk size must be at least 8 tokens (got {self.size}).",
+                             f"use --chunk-size 8 or more (default {DEFAULT_SIZE})")
         if not 0 <= self.overlap < self.size:
-            raise InputError(f"Overlap must be between 0 and the chunk size minus one (got {self.overlap}).")
+            raise InputError(f"Overlap must be between 0 and the chunk size minus one (got {self.overlap}).",
+                             f"use --chunk-overlap from 0 to {self.size - 1}")
         if self.max_tokens is not None and self.size > self.max_tokens:
             raise InputError(
                 f"Chunk size {self.size} is over the model's limit of {self.max_tokens} tokens.",

@@ -222,7 +222,8 @@ class Collection:
             try:
                 return pages_from_json(raw)
             except (ValueError, TypeError) as exc:
-                raise CollectionError(f"The pages of {record.name} are unreadable: {exc}") from None
+                raise CollectionError(f"The pages of {record.name} are unreadable: {exc}",
+                                      f"python -m engine check-collection {self.name} says what to do") from None
         return self._reading(load)
 
     def original_of(self, doc_id: str) -> Path | None:
@@ -234,7 +235,8 @@ class Collection:
     def _record(self, info: CollectionInfo, doc_id: str) -> DocumentRecord:
         record = info.document(doc_id)
         if record is None:
-            raise DocumentNotFoundError(f"Collection {self.name!r} has no document {doc_id!r}.")
+            raise DocumentNotFoundError(f"Collection {self.name!r} has no document {doc_id!r}.",
+                                        "python -m engine collections --json lists each collection's documents")
         return record
 
     def chunks_of(self, doc_id: str) -> tuple[np.ndarray, list[dict]]:
@@ -279,7 +281,7 @@ class Collection:
         info = info if info is not None else self.info()
         require_same_model(info, self.name, model)
         if k < 1:
-            raise InputError("k must be at least 1.")
+            raise InputError("k must be at least 1.", "use --k 1 or more")
         info, view = self._reading(lambda current: (current, self._view(current)), info)
         mode = resolve_mode(mode, view.config.mode, query_text is not None, query_vector is not None)
         if view.size == 0:
@@ -288,13 +290,15 @@ class Collection:
         if documents:
             wanted = {d.doc_id for d in info.documents if d.doc_id in documents or d.name in documents}
             if not wanted:
-                raise InputError(f"None of {list(documents)} is in collection {self.name!r}.")
+                raise InputError(f"None of {list(documents)} is in collection {self.name!r}.",
+                                 "--document takes a name or a doc_id; python -m engine collections --json lists them")
         depth = k if mode != "hybrid" else max(k, CANDIDATES)
         rankings = {}
         if mode in ("dense", "hybrid"):
             query = np.asarray(query_vector, dtype=np.float32).reshape(-1)
             if query.shape[0] != info.dim:
-                raise ModelMismatchError(f"The query has {query.shape[0]} dimensions, the collection {info.dim}.")
+                raise ModelMismatchError(f"The query has {query.shape[0]} dimensions, the collection {info.dim}.",
+                                         "embed the query with the collection's model")
             query = query / max(float(np.linalg.norm(query)), 1e-12)
             rankings["dense"] = view.dense(query, depth, wanted, exact, ef, rescore)
         if mode in ("keyword", "hybrid"):
@@ -395,18 +399,21 @@ class Collection:
                       variant: str | None = None) -> list[DocumentRecord]:
         """Store several documents in ONE commit (all or nothing: an import, a bulk load)."""
         if len({new.record.doc_id[:16] for new in documents}) != len(documents):  # [:16]: the segment stem
-            raise CollectionError("The same document appears twice in one batch.")
+            raise CollectionError("The same document appears twice in one batch.",
+                                  "give each document its own doc_id (its first 16 characters name its segment)")
         encoded = []
         for new in documents:
             if new.vectors.ndim != 2 or new.vectors.shape[0] != len(new.chunks):
-                raise CollectionError(f"{len(new.chunks)} chunks but {new.vectors.shape[0]} vectors for {new.record.name}.")
+                raise CollectionError(f"{len(new.chunks)} chunks but {new.vectors.shape[0]} vectors for {new.record.name}.",
+                                      "embed every chunk once: one vector per chunk, in chunk order")
             encoded.append(encoded_segment(new.record, new.chunks, new.pages))
         with self._locked():
             info = self.info()
             require_same_model(info, self.name, model, variant)
             for new in documents:
                 if new.vectors.shape[1] != info.dim:
-                    raise ModelMismatchError(f"Vectors have {new.vectors.shape[1]} dimensions; the collection {info.dim}.")
+                    raise ModelMismatchError(f"Vectors have {new.vectors.shape[1]} dimensions; the collection {info.dim}.",
+                                             f"embed with the collection's model, {info.model}")
             what = documents[0].record.name if len(documents) == 1 else f"{len(documents)} documents"
             with storage.transaction(f"Storing {what} in collection {self.name!r}", self.path) as files:
                 (self.path / "segments").mkdir(exist_ok=True)
@@ -474,7 +481,8 @@ class Collection:
         """Delete the whole collection, under the lock: an ingest waiting for it then finds no collection."""
         with self._locked():
             if not self.exists:
-                raise CollectionNotFoundError(f"There is no collection named {self.name!r}.")
+                raise CollectionNotFoundError(f"There is no collection named {self.name!r}.",
+                                              "python -m engine collections lists the collections")
             with storage.converted(f"Deleting collection {self.name!r}", self.root):
                 doomed = self.root / f".{self.name}.dropped-{uuid.uuid4().hex[:12]}"
                 os.replace(self.path, doomed)  # readers see "no collection", never half a folder

@@ -141,7 +141,8 @@ def run(request: ConversionRequest, models_dir: Path, progress: StepProgress | N
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
-        raise ConversionError(f"Converting {request.source} took longer than {timeout:.0f}s and was stopped.") from None
+        raise ConversionError(f"Converting {request.source} took longer than {timeout:.0f}s and was stopped.",
+                              "convert fewer variants at a time, e.g. --variants fp32") from None
     except BaseException:  # the caller stopped (Ctrl-C, a Streamlit rerun): do not leave the converter running
         process.kill()
         process.wait()
@@ -151,7 +152,8 @@ def run(request: ConversionRequest, models_dir: Path, progress: StepProgress | N
         raise ConversionError(error.get("message", "conversion failed"), error.get("hint", ""))
     if process.returncode != 0 or result is None:
         tail = " | ".join(list(stderr_tail)[-3:])
-        raise ConversionError(f"The converter exited with status {process.returncode}: {tail[:500]}")
+        raise ConversionError(f"The converter exited with status {process.returncode}: {tail[:500]}",
+                              f"python -m engine convert {request.requested or request.source} -v shows the converter's log")
     result.pop("event", None)
     return result
 
@@ -178,7 +180,8 @@ def run_remote(url: str, request: ConversionRequest, progress: StepProgress | No
             try:
                 while job["status"] not in TERMINAL:
                     if deadline is not None and time.monotonic() > deadline:
-                        raise ConversionError(f"Converting {request.requested} took longer than {timeout:.0f}s.")
+                        raise ConversionError(f"Converting {request.requested} took longer than {timeout:.0f}s.",
+                                              "convert fewer variants at a time, e.g. --variants fp32")
                     time.sleep(poll_seconds)
                     job = client.get(f"/v1/jobs/{job['id']}").json()
                     if progress is not None:

@@ -95,10 +95,12 @@ def load_dense(folder: Path, manifest: Manifest) -> list[DenseWeights]:
                 weight = data["weight"].astype(np.float32)
                 bias = data["bias"].astype(np.float32) if layer.bias else None
         except (OSError, KeyError, ValueError) as exc:
-            raise ModelFileError(f"Dense layer file {layer.file} in {folder.name} is unreadable: {exc}") from None
+            raise ModelFileError(f"Dense layer file {layer.file} in {folder.name} is unreadable: {exc}",
+                                 f"re-convert the model: python -m engine convert {folder.name} --force") from None
         if weight.shape != (layer.out_features, layer.in_features):
             raise ModelFileError(f"Dense layer {layer.file} has shape {weight.shape}, expected "
-                                 f"({layer.out_features}, {layer.in_features})")
+                                 f"({layer.out_features}, {layer.in_features})",
+                                 f"re-convert the model: python -m engine convert {folder.name} --force")
         layers.append(DenseWeights(weight, bias, layer.activation))
     return layers
 
@@ -197,7 +199,10 @@ class Embedder:
                 positions = np.arange(batch.shape[1], dtype=dtype)
                 feed[node.name] = np.broadcast_to(positions, batch.shape).copy()
             else:
-                raise ModelFileError(f"The ONNX graph asks for an input {node.name!r} the engine cannot provide.")
+                raise ModelFileError(f"The ONNX graph asks for an input {node.name!r} the engine cannot provide.",
+                                     "the engine feeds input_ids, attention_mask, token_type_ids and position_ids: "
+                                     f"re-convert it (python -m engine convert {self.spec.name} --force) "
+                                     "or use another model")
         return feed
 
     def _output_name(self, session) -> str:
@@ -226,7 +231,9 @@ class Embedder:
         return pooled(output, slice(None))
 
     def _inference_failed(self, exc: Exception) -> InferenceError:
-        return InferenceError(f"Inference failed on {self.spec.name}/{self.variant} ({self.provider}): {str(exc)[:300]}")
+        return InferenceError(f"Inference failed on {self.spec.name}/{self.variant} ({self.provider}): {str(exc)[:300]}",
+                              f"python -m engine check --model {self.spec.name} tests the model; "
+                              "if memory ran out, use a smaller --batch-size")
 
     def _packing_capacity(self, session) -> int:
         """Tokens per packed row for short batches on this session (0: never packed). Only sessions that take packed
@@ -279,7 +286,8 @@ class Embedder:
         if prompt_name is None:
             return ""
         raise InputError(
-            f"Model {self.spec.name!r} has no prompt named {name!r} (prompts: {', '.join(self.prompts) or 'none'})."
+            f"Model {self.spec.name!r} has no prompt named {name!r} (prompts: {', '.join(self.prompts) or 'none'}).",
+            "use one of those prompt names, or leave it out",
         )
 
     def embed(
@@ -294,12 +302,13 @@ class Embedder:
     ) -> np.ndarray:
         """(len(texts), dim) float32 in input order. An empty list gives an empty (0, dim) array."""
         if isinstance(texts, str):
-            raise InputError("embed() takes a list of texts, not a single string.")
+            raise InputError("embed() takes a list of texts, not a single string.", "pass a list: embed([text])")
         dim = dimensions or self.dim
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
         if dimensions is not None and not 0 < dimensions <= self.dim:
-            raise InputError(f"dimensions must be between 1 and {self.dim}, got {dimensions}.")
+            raise InputError(f"dimensions must be between 1 and {self.dim}, got {dimensions}.",
+                             f"leave --dimensions out for all {self.dim}, or ask for fewer")
         prefix = self.resolve_prompt(prompt_name, prompt)
         prompt_length = self.tokenizer.prompt_length(prefix) if prefix else 0
         encoded: list[Encoded] = self.tokenizer.encode([prefix + str(t) for t in texts])

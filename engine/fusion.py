@@ -29,7 +29,8 @@ class Fused:
 def dense_weights(dense_weight: float) -> dict[str, float]:
     """The hybrid weight setting (share of the dense side, 0..1) as per-retriever RRF weights."""
     if not 0.0 <= dense_weight <= 1.0:
-        raise InputError(f"The hybrid dense weight must lie between 0 and 1, not {dense_weight}.")
+        raise InputError(f"The hybrid dense weight must lie between 0 and 1, not {dense_weight}.",
+                         "0 is keyword only, 1 dense only: e.g. --dense-weight 0.5 or STUDIO_HYBRID_DENSE_WEIGHT=0.5")
     return {"dense": dense_weight, "keyword": 1.0 - dense_weight}
 
 

@@ -126,8 +126,10 @@ def _translate(exc: Exception, repo_id: str | None = None) -> Exception:
     if isinstance(exc, (requests.ConnectionError, requests.Timeout, hf_errors.LocalEntryNotFoundError)):
         return HubOfflineError(f"The Hugging Face hub ({endpoint()}) did not answer.", "try again later or work offline")
     if isinstance(exc, hf_errors.HfHubHTTPError):
-        return HubError(f"The Hugging Face hub answered with an error: {str(exc).splitlines()[0][:200]}")
-    return HubError(f"Hugging Face hub request failed: {type(exc).__name__}: {str(exc)[:200]}")
+        return HubError(f"The Hugging Face hub answered with an error: {str(exc).splitlines()[0][:200]}",
+                        "check the model id (and HF_TOKEN for a private or gated model), or try again later")
+    return HubError(f"Hugging Face hub request failed: {type(exc).__name__}: {str(exc)[:200]}",
+                    "try again later; python -m engine models lists the models already converted here")
 
 
 def search_models(query: str = "", limit: int = 20, pipeline_tag: str = "sentence-similarity") -> list[HubModel]:

@@ -111,7 +111,8 @@ def precision_setting() -> str:
     if value not in PRECISIONS:
         from engine.errors import ProviderError
 
-        raise ProviderError(f"STUDIO_OPENVINO_PRECISION must be one of {', '.join(PRECISIONS)}, got {value!r}.")
+        raise ProviderError(f"STUDIO_OPENVINO_PRECISION must be one of {', '.join(PRECISIONS)}, got {value!r}.",
+                            "unset STUDIO_OPENVINO_PRECISION for auto")
     return value
 
 
@@ -124,7 +125,7 @@ def _whole_number(variable: str, value: str, unit: str) -> int:
     if not value.isdigit():
         from engine.errors import ProviderError
 
-        raise ProviderError(f"{variable} must be a whole number of {unit}, got {value!r}.")
+        raise ProviderError(f"{variable} must be a whole number of {unit}, got {value!r}.", f"unset {variable} for its default")
     return int(value)
 
 

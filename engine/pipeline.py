@@ -265,7 +265,8 @@ def rechunk(studio: Studio, collection_name: str, doc_id: str, options: IngestOp
     info = target.info()
     record = info.document(doc_id)
     if record is None:
-        raise InputError(f"Collection {collection_name!r} has no document {doc_id!r}.")
+        raise InputError(f"Collection {collection_name!r} has no document {doc_id!r}.",
+                         "python -m engine collections --json lists each collection's documents")
     embedder = studio.embedder(info.model, info.variant, options.provider)
     pages = target.pages_of(record.doc_id)
     chunking = chunking_options(embedder, options)
@@ -298,9 +299,10 @@ def search(studio: Studio, collection_name: str, query: str | None, k: int = 5, 
     from engine.retrieval import SearchConfig
 
     if vector is None and (not query or not query.strip()):
-        raise InputError("The query is empty.")
+        raise InputError("The query is empty.", "type a question or some keywords to search for")
     if vector is not None and query:
-        raise InputError("Give either a query text or a query vector, not both.")
+        raise InputError("Give either a query text or a query vector, not both.",
+                         "drop the vector to search by text, or the query to search by the vector")
     target = studio.collection(collection_name)
     info = target.info()  # the one read of collection.json for this query
     require_same_model(info, collection_name, model)
@@ -329,10 +331,11 @@ def _checked_vector(vector: Sequence[float], dim: int):
     try:
         array = np.asarray(vector, dtype=np.float32).reshape(-1)
     except (TypeError, ValueError):
-        raise InputError("The query vector must be a list of numbers.") from None
+        raise InputError("The query vector must be a list of numbers.",
+                         "send it as a list of floats, one per dimension of the collection's model") from None
     if array.shape[0] != dim:
         raise ModelMismatchError(f"The query vector has {array.shape[0]} dimensions; the collection has {dim}.",
                                  "embed the query with the collection's model")
     if not np.isfinite(array).all() or not np.any(array):
-        raise InputError("The query vector must be finite and not all zeros.")
+        raise InputError("The query vector must be finite and not all zeros.", "embed the query with the collection's model")
     return array

@@ -83,7 +83,9 @@ def client_for(connection: QdrantConnection):
                 _clients[key] = (QdrantClient(url=connection.url, api_key=connection.api_key, timeout=60)
                                  if connection.url else QdrantClient(path=connection.path))
             except (RuntimeError, ValueError, OSError) as exc:
-                raise ConfigError(f"Cannot open Qdrant at {connection.url or connection.path}: {exc}") from None
+                raise ConfigError(f"Cannot open Qdrant at {connection.url or connection.path}: {exc}",
+                                  "check STUDIO_QDRANT_URL and STUDIO_QDRANT_API_KEY (or STUDIO_QDRANT_PATH), "
+                                  "and that Qdrant is running") from None
         return _clients[key]
 
 
@@ -249,7 +251,7 @@ class QdrantCollection(Collection):
         info = info if info is not None else self.info()
         require_same_model(info, self.name, model)
         if k < 1:
-            raise InputError("k must be at least 1.")
+            raise InputError("k must be at least 1.", "use --k 1 or more")
         config = SearchConfig.from_dict(info.search)
         mode = resolve_mode(mode, config.mode, query_text is not None, query_vector is not None)
         if not info.documents:
@@ -257,14 +259,16 @@ class QdrantCollection(Collection):
         segments = [d.segment for d in info.documents
                     if not documents or d.doc_id in documents or d.name in documents]
         if not segments:
-            raise InputError(f"None of {list(documents)} is in collection {self.name!r}.")
+            raise InputError(f"None of {list(documents)} is in collection {self.name!r}.",
+                             "--document takes a name or a doc_id; python -m engine collections --json lists them")
         where = models.Filter(must=[models.FieldCondition(key="segment", match=models.MatchAny(any=segments))])
         params = models.SearchParams(exact=bool(exact), hnsw_ef=ef or config.ann.expansion_search)
         dense = sparse = None
         if mode in ("dense", "hybrid"):
             dense = np.asarray(query_vector, dtype=np.float32).reshape(-1)
             if dense.shape[0] != info.dim:
-                raise ModelMismatchError(f"The query has {dense.shape[0]} dimensions, the collection {info.dim}.")
+                raise ModelMismatchError(f"The query has {dense.shape[0]} dimensions, the collection {info.dim}.",
+                                         "embed the query with the collection's model")
             dense = (dense / max(float(np.linalg.norm(dense)), 1e-12)).tolist()
         if mode in ("keyword", "hybrid"):
             ids, values = sparse_query(Analyzer(config.language).terms([query_text])[0])

@@ -117,9 +117,11 @@ def load_registry_file(path: Path) -> _File:
         raise RegistryError(_format_error(Path(path), exc), "fix models.yaml (see the README's model section)") from None
     for name in parsed.models:
         if not NAME_PATTERN.match(name):
-            raise RegistryError(f"{path}: model {name!r}: the name must be lower-case letters, digits, '.', '_', '-'")
+            raise RegistryError(f"{path}: model {name!r}: the name must be lower-case letters, digits, '.', '_', '-'",
+                                f"rename it in {Path(path).name}")
     if parsed.default_model not in parsed.models:
-        raise RegistryError(f"{path}: default_model {parsed.default_model!r} is not one of the models listed")
+        raise RegistryError(f"{path}: default_model {parsed.default_model!r} is not one of the models listed",
+                            f"set default_model to one of: {', '.join(parsed.models)}")
     return parsed
 
 

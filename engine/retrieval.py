@@ -23,6 +23,7 @@ from engine.keyword_index import KeywordIndex, top_k
 
 log = logging.getLogger(__name__)
 INDEXES = "indexes"
+CHECK_HINT = "python -m engine check-collection NAME says what to do"
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,12 @@ class Segment:
         except FileNotFoundError:
             raise  # retired by a writer meanwhile: the collection re-reads its manifest and retries
         except (OSError, ValueError) as exc:
-            raise CollectionError(f"A segment of the collection is unreadable ({stem}): {exc}") from None
+            raise CollectionError(f"A segment of the collection is unreadable ({stem}): {exc}", CHECK_HINT) from None
         ends = np.flatnonzero(np.frombuffer(self._lines, dtype=np.uint8) == 10) if size else np.zeros(0, np.int64)
         self._starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64) if len(ends) else ends
         self._ends = ends
         if len(ends) != self.vectors.shape[0]:
-            raise CollectionError(f"Segment {stem} has {self.vectors.shape[0]} vectors but {len(ends)} chunk lines.")
+            raise CollectionError(f"Segment {stem} has {self.vectors.shape[0]} vectors but {len(ends)} chunk lines.", CHECK_HINT)
 
     def __len__(self) -> int:
         return len(self._ends)

@@ -105,7 +105,8 @@ class TextTokenizer:
         try:
             tokenizer = Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises a bare Exception on a bad file
-            raise ModelFileError(f"{TOKENIZER_FILE} in {folder.name} is unreadable: {exc}") from None
+            raise ModelFileError(f"{TOKENIZER_FILE} in {folder.name} is unreadable: {exc}",
+                                 f"re-convert the model: python -m engine convert {folder.name} --force") from None
         config = _read_json(folder / "tokenizer_config.json")
         special = _read_json(folder / "special_tokens_map.json")
         pad_token = _token_text(config.get("pad_token")) or _token_text(special.get("pad_token"))

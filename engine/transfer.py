@@ -33,6 +33,8 @@ from engine.retrieval import SearchConfig
 
 log = logging.getLogger(__name__)
 FORMAT = 1
+# the hint of a file that fails the checks of what an export writes
+DAMAGED = "the file is not as python -m engine export wrote it: export the collection again (--collection NAME FILE.parquet)"
 COLUMNS = ("vector", "text", "document", "doc_id", "page", "start", "end", "heading_path", "chunk_index", "tokens",
            "document_record", "document_pages")
 
@@ -129,9 +131,10 @@ def read_export(path: Path):
     try:
         table = pq.read_table(path)
     except FileNotFoundError:
-        raise InputError(f"{path} does not exist.") from None
+        raise InputError(f"{path} does not exist.", "check the path; python -m engine export writes such a file") from None
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{Path(path).name} is not a readable parquet file: {exc}") from None
+        raise InputError(f"{Path(path).name} is not a readable parquet file: {exc}",
+                         "give the .parquet file that python -m engine export wrote") from None
     raw = (table.schema.metadata or {}).get(b"studio")
     missing = [c for c in COLUMNS if c not in table.column_names]
     if raw is None or missing:
@@ -142,7 +145,7 @@ def read_export(path: Path):
         meta = json.loads(raw)
         int(meta["dim"]), str(meta["model"])
     except (ValueError, KeyError, TypeError):
-        raise InputError(f"The studio metadata of {Path(path).name} is unreadable.") from None
+        raise InputError(f"The studio metadata of {Path(path).name} is unreadable.", DAMAGED) from None
     return table, meta
 
 
@@ -154,9 +157,9 @@ def validate_rows(table, meta: dict) -> list[NewDocument]:
     column = table.column("vector").combine_chunks()
     if pa.types.is_fixed_size_list(column.type):
         if column.type.list_size != dim:
-            raise ModelMismatchError(f"The vectors have {column.type.list_size} dimensions; the export says {dim}.")
+            raise ModelMismatchError(f"The vectors have {column.type.list_size} dimensions; the export says {dim}.", DAMAGED)
         if column.null_count:
-            raise InputError(f"{column.null_count} rows have no vector.")
+            raise InputError(f"{column.null_count} rows have no vector.", DAMAGED)
         vectors = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
     else:
         vectors = _ragged_vectors(column.to_pylist(), dim)
@@ -164,7 +167,7 @@ def validate_rows(table, meta: dict) -> list[NewDocument]:
     norms = np.linalg.norm(vectors, axis=1)
     bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1) | (norms == 0))
     if bad.size:
-        raise InputError(f"Row {int(bad[0])}: the vector is not finite or all zeros.")
+        raise InputError(f"Row {int(bad[0])}: the vector is not finite or all zeros.", DAMAGED)
     documents, current = [], None
     for i in range(table.num_rows):
         doc_id = rows["doc_id"][i]
@@ -172,7 +175,7 @@ def validate_rows(table, meta: dict) -> list[NewDocument]:
             if current is not None:
                 documents.append(_document(current, vectors))
             if any(d.record.doc_id == doc_id for d in documents):
-                raise InputError(f"Row {i}: the chunks of document {doc_id!r} are not contiguous.")
+                raise InputError(f"Row {i}: the chunks of document {doc_id!r} are not contiguous.", DAMAGED)
             current = _start_document(rows, i)
         current["rows"].append(i)
         _check_row(rows, i, current)
@@ -184,7 +187,7 @@ def validate_rows(table, meta: dict) -> list[NewDocument]:
 def _ragged_vectors(values: list, dim: int) -> np.ndarray:
     for i, v in enumerate(values):
         if v is None or len(v) != dim:
-            raise ModelMismatchError(f"Row {i}: the vector has {0 if v is None else len(v)} values, not {dim}.")
+            raise ModelMismatchError(f"Row {i}: the vector has {0 if v is None else len(v)} values, not {dim}.", DAMAGED)
     return np.asarray(values, dtype=np.float32).reshape(-1, dim)
 
 
@@ -195,9 +198,9 @@ def _start_document(rows: dict, i: int) -> dict:
         pages = [Page.from_dict(p) for p in json.loads(rows["document_pages"][i])]
     except (TypeError, ValueError, KeyError) as exc:
         raise InputError(f"Row {i}: the first row of a document needs its document_record and document_pages "
-                         f"({exc}).") from None
+                         f"({exc}).", DAMAGED) from None
     if record.doc_id != rows["doc_id"][i] or record.name != rows["document"][i]:
-        raise InputError(f"Row {i}: document_record does not match the row's doc_id/document.")
+        raise InputError(f"Row {i}: document_record does not match the row's doc_id/document.", DAMAGED)
     return {"doc_id": record.doc_id, "record": record, "pages": pages, "rows": [], "chunks": [],
             "page_lengths": {p.number: len(p.text) for p in pages}}
 
@@ -206,15 +209,15 @@ def _check_row(rows: dict, i: int, current: dict) -> None:
     text, page, start, end = rows["text"][i], rows["page"][i], rows["start"][i], rows["end"][i]
     heading, index, tokens = rows["heading_path"][i], rows["chunk_index"][i], rows["tokens"][i]
     if rows["document"][i] != current["record"].name:
-        raise InputError(f"Row {i}: the document name changes within document {current['doc_id']!r}.")
+        raise InputError(f"Row {i}: the document name changes within document {current['doc_id']!r}.", DAMAGED)
     if not isinstance(text, str) or not text.strip():
-        raise InputError(f"Row {i}: the chunk text is empty.")
+        raise InputError(f"Row {i}: the chunk text is empty.", DAMAGED)
     if not isinstance(page, int) or page not in current["page_lengths"]:
-        raise InputError(f"Row {i}: page {page!r} is not a page of {current['record'].name}.")
+        raise InputError(f"Row {i}: page {page!r} is not a page of {current['record'].name}.", DAMAGED)
     if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= current["page_lengths"][page]):
-        raise InputError(f"Row {i}: offsets {start!r}:{end!r} do not lie within page {page}.")
+        raise InputError(f"Row {i}: offsets {start!r}:{end!r} do not lie within page {page}.", DAMAGED)
     if index != len(current["chunks"]):
-        raise InputError(f"Row {i}: chunk_index {index!r}, expected {len(current['chunks'])}.")
+        raise InputError(f"Row {i}: chunk_index {index!r}, expected {len(current['chunks'])}.", DAMAGED)
     current["chunks"].append(Chunk(index, page, start, end, text, tuple(heading or ()),
                                    int(tokens) if isinstance(tokens, int) else 0))
 
@@ -222,7 +225,8 @@ def _check_row(rows: dict, i: int, current: dict) -> None:
 def _document(current: dict, vectors: np.ndarray) -> NewDocument:
     record = current["record"]
     if record.chunks != len(current["chunks"]):
-        raise InputError(f"{record.name}: the record says {record.chunks} chunks, the file has {len(current['chunks'])}.")
+        raise InputError(f"{record.name}: the record says {record.chunks} chunks, the file has {len(current['chunks'])}.",
+                         DAMAGED)
     return NewDocument(record, vectors[current["rows"]], current["chunks"], current["pages"], None)
 
 
@@ -240,7 +244,9 @@ def import_collection(collection: Collection, path: Path, known_models: dict[str
         raise ModelMismatchError(f"{Path(path).name} was embedded with {model!r}, which is not in the registry.",
                                  "add the model to models.yaml (and convert it) before importing")
     if known_models is not None and known_models[model] and known_models[model] != dim:
-        raise ModelMismatchError(f"{model!r} has {known_models[model]} dimensions; the export has {dim}.")
+        raise ModelMismatchError(f"{model!r} has {known_models[model]} dimensions; the export has {dim}.",
+                                 f"the export was made with another model named {model!r}: import it into a studio "
+                                 "that has that model")
     if collection.exists:
         info = collection.info()
         if info.model != model or info.dim != dim:

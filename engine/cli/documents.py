@@ -157,7 +157,8 @@ def cmd_delete(args: argparse.Namespace) -> tuple[object, str]:
         target.drop()
         return {"deleted": args.collection}, f"deleted collection {args.collection!r}"
     if not args.document:
-        raise InputError("Name a document to delete, or pass --all for the whole collection.")
+        raise InputError("Name a document to delete, or pass --all for the whole collection.",
+                         "python -m engine collections --json lists each collection's documents")
     record = target.delete_document(args.document)
     return ({"deleted": record.name, "doc_id": record.doc_id},
             f"deleted {record.name} (doc_id {record.doc_id}) from {args.collection!r}")

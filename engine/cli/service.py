@@ -79,7 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> tuple[object, str]:
     from engine.server.config import load_api_settings
 
     if args.workers < 1:
-        raise InputError("--workers must be at least 1.")
+        raise InputError("--workers must be at least 1.", "leave --workers out for one process")
     check_port_free(args.host, args.port)
     studio = _studio(args)
     api = load_api_settings(model=args.model, variant=args.variant, provider=args.provider)

@@ -247,7 +247,7 @@ def run_benchmark(studio: Studio, models: Sequence[str], variants: Sequence[str]
                   http_urls: Sequence[str] = (), http_model: str | None = None,
                   progress: Progress | None = None, workload: str = "") -> BenchReport:
     if not texts:
-        raise InputError("The benchmark needs at least one text.")
+        raise InputError("The benchmark needs at least one text.", "use --texts 1 or more, or a --workload file that holds texts")
     report_progress = progress or (lambda step, fraction: log.info("[%3.0f%%] %s", fraction * 100, step))
     results: list[BenchResult] = []
     reference_label = "onnxruntime fp32 on cpu"
@@ -327,7 +327,8 @@ def load_report(path: Path) -> BenchReport:
         results = [BenchResult(**row) for row in data.pop("results")]
         return BenchReport(**data, results=results)
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise InputError(f"{Path(path).name} is not a benchmark report: {exc}") from None
+        raise InputError(f"{Path(path).name} is not a benchmark report: {exc}",
+                         "delete it, or write a new one with python -m engine bench") from None
 
 
 def list_reports(folder: Path) -> list[Path]:

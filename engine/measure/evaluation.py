@@ -41,9 +41,11 @@ def _jsonl(path: Path) -> list[dict]:
     try:
         return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
     except FileNotFoundError:
-        raise InputError(f"{path} does not exist.") from None
+        raise InputError(f"{path} does not exist.",
+                         "point --dataset at a BEIR folder: corpus.jsonl, queries.jsonl and qrels/") from None
     except ValueError as exc:
-        raise InputError(f"{path} is not valid JSONL: {exc}") from None
+        raise InputError(f"{path} is not valid JSONL: {exc}",
+                         "each line must be one JSON object; download the dataset again if it is damaged") from None
 
 
 def load_beir(folder: Path, split: str = "test") -> Dataset:

@@ -252,7 +252,8 @@ def api_rss(data_dir: Path, collection: str, queries: np.ndarray, port: int | No
                     pass
                 time.sleep(0.5)
             else:
-                raise StudioError(f"The API for --rss did not answer on {base} within 150 s.")
+                raise StudioError(f"The API for --rss did not answer on {base} within 150 s.",
+                                  "python -m engine serve with the same environment shows why")
             before = _memory(process.pid)
             for exact in (False, True):
                 for query in queries[: 50 if not exact else 5]:
@@ -261,7 +262,8 @@ def api_rss(data_dir: Path, collection: str, queries: np.ndarray, port: int | No
                                             json={"vector": query.tolist(), "k": 10, "exact": exact}, timeout=120)
                         answer.raise_for_status()
                     except httpx.HTTPError as exc:
-                        raise StudioError(f"The API for --rss failed a search of {collection}: {exc}") from None
+                        raise StudioError(f"The API for --rss failed a search of {collection}: {exc}",
+                                          "python -m engine serve with the same environment logs why") from None
                 if not exact:
                     after_ann = _memory(process.pid)
             return {"idle": before, "after_ann_searches": after_ann, "after_exact_searches": _memory(process.pid)}

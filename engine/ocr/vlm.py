@@ -399,7 +399,8 @@ def local_server_url(settings: VLMSettings, recipe: ChatRecipe) -> str:
     key = tuple(command)
     with _local_lock:
         if _exiting:
-            raise OCRUnavailableError("The local VLM server cannot start: the process is shutting down")
+            raise OCRUnavailableError("The local VLM server cannot start: the process is shutting down",
+                                      "run the OCR again once the studio has restarted")
         server = _local_servers.get(key)
         if server is None:
             server = _local_servers[key] = LocalServer(command=command, start_timeout_s=settings.start_timeout_s)

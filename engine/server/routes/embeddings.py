@@ -86,17 +86,18 @@ def parse_input(value: object, max_items: int, max_chars: int) -> list[str]:
                                "so ids from another tokenizer cannot be used.", "input", LANGCHAIN_HINT)
         texts = value
     else:
-        raise RequestError("input must be a string or a list of strings.", "input")
+        raise RequestError("input must be a string or a list of strings.", "input",
+                           'send "input": "a text" or "input": ["a text", "another"]')
     if not texts:
-        raise RequestError("input is empty: send at least one text.", "input")
+        raise RequestError("input is empty: send at least one text.", "input", 'e.g. "input": ["a text"]')
     if len(texts) > max_items:
         raise RequestError(f"input has {len(texts)} texts; this server takes at most {max_items} per request.",
                            "input", "split the texts over several requests (STUDIO_API_MAX_ITEMS sets the limit)")
     for index, text in enumerate(texts):
         if not isinstance(text, str):
-            raise RequestError(f"input[{index}] is not a string.", "input")
+            raise RequestError(f"input[{index}] is not a string.", "input", "send each text as a JSON string")
         if not text:
-            raise RequestError(f"input[{index}] is an empty string.", "input")
+            raise RequestError(f"input[{index}] is an empty string.", "input", "leave the empty texts out of input")
         check_encodable(text, f"input[{index}]", param="input")
         if len(text) > max_chars:
             raise RequestError(f"input[{index}] has {len(text)} characters; this server takes at most {max_chars}.",
@@ -194,7 +195,8 @@ async def create_embeddings(http: Request) -> Response:
     model_id, embedder = await _embedder(state, request.model)
     if request.dimensions is not None and request.dimensions > embedder.dim:
         raise RequestError(f"dimensions must be between 1 and {embedder.dim} for {embedder.spec.name}, "
-                           f"got {request.dimensions}.", "dimensions")
+                           f"got {request.dimensions}.", "dimensions",
+                           f"leave dimensions out for all {embedder.dim}, or ask for fewer")
     try:
         prompt = embedder.resolve_prompt(request.prompt_name)
     except InputError as exc:
