@@ -202,7 +202,8 @@ class Collection:
             f"A segment of collection {self.name!r} is missing ({stem.split('.', 1)[0]}): it cannot be searched or changed until "
             f"the damaged document is deleted.{' Nothing was changed.' if writing else ''}",
             f"python -m engine check-collection {self.name} names the document and the delete command that makes "
-            "the others searchable again; then ingest that document again",
+            "the others searchable again; then ingest that document again (or, with its file at hand, ingest it "
+            "again with --force: its new segment replaces the missing one)",
         )
 
     def require_intact(self, info: CollectionInfo, replacing: str = "") -> None:
