@@ -193,9 +193,8 @@ INPUT_FORMATS = ("auto", "text", "jsonl")
 _GUESSED = "; it was read as JSONL because its first line starts with '{': --format text embeds every line as it is"
 
 
-def _json_text(path: Path, number: int, line: str, guessed: bool = False) -> str:
-    """The 'text' of one JSONL line; ``guessed``: the format was guessed from the first line, and the hint says so."""
-    also = _GUESSED if guessed else ""
+def _json_text(path: Path, number: int, line: str, also: str = "") -> str:
+    """The 'text' of one JSONL line; ``also`` ends every hint (why the file was read as JSONL, when guessed)."""
     try:
         record = json.loads(line)
     except ValueError:
@@ -224,8 +223,8 @@ def read_texts(path: Path, max_bytes: int | None = None, form: str = "auto") -> 
 
 def read_input(path: Path, max_bytes: int | None = None, form: str = "auto") -> tuple[list[str], str]:
     """(texts, "text" or "jsonl"): the texts of an ``embed --in`` file, in order: one per line, or JSONL objects
-    with a 'text' field (``form``; "auto": JSONL when the first line starts with '{', and an error then says that the format was
-    guessed and how to choose). Nothing is skipped, so row N of the output is always line N:
+    with a 'text' field (``form``; "auto": JSONL when the first line starts with '{', and an error then says that
+    the format was guessed and how to choose). Nothing is skipped, so row N of the output is always line N:
     a blank line of a text file is the empty text (embedded as such); in JSONL a blank line, a record without
     a string 'text' (null, a number) or a lone surrogate anywhere is an InputError naming the line."""
     from engine.documents import read_limited
@@ -241,16 +240,17 @@ def read_input(path: Path, max_bytes: int | None = None, form: str = "auto") -> 
     lines = split_lines(raw)
     if not lines:
         raise InputError(f"The input file {path} is empty.", "put one text per line")
-    jsonl = input_format(lines, form) == "jsonl"
-    guessed = form == "auto"
+    read_as = input_format(lines, form)
+    jsonl = read_as == "jsonl"
+    also = _GUESSED if form == "auto" else ""
     texts = []
     for number, line in enumerate(lines, 1):
         if jsonl and not line.strip():
             raise InputError(f"{path}:{number} is blank, not a JSON object.",
-                             f"remove blank lines from JSONL: row N of the output is line N{_GUESSED if guessed else ''}")
-        text = _json_text(path, number, line, guessed) if jsonl else line
+                             f"remove blank lines from JSONL: row N of the output is line N{also}")
+        text = _json_text(path, number, line, also) if jsonl else line
         texts.append(check_encodable(text, f"{path}:{number}"))
-    return texts, "jsonl" if jsonl else "text"
+    return texts, read_as
 
 
 def write_npy(path: Path, vectors: np.ndarray) -> None:
