@@ -43,6 +43,7 @@ from engine.collection_format import (
     FORMAT,
     CollectionInfo,
     DocumentRecord,
+    check_doc_id,
     chunks_from_jsonl,
     encoded_segment,
     info_from_json,
@@ -404,6 +405,11 @@ class Collection:
                                   "give each document its own doc_id (its first 16 characters name its segment)")
         encoded = []
         for new in documents:
+            try:  # the first 16 characters name the segment's files: what a parser let through stops here
+                check_doc_id(new.record.doc_id)
+            except ValueError as exc:
+                raise InputError(f"{new.record.name}: {exc}.", "a document's doc_id is the SHA-256 of its bytes, "
+                                 "as python -m engine ingest computes it") from None
             if new.vectors.ndim != 2 or new.vectors.shape[0] != len(new.chunks):
                 raise CollectionError(f"{len(new.chunks)} chunks but {new.vectors.shape[0]} vectors for {new.record.name}.",
                                       "embed every chunk once: one vector per chunk, in chunk order")

@@ -21,6 +21,8 @@ from engine.page_records import Page
 
 FORMAT = 1
 SEGMENT_STEM = re.compile(r"^[0-9a-f]{16}-g[0-9]+$")
+# a document's id: the SHA-256 of its bytes, whose first 16 characters name its segment files (so never "../")
+DOC_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,13 @@ _TYPES = {"name": str, "model": str, "variant": str, "dim": int, "created_at": s
           "ocr_engine": str, "ocr_pages": int, "size_bytes": int, "ingested_at": str, "segment": str, "notes": list}
 
 
-def _checked_fields(cls, data: object, what: str) -> dict:
+# a page's fields as JSON has them (numbers may be ints where floats belong)
+_PAGE_TYPES = {"number": int, "text": str, "source": str, "ocr_used": bool, "degraded": bool, "width": (int, float),
+               "height": (int, float), "quality": (int, float), "seconds": (int, float), "notes": list,
+               "running_kept": list}
+
+
+def _checked_fields(cls, data: object, what: str, types: dict = _TYPES) -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"{what} is a JSON {type(data).__name__}, not an object")
     known = {f.name: f for f in dataclasses.fields(cls)}
@@ -79,10 +87,40 @@ def _checked_fields(cls, data: object, what: str) -> dict:
     if missing := sorted(required - set(data)):
         raise ValueError(f"{what} lacks the key(s) {', '.join(map(repr, missing))}")
     for key, value in data.items():
-        wanted = _TYPES.get(key)
-        if wanted is not None and (not isinstance(value, wanted) or (wanted is int and isinstance(value, bool))):
-            raise ValueError(f"{what}: {key!r} should be a JSON {wanted.__name__}, not {type(value).__name__}")
+        wanted = types.get(key)
+        numeric = wanted is not bool and isinstance(value, bool)  # JSON true is no number
+        if wanted is not None and (not isinstance(value, wanted) or numeric):
+            name = wanted.__name__ if isinstance(wanted, type) else "number"
+            raise ValueError(f"{what}: {key!r} should be a JSON {name}, not {type(value).__name__}")
+    for key in ("notes", "running_kept"):
+        if not all(isinstance(n, str) for n in data.get(key, ())):
+            raise ValueError(f"{what}: {key!r} should be a list of strings")
     return data
+
+
+def check_doc_id(doc_id: object) -> None:
+    """ValueError unless ``doc_id`` is a document id (``DOC_ID``): the store names files by it."""
+    if not isinstance(doc_id, str) or not DOC_ID.match(doc_id):
+        raise ValueError(f"{str(doc_id)[:80]!r} is not a document id (the SHA-256 of the file: 64 hex digits, "
+                         "lower case)")
+
+
+def record_from_dict(data: object, what: str) -> DocumentRecord:
+    """A DocumentRecord from parsed JSON, every field checked; ValueError naming ``what`` otherwise."""
+    data = _checked_fields(DocumentRecord, data, what)
+    try:
+        check_doc_id(data["doc_id"])
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+    return DocumentRecord(**{**data, "notes": tuple(data.get("notes", ()))})
+
+
+def page_from_dict(data: object, what: str) -> Page:
+    """A Page from parsed JSON, every field checked (a page number of 1 or more); ValueError otherwise."""
+    data = _checked_fields(Page, data, what, _PAGE_TYPES)
+    if data["number"] < 1:
+        raise ValueError(f"{what}: its number is {data['number']}; pages count from 1")
+    return Page.from_dict(data)
 
 
 def info_from_json(data: object, collection: str) -> CollectionInfo:
@@ -91,12 +129,10 @@ def info_from_json(data: object, collection: str) -> CollectionInfo:
         data = _checked_fields(CollectionInfo, data, "the manifest")
         documents = []
         for number, raw in enumerate(data.get("documents", ()), 1):
-            raw = _checked_fields(DocumentRecord, raw, f"document {number}")
-            if not SEGMENT_STEM.match(raw["segment"]):
-                raise ValueError(f"document {number} names the segment {raw['segment'][:80]!r}, which is not a segment name")
-            if not all(isinstance(n, str) for n in raw.get("notes", ())):
-                raise ValueError(f"document {number}: 'notes' should be a list of strings")
-            documents.append(DocumentRecord(**{**raw, "notes": tuple(raw.get("notes", ()))}))
+            record = record_from_dict(raw, f"document {number}")
+            if not SEGMENT_STEM.match(record.segment):
+                raise ValueError(f"document {number} names the segment {record.segment[:80]!r}, which is not a segment name")
+            documents.append(record)
         if data.get("format", FORMAT) > FORMAT:
             raise ValueError(f"it is format {data['format']}, written by a newer version (this one reads {FORMAT})")
         return CollectionInfo(**{**data, "documents": tuple(documents)})

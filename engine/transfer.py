@@ -8,7 +8,8 @@ work after an import). The schema metadata ``studio`` holds the model, variant, 
 search settings. Stored original files (page images) are not exported.
 
 An import validates the whole file (model and dimension against the target, every row's vector,
-offsets and fields) before anything is written, then stores all documents in one commit, which
+offsets and fields, every document record and page as strictly as a manifest; a doc_id is a SHA-256
+digest, since it names the segment files) before anything is written, then stores all documents in one commit, which
 builds the keyword and ANN indexes: all or nothing.
 """
 
@@ -25,10 +26,10 @@ import numpy as np
 
 from engine import storage
 from engine.chunking import Chunk
-from engine.collection import Collection, DocumentRecord, NewDocument
+from engine.collection import Collection, NewDocument
+from engine.collection_format import page_from_dict, record_from_dict
 from engine.errors import InputError, ModelMismatchError
 from engine.keyword_index import LANGUAGES
-from engine.page_records import Page
 from engine.retrieval import SearchConfig
 
 log = logging.getLogger(__name__)
@@ -192,13 +193,21 @@ def _ragged_vectors(values: list, dim: int) -> np.ndarray:
 
 
 def _start_document(rows: dict, i: int) -> dict:
+    """The record and pages of the document whose first row is ``i``, every field checked as a manifest's are:
+    the doc_id names the segment files, so one like "../x" must never reach the store."""
     try:
-        record = json.loads(rows["document_record"][i])
-        record = DocumentRecord(**{**record, "notes": tuple(record.get("notes", ()))})
-        pages = [Page.from_dict(p) for p in json.loads(rows["document_pages"][i])]
-    except (TypeError, ValueError, KeyError) as exc:
-        raise InputError(f"Row {i}: the first row of a document needs its document_record and document_pages "
+        record = record_from_dict(json.loads(rows["document_record"][i]), "its document_record")
+        pages = json.loads(rows["document_pages"][i])
+        if not isinstance(pages, list):
+            raise ValueError(f"its document_pages is a JSON {type(pages).__name__}, not a list")
+        pages = [page_from_dict(p, f"page {n}") for n, p in enumerate(pages, 1)]
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"Row {i}: the first row of a document needs a valid document_record and document_pages "
                          f"({exc}).", DAMAGED) from None
+    numbers = [p.number for p in pages]
+    if len(set(numbers)) != len(numbers):
+        twice = next(n for n in numbers if numbers.count(n) > 1)
+        raise InputError(f"Row {i}: document_pages holds page {twice} twice.", DAMAGED)
     if record.doc_id != rows["doc_id"][i] or record.name != rows["document"][i]:
         raise InputError(f"Row {i}: document_record does not match the row's doc_id/document.", DAMAGED)
     return {"doc_id": record.doc_id, "record": record, "pages": pages, "rows": [], "chunks": [],

@@ -95,6 +95,58 @@ def test_a_bad_row_rejects_the_whole_import(tmp_path, source, change, error):
     assert not target.exists  # nothing written, not even an empty collection
 
 
+def _set_record(columns: dict, row: int, **fields) -> None:
+    record = json.loads(columns["document_record"][row])
+    record.update(fields)
+    columns["document_record"][row] = json.dumps(record)
+    if "doc_id" in fields:  # every row of that document, as a hostile file would have it
+        old = columns["doc_id"][row]
+        columns["doc_id"] = [fields["doc_id"] if value == old else value for value in columns["doc_id"]]
+
+
+def _set_pages(columns: dict, row: int, change) -> None:
+    pages = json.loads(columns["document_pages"][row])
+    change(pages)
+    columns["document_pages"][row] = json.dumps(pages)
+
+
+@pytest.mark.parametrize("change, error", [
+    # a doc_id names the segment files: "../" in one wrote them outside the collection (to / from a data dir 4 deep)
+    (lambda c: _set_record(c, 0, doc_id="../../../../../../tmp/escaped-by-import"), "Row 0: .*not a document id"),
+    (lambda c: _set_record(c, 40, doc_id="1" * 63 + "/"), "Row 40: .*not a document id"),
+    (lambda c: _set_record(c, 0, doc_id="A" * 64), "Row 0: .*not a document id"),
+    (lambda c: _set_record(c, 0, chunks="40"), "Row 0: .*'chunks' should be a JSON int"),
+    (lambda c: _set_record(c, 0, notes=[1]), "Row 0: .*'notes' should be a list of strings"),
+    (lambda c: _set_record(c, 0, extra=1), "Row 0: .*unknown key"),
+    (lambda c: c["document_record"].__setitem__(0, json.dumps("text")), "Row 0: .*not an object"),
+    (lambda c: _set_pages(c, 0, lambda pages: pages[0].__setitem__("text", 5)), "Row 0: .*page 1.*'text'"),
+    (lambda c: _set_pages(c, 0, lambda pages: pages[1].__setitem__("number", 1)), "Row 0: .*page 1 twice"),
+    (lambda c: _set_pages(c, 0, lambda pages: pages.append(7)), "Row 0: .*page 3 is a JSON int"),
+])
+def test_a_malformed_record_or_page_rejects_the_import_before_anything_is_written(tmp_path, source, change, error):
+    c, _ = source
+    good = export_collection(c, tmp_path / "good.parquet").file
+    bad = _rewrite(good, tmp_path / "bad.parquet", change)
+    before = {p for p in tmp_path.parent.rglob("*")}
+    target = Collection(tmp_path / "data" / "collections", "target")
+    with pytest.raises(InputError, match=error):
+        import_collection(target, bad, {"m": DIM})
+    assert not target.exists
+    assert {p for p in tmp_path.parent.rglob("*")} - before == set()  # not a file, here or above
+
+
+def test_a_store_refuses_a_doc_id_that_is_not_a_digest(tmp_path):
+    # the import's check has a second line behind it: whatever builds a record, the store names no file by it
+    c = Collection(tmp_path, "papers")
+    c.create("m", "fp32", DIM, {})
+    record = DocumentRecord("../../escaped" + "0" * 51, "x.pdf", 1, 1, "text", 0, 1, "2026-01-01T00:00:00Z", "")
+    chunk = Chunk(0, 1, 0, 4, "text", (), 1)
+    with pytest.raises(InputError, match="not a document id"):
+        c.add_document(record, np.ones((1, DIM), np.float32), [chunk], "m", pages=[Page(1, "text", "text")])
+    assert c.info().documents == ()
+    assert not list(tmp_path.rglob("escaped*"))  # its stem, "../../escaped000", pointed here from segments/
+
+
 def test_model_and_dimension_are_checked(tmp_path, source):
     c, _ = source
     good = export_collection(c, tmp_path / "good.parquet").file
