@@ -44,6 +44,8 @@ def plan(registry: Registry, model: str, name: str | None = None, variants: tupl
     """A registry name converts from its offline source (if any) or hub id; anything else is a
     hub id or a local folder converted under ``name`` (default: its last path part, lower-cased)."""
     names = set(registry.names())
+    if name is not None:  # it names the folder under models/ (and with force the one replaced): never "../"
+        _check_name(name)
     if model in names:
         spec = registry.get(model)
         if spec.curated:
@@ -57,9 +59,14 @@ def plan(registry: Registry, model: str, name: str | None = None, variants: tupl
         )
     default = model.split(":", 1)[-1].rstrip("/").split("/")[-1].lower()
     target = name or "".join(c if c.isalnum() or c in "._-" else "-" for c in default)[:64]
-    if not NAME_PATTERN.match(target):
-        raise InputError(f"{target!r} is not a valid model name.", "pass --name with lower-case letters, digits, '.', '_', '-'")
+    _check_name(target)
     return ConversionRequest(model, target, variants or VARIANTS, trust_remote_code, force, requested=model)
+
+
+def _check_name(name: str) -> None:
+    if not NAME_PATTERN.match(name):
+        raise InputError(f"{name[:80]!r} is not a valid model name.",
+                         "pass --name with lower-case letters, digits, '.', '_', '-' (starting with a letter or digit)")
 
 
 # --- the converter's command line and its progress-line protocol (convert.py --progress-jsonl) -----

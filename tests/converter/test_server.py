@@ -142,6 +142,9 @@ def test_a_running_job_can_be_cancelled_and_leaves_nothing_behind(live, allowed_
         ({"model": "BAAI/bge-small-en-v1.5", "trust_remote_code": True}, 403, "allow-list"),
         ({"model": "BAAI/bge-small-en-v1.5", "variants": ["fp64"]}, 400, "Unknown variant"),
         ({"model": "BAAI/bge-small-en-v1.5", "name": "Bad Name!"}, 400, "not a valid model name"),
+        # a registry model's name was not checked: "../" took the output (and, with force, its rmtree) elsewhere
+        ({"model": "all-minilm-l6-v2", "name": "../../escaped-model"}, 400, "not a valid model name"),
+        ({"model": "all-minilm-l6-v2", "name": "..", "force": True}, 400, "not a valid model name"),
         ({"model": "BAAI/bge-small-en-v1.5", "surprise": 1}, 422, "Invalid request"),
         ({}, 422, "model"),
     ],
