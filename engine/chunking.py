@@ -83,8 +83,10 @@ class _Unit:
     heading: bool = False
 
 
-def heading_level(line: str) -> tuple[int, str] | None:
-    """(level, title) when a paragraph is a heading: markdown '#', or a short numbered/ALL-CAPS line."""
+def heading_level(line: str, following: str | None = None) -> tuple[int, str] | None:
+    """(level, title) when a paragraph is a heading: markdown '#', "Chapter N", or a short numbered or ALL-CAPS
+    line. ``following``: the next paragraph with letters on the page, if any; an ALL-CAPS line before a label of
+    three words or fewer is a label too (an author's affiliation, a figure's node), not a title over what follows."""
     line = line.strip()
     if not line or "\n" in line or len(line) > 100:
         return None
@@ -99,12 +101,38 @@ def heading_level(line: str) -> tuple[int, str] | None:
     if _KEYWORD_HEADING.match(line):
         return 1, line
     if _NUMBERED_HEADING.match(line):
+        if _page_number_or_sentence(words):
+            return None
         number = re.match(r"^(\d+(?:\.\d+)*)", line)
         return (number.group(1).count(".") + 1 if number else 1), line
-    letters = [c for c in line if c.isalpha()]
-    if len(letters) >= 4 and all(c.isupper() for c in letters) and len(words) <= 8:
+    if _caps_title(line, words) and not (following is not None and _label(following)):
         return 1, line
     return None
+
+
+def _page_number_or_sentence(words: list[str]) -> bool:
+    """A numbered line that is no section title: a page number over a running head ("334 INDEX": no section runs
+    past 99), or a list item that is a sentence (more than 8 words after its number, most of them lower case)."""
+    if words[0].isdigit() and int(words[0]) > 99:
+        return True
+    rest = words[1:]
+    return len(rest) > 8 and sum(w[0].islower() for w in rest) * 3 > len(rest) * 2
+
+
+def _caps_title(line: str, words: list[str]) -> bool:
+    """Up to 8 words of capitals, mostly letters (extraction garbage such as "<//2??.B<AAC0/;#3%4%56#" has four),
+    without a page number at either end ("THE SIEGE OF VICKSBURG. 53": a running head the OCR layer varies)."""
+    letters = [c for c in line if c.isalpha()]
+    if len(letters) < 4 or not all(c.isupper() for c in letters) or len(words) > 8:
+        return False
+    if len(letters) * 5 < len(line.replace(" ", "")) * 3:  # under 60 % letters
+        return False
+    return not (len(words) > 1 and (words[0].isdigit() or words[-1].isdigit()))
+
+
+def _label(paragraph: str) -> bool:
+    words = paragraph.split()
+    return len(words) <= 3 and heading_level(paragraph) is None
 
 
 def _paragraphs(text: str) -> list[tuple[int, int]]:
@@ -218,9 +246,12 @@ def chunk_pages(
     headings: list[tuple[int, str]] = []
     for page in pages:
         section: list[_Unit] = []
-        for start, end in _paragraphs(page.text):
+        spans = _paragraphs(page.text)
+        lettered = [k for k, (s, e) in enumerate(spans) if any(c.isalpha() for c in page.text[s:e])]
+        for number, (start, end) in enumerate(spans):
             paragraph = page.text[start:end]
-            heading = None if paragraph.strip() in page.running_kept else heading_level(paragraph)
+            following = next((page.text[slice(*spans[k])] for k in lettered if k > number), None)
+            heading = None if paragraph.strip() in page.running_kept else heading_level(paragraph, following)
             if heading is None:
                 section.extend(_units(page.text, start, end, count_tokens, token_spans, options.size))
                 continue

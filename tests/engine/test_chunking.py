@@ -113,23 +113,87 @@ def test_invalid_options(size, overlap, max_tokens):
     ("Appendix A. Synoptic Report Template", (1, "Appendix A. Synoptic Report Template")),
     ("part fourteen", (1, "part fourteen")), ("Part of the plan", None), ("Sections of the act", None),
     ("A. There are some who use sharing networks as substitutes for pur-", None),  # a line that a word breaks
+    # lines of the shared PDFs that headed chunks they were no title of
+    ("A. There are some who are using sharing networks as substitutes", None),  # a list item's sentence
+    ("334 INDEX", None), ("THE   SIEGE   OP  VICKSBURG. 53", None),  # page number and running head
+    ("<//2??.B<AAC0/;#3%4%56#", None),  # a font without a Unicode map: four capitals among symbols
+    ("2 Related Work", (1, "2 Related Work")), ("TOP 10 TIPS", (1, "TOP 10 TIPS")),
+    ("4.5. Achieving Security While Maintaining HPC Performance",
+     (2, "4.5. Achieving Security While Maintaining HPC Performance")),
 ])
 def test_heading_detection(line, expected):
     assert heading_level(line) == expected
+
+
+@pytest.mark.parametrize("line, following, expected", [
+    ("HPCMP", "Purushotham Bangalore", None),  # an affiliation in report_nist_sp800-223.pdf's author list
+    ("T-POS", "Katrina", None),  # a node of paper_naacl06_2col.pdf's figure 3
+    ("INTRODUCTION", "The Digital Millennium Copyright Act (DMCA) was signed into law", (1, "INTRODUCTION")),
+    ("CONTENTS", "PREFACE\nxiii\nINTRODUCTION\n1", (1, "CONTENTS")),
+    ("THE PENGUIN PRESS", "NEW YORK", (1, "THE PENGUIN PRESS")),  # a heading after a heading: a subtitle
+    ("1. Background", "Ki-67", (1, "1. Background")),  # only the weakest kind, capitals alone, looks ahead
+])
+def test_a_capitals_line_before_a_short_label_is_a_label_too(line, following, expected):
+    assert heading_level(line, following) == expected
+
+
+_ANY_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_ANY_TEXT,
+                 st.sampled_from(["HPCMP", "334 INDEX", "CONTENTS", "1. Background", "# Title", "CHAPTER SIX: Founders"])),
+       st.one_of(st.none(), _ANY_TEXT, st.sampled_from(["Katrina", "NEW YORK", "The act was signed into law."])))
+def test_what_follows_a_line_can_only_take_its_heading_away(line, following):
+    """Over arbitrary Unicode: the look-ahead never makes a heading, never changes one's level or title, and the
+    title is the line itself (a markdown heading's text)."""
+    alone, before = heading_level(line), heading_level(line, following)
+    assert before in (alone, None)
+    if alone is not None:
+        assert alone[1] == line.strip() or line.strip().startswith("#")
+
+
+@pytest.mark.parametrize("name, junk", [
+    ("report_nist_sp800-223.pdf", {"HPCMP"}),
+    ("paper_naacl06_2col.pdf", {"T-POS", "SUFFIX"}),
+    ("paper_tracemonkey_2col.pdf", {"<//2??.B<AAC0/;#3%4%56#"}),
+    ("scan_vicksburg_ocr_layer.pdf", {"THE   SIEGE   OP  VICKSBURG. 53"}),
+])
+def test_no_label_running_head_or_garbage_of_a_real_pdf_heads_its_chunks(tok, name, junk):
+    """Each of these lines headed 15-51 chunks of its PDF (by the ALL-CAPS rule); the numbered sections of the NIST
+    report still head theirs."""
+    from conftest import shared_data
+
+    from engine.documents import Limits, open_document, read_source
+    from engine.page_extraction import extract_pages
+    from engine.running_lines import strip_running_lines
+    from engine.settings import Settings
+
+    settings = Settings()
+    limits = Limits.from_settings(settings)
+    data, label = read_source(shared_data("pdfs", name), None, limits)
+    with open_document(data, name=label, password=None, limits=limits, sha256="x") as document:
+        pages = strip_running_lines(list(extract_pages(document, engine="text", settings=settings)))
+    chunks = chunk_pages(pages, tok.count_tokens, tok.token_offsets, ChunkingOptions(max_tokens=MAX_SEQ - 2))
+    titles = {title for chunk in chunks for title in chunk.heading_path}
+    assert any(line.strip() in page.text for page in pages for line in junk)  # the lines are there, as text
+    assert not titles & junk
+    if name.startswith("report_nist"):
+        assert {"1. Introduction", "3.2.1. Access Zone Threats", "5. Conclusions"} <= titles
 
 
 def test_a_running_lines_first_copy_is_text_not_a_heading(tok):
     """The first page a running head stands on keeps it (engine.running_lines), named in ``running_kept``: it stays
     in the chunks' text and does not replace the chapter's heading."""
     body = "Copyright is a kind of property. It can be owned and sold."
-    pages = [Page(1, f"# Property\n\n{body}\n\nPROPERTY 87\n\n{body}", "text", running_kept=("PROPERTY 87",)),
+    pages = [Page(1, f"# Property\n\n{body}\n\nFREE CULTURE\n\n{body}", "text", running_kept=("FREE CULTURE",)),
              Page(2, body, "text")]
     chunks = chunk_pages(pages, tok.count_tokens, tok.token_offsets, ChunkingOptions(size=200, overlap=0))
     assert [c.heading_path for c in chunks] == [("Property",), ("Property",)]
-    assert "PROPERTY 87" in chunks[0].text
+    assert "FREE CULTURE" in chunks[0].text
     unnamed = [Page(1, pages[0].text, "text"), pages[1]]
     chunks = chunk_pages(unnamed, tok.count_tokens, tok.token_offsets, ChunkingOptions(size=200, overlap=0))
-    assert chunks[-1].heading_path == ("PROPERTY 87",)  # what it was before
+    assert chunks[-1].heading_path == ("FREE CULTURE",)  # what it was before
 
 
 _UNICODE_LINE = st.text(st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)), min_size=1, max_size=30)
