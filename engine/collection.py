@@ -71,9 +71,9 @@ __all__ = ["FORMAT", "MANIFEST", "Collection", "CollectionInfo", "DocumentRecord
            "list_collections", "scan_collections"]
 log = logging.getLogger(__name__)
 MANIFEST = "collection.json"
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-SEGMENT_FILE = re.compile(r"^([0-9a-f]{16}-g[0-9]+)\.(npy|jsonl|pages\.json)$")
-SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+SEGMENT_FILE = re.compile(r"^([0-9a-f]{16}-g[0-9]+)\.(npy|jsonl|pages\.json)\Z")
+SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}\Z")
 RETAIN_SECONDS = 120.0  # how long a segment outlives the last manifest that named it
 READ_ATTEMPTS = 8
 MIN_ID_PREFIX = 8  # characters of a doc_id that name a document (delete, where two documents share a file name)

@@ -20,9 +20,11 @@ from engine.errors import CollectionError, InputError, ModelMismatchError, Varia
 from engine.page_records import Page
 
 FORMAT = 1
-SEGMENT_STEM = re.compile(r"^[0-9a-f]{16}-g[0-9]+$")
+SEGMENT_STEM = re.compile(r"^[0-9a-f]{16}-g[0-9]+\Z")
 # a document's id: the SHA-256 of its bytes, whose first 16 characters name its segment files (so never "../")
-DOC_ID = re.compile(r"^[0-9a-f]{64}$")
+DOC_ID = re.compile(r"^[0-9a-f]{64}\Z")
+# the derived index files a manifest may name (engine.derived_indexes writes them under indexes/)
+INDEX_NAMES = {"keyword": re.compile(r"^keyword-g[0-9]+\Z"), "ann": re.compile(r"^ann-g[0-9]+\.usearch\Z")}
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,9 @@ def info_from_json(data: object, collection: str) -> CollectionInfo:
             if not SEGMENT_STEM.match(record.segment):
                 raise ValueError(f"document {number} names the segment {record.segment[:80]!r}, which is not a segment name")
             documents.append(record)
+        for kind, name in data.get("indexes", {}).items():
+            if kind in INDEX_NAMES and not (isinstance(name, str) and INDEX_NAMES[kind].match(name)):
+                raise ValueError(f"its {kind} index is {str(name)[:80]!r}, which is not an index name")
         if data.get("format", FORMAT) > FORMAT:
             raise ValueError(f"it is format {data['format']}, written by a newer version (this one reads {FORMAT})")
         return CollectionInfo(**{**data, "documents": tuple(documents)})

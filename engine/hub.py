@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 from engine.errors import HubError, HubOfflineError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}\Z")
 _probe_cache: dict[str, tuple[float, bool]] = {}
 _PROBE_TTL = 30.0
 

@@ -101,6 +101,8 @@ class Manifest:
         data = dict(data)
         data["pooling_modes"] = tuple(data["pooling_modes"])
         data["dense"] = tuple(DenseLayer(**d) for d in data.get("dense", ()))
+        for layer in data["dense"]:
+            _bare_file_name(layer.file)
         data["onnx_inputs"] = tuple(data["onnx_inputs"])
         data["notes"] = tuple(data.get("notes", ()))
         variants = {}
@@ -110,6 +112,7 @@ class Manifest:
                 value["parity"] = Parity(**value["parity"])
             value["provider_parity"] = {k: Parity(**v) for k, v in (value.get("provider_parity") or {}).items()}
             variants[key] = VariantInfo(**value)
+            _bare_file_name(variants[key].file)
         data["variants"] = variants
         return cls(**data)
 
@@ -119,6 +122,13 @@ class Manifest:
         tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         tmp.replace(path)
         return path
+
+
+def _bare_file_name(name: object) -> None:
+    """ValueError unless ``name`` is a file name in the model's folder: the engine loads it from there, and a
+    manifest that says "../../x.onnx" would run a model from anywhere."""
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        raise ValueError(f"the file {str(name)[:80]!r} is not a file name in the model's folder")
 
 
 def read_manifest(folder: Path) -> Manifest:

@@ -123,8 +123,19 @@ class QdrantCollection(Collection):
         return client_for(self.connection)
 
     def _qdrant_name(self, info: CollectionInfo | None = None) -> str:
+        """The Qdrant collection this one keeps its points in: named by this collection's folder and uid at creation,
+        so a manifest that names another's (a restore from the wrong backup, a hand edit) is refused: dropping it
+        had deleted the other's points, and each commit cleared the other's stale-looking points."""
         info = info or self.info()
-        return (info.store or {}).get("collection") or f"studio_{info.name}_{info.uid[:12]}"
+        name = f"studio_{self.name}_{info.uid[:12]}"
+        stored = (info.store or {}).get("collection")
+        if stored not in (None, name):
+            raise CollectionError(
+                f"The manifest of collection {self.name!r} names the Qdrant collection {str(stored)[:80]!r}, "
+                f"not its own ({name!r}).",
+                f"python -m engine check-collection {self.name} shows what is wrong; restore its collection.json from "
+                "a backup of this collection (each collection keeps its own Qdrant collection)")
+        return name
 
     def _call(self, what: str, function, *args, **kwargs):
         try:

@@ -20,7 +20,7 @@ from engine.errors import ModelFileError, ModelNotConvertedError, ModelNotFoundE
 from engine.manifest import AUTO_VARIANT, MANIFEST_FILE, POOLING_MODES, VARIANT_CHOICES, VARIANTS, Manifest, read_manifest
 
 log = logging.getLogger(__name__)
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
 
 
 class _Entry(BaseModel):

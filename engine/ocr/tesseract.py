@@ -28,7 +28,7 @@ from engine.settings import load_settings
 
 log = logging.getLogger(__name__)
 
-_LANGUAGES = re.compile(r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$")
+_LANGUAGES = re.compile(r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*\Z")
 LOW_CONFIDENCE = 0.6
 
 

@@ -98,8 +98,9 @@ def test_model_checks_and_bad_input(col, tmp_path):
         col.delete_document("zzz.pdf")
     with pytest.raises(CollectionNotFoundError, match="no collection named 'nope'"):
         Collection(tmp_path, "nope").info()
-    with pytest.raises(InputError, match="not a valid collection name"):
-        Collection(tmp_path, "../escape")
+    for name in ("../escape", "papers\n", "a\n"):  # "$" matched before a final newline: "a\n" made a folder so named
+        with pytest.raises(InputError, match="not a valid collection name"):
+            Collection(tmp_path, name)
     assert [c.name for c in list_collections(tmp_path)] == ["papers"]
 
 

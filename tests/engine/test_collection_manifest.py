@@ -26,6 +26,9 @@ WRONG_SHAPES = {
     "bool for a number": "set:dim=true",
     "bad document": "set:documents=[1]",
     "segment path": "doc:segment=../../../etc/passwd",
+    "doc_id path": "doc:doc_id=../../../../../../tmp/x",  # it names the segment files of a re-ingest or import
+    "index path": 'set:indexes={"keyword": "../../../outside/kw"}',  # the keyword index was opened from there
+    "ann path": 'set:indexes={"keyword": "keyword-g1", "ann": "/etc/ann.usearch"}',
 }
 
 
@@ -48,7 +51,7 @@ def _break(col: Collection, how) -> None:
         data[how[4:]] = "blue"
     elif how.startswith("set:"):
         key, value = how[4:].split("=")
-        data[key] = json.loads(value) if value[0] in "[t" else value
+        data[key] = json.loads(value) if value[0] in "[t{" else value
     elif how.startswith("doc:"):
         key, value = how[4:].split("=")
         data["documents"][0][key] = value

@@ -168,3 +168,25 @@ def test_a_corpus_of_many_documents_is_evaluated_through_either_store(tmp_path, 
     assert dense.ndcg_at_10 == pytest.approx(1.0)
     hybrid = evaluate_collection(dataset, collection, ids, doc_vectors[[5, 8]], "hybrid", labels)
     assert hybrid.recall_at_100 == pytest.approx(1.0) and hybrid.ndcg_at_10 > 0.5
+
+
+def test_a_manifest_naming_another_collections_qdrant_collection_touches_neither(tmp_path, qdrant):
+    """collection.json names the Qdrant collection its points are in; one that named another's (copied from the
+    wrong backup) had ``drop`` delete the other's points and leave its own behind."""
+    import json
+
+    c, vectors = qdrant
+    other = QdrantCollection(c.root, "other", c.connection)
+    other.create("m", "fp32", DIM, {}, search={"mode": "dense"})
+    path = other.path / "collection.json"
+    data = json.loads(path.read_text())
+    data["store"]["collection"] = c.info().store["collection"]
+    path.write_text(json.dumps(data))
+    from engine.errors import CollectionError
+
+    with pytest.raises(CollectionError, match="names the Qdrant collection .* not its own"):
+        other.drop()
+    with pytest.raises(CollectionError, match="not its own"):
+        other.add_documents([_new(5, _texts(5), vectors[0])], "m")
+    assert len(c.search(vectors[1][11], k=3, mode="dense")) == 3  # q's points are all there
+    assert c.info().chunk_count == 60

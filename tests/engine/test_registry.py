@@ -79,3 +79,25 @@ def test_converted_folders_join_the_registry(default_model, tmp_path):
     assert spec.converted and not spec.curated and spec.dim == 384
     (models / "my-copy" / "manifest.json").write_text("{broken")
     assert "my-copy" not in Registry(REGISTRY, models).names()  # logged and skipped, not a crash
+
+
+@pytest.mark.parametrize("where, name", [("variant", "../../outside/secret.onnx"), ("variant", "/abs/model.onnx"),
+                                         ("variant", ".."), ("dense", "../dense.npz"), ("variant", "sub\\model.onnx")])
+def test_a_manifest_naming_a_file_outside_its_folder_is_unreadable(default_model, tmp_path, where, name):
+    """A variant's or Dense layer's ``file`` is loaded from the model's folder; "../../x.onnx" had the embedder run
+    a model from elsewhere (it loaded and returned vectors)."""
+    import json
+
+    from engine.errors import ModelFileError
+    from engine.manifest import read_manifest
+
+    folder = tmp_path / "m"
+    shutil.copytree(default_model, folder)
+    data = json.loads((folder / "manifest.json").read_text())
+    if where == "variant":
+        data["variants"]["fp32"]["file"] = name
+    else:
+        data["dense"] = [{"file": name, "in_features": 4, "out_features": 4, "bias": False, "activation": "identity"}]
+    (folder / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ModelFileError, match="not a file name in the model's folder"):
+        read_manifest(folder)

@@ -196,3 +196,13 @@ def test_cli_export_import_and_search_modes(tmp_path, capsys):
     assert hits[0]["text"].endswith("QX-17") and hits[0]["retrievers"].keys() == {"keyword"}
     assert main(["reindex", "--collection", "src", "--data-dir", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["indexes"]["keyword"].startswith("keyword-g")
+
+
+def test_names_and_ids_end_where_their_pattern_does():
+    """``$`` also matches before a final newline: every name that becomes a path is matched to its very end."""
+    from engine.collection_format import SEGMENT_STEM, check_doc_id
+    from engine.registry import NAME_PATTERN
+
+    with pytest.raises(ValueError, match="not a document id"):
+        check_doc_id("a" * 64 + "\n")
+    assert not SEGMENT_STEM.match("0123456789abcdef-g1\n") and not NAME_PATTERN.match("model\n")
