@@ -173,7 +173,7 @@ def convert(
 ) -> Manifest:
     started = time.perf_counter()
     report = progress or (lambda step, fraction: log.info("[%3.0f%%] %s", fraction * 100, step))
-    out = Path(out).resolve()
+    out = Path(out).absolute().parent.resolve() / Path(out).name  # a link as the folder is replaced, not followed
     name = name or out.name
     if not NAME_PATTERN.match(name):
         raise InputError(f"Model name {name!r} is invalid.", "use lower-case letters, digits, '.', '_' or '-'")
@@ -293,11 +293,13 @@ def _other_runtimes(staging: Path, manifest: Manifest, variant: str, reference) 
 def _publish(staging: Path, out: Path) -> None:
     """Swap the finished folder in; the old one (with --force) is removed only afterwards."""
     old = None
-    if out.exists():
+    if out.exists() or out.is_symlink():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         out.rename(old)
     staging.rename(out)
-    if old is not None:
+    if old is not None and old.is_symlink():  # a linked model folder loses its link, never what it points to
+        old.unlink()
+    elif old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 

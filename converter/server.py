@@ -213,6 +213,10 @@ def create_app(settings: ConverterSettings | None = None, studio_settings: Setti
                                             f"choose from {', '.join(VARIANTS)}"))
         request = conversion.plan(reg, model, body.name, tuple(body.variants) if body.variants else None,
                                   body.trust_remote_code, body.force)
+        if kind == "registry" and not reg.get(model).curated:
+            # a converted folder outside models.yaml names its own source (its manifest's): held to the same rules
+            # as one a client names, or the name of any folder there reached past the allowed folder
+            validate_source(request.source, set(), settings.allowed_dir)
         if request.trust_remote_code and not remote_code_allowed(request, model, settings.allowlist):
             raise Rejection(403, RemoteCodeRefusedError(
                 f"{model} would run its own Python code (trust_remote_code), and it is not on this server's allow-list.",

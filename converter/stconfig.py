@@ -97,6 +97,19 @@ def parse_activation(type_path: str | None) -> str:
     return ACTIVATIONS[name]
 
 
+def module_folder(folder: Path, path: object) -> Path:
+    """A module's folder, inside the model's folder: modules.json is the model author's, and a path like
+    "../../private/model" (or one through a link) had a converter that may only read its allowed folder export a
+    model from anywhere. Files may still be links (a hub snapshot's are, into its blobs); folders may not leave."""
+    relative = Path(str(path))
+    inside = Path(folder).resolve()
+    target = (Path(folder) / relative).resolve()
+    if not isinstance(path, str) or relative.is_absolute() or ".." in relative.parts or not target.is_relative_to(inside):
+        raise UnsupportedModelError(f"modules.json names the module folder {str(path)[:80]!r}, which is outside the "
+                                    "model's folder.", "a module's path is a folder inside the model, e.g. 1_Pooling")
+    return Path(folder) / relative
+
+
 def read_st_config(folder: Path) -> STConfig:
     folder = Path(folder)
     modules = _read(folder / "modules.json")
@@ -130,7 +143,7 @@ def read_st_config(folder: Path) -> STConfig:
     normalize = False
     for module in sorted(modules, key=lambda m: m.get("idx", 0)):
         name = class_name(module.get("type", ""))
-        path = folder / module.get("path", "")
+        path = module_folder(folder, module.get("path", ""))
         if name in TRANSFORMER_CLASSES:
             if transformer_folder is not None:
                 raise UnsupportedModelError("The model has more than one Transformer module (not supported).")

