@@ -26,6 +26,10 @@ _NUMBERED_HEADING = re.compile(r"^(?:(?:\d+(?:\.\d+){0,3}\.?)|(?:[A-Z]\.)|(?:[IV
 _NUMBER_WORD = (r"(?:\d+(?:\.\d+){0,3}|[ivxlc]+|[a-z]|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
                 r"(?:thir|four|fif|six|seven|eigh|nine)teen|(?:twenty|thirty|forty|fifty)(?:-\w+)?)")
 # "Chapter 3", "CHAPTER SIX: Founders", "Part II. Piracy" (book_free_culture_352p.pdf's chapters are in mixed case)
+# a run of four or more of one filler character: a table of contents' dot leaders (". . . ." too), a form's blanks
+# ("________"), rules ("----", "===="). Each character is a token of its own: the NIST report's contents page was
+# 27 chunks of dots (14 % of the report's tokens, 23 % of the IRS 1040's), so the model sees one "…" for a run
+_LEADER = re.compile(r"([._\-·…‥⋯=*~])(?:[ \t]?\1){3,}")
 _KEYWORD_HEADING = re.compile(rf"^(?:chapter|section|part|appendix)\s+{_NUMBER_WORD}[:.]?(?:\s+\S.{{0,80}})?$",
                               re.IGNORECASE)
 
@@ -66,13 +70,19 @@ class Chunk:
     end: int
     text: str  # page.text[start:end], what is shown
     heading_path: tuple[str, ...]
-    tokens: int  # tokens of ``text`` (without special tokens)
+    tokens: int  # tokens the model sees of ``text`` (``model_text``: leaders collapsed; without special tokens)
 
     def embedding_text(self, with_headings: bool = True) -> str:
-        """What the model embeds: the heading path on its own line, then the chunk."""
+        """What the model embeds: the heading path on its own line, then the chunk, its leaders collapsed."""
         if with_headings and self.heading_path:
-            return " > ".join(self.heading_path) + "\n" + self.text
-        return self.text
+            return " > ".join(self.heading_path) + "\n" + model_text(self.text)
+        return model_text(self.text)
+
+
+def model_text(text: str) -> str:
+    """``text`` as the model gets it: each run of filler characters (``_LEADER``) as one "…". The chunk's own text,
+    shown and highlighted, keeps them: its offsets are the page's."""
+    return _LEADER.sub("…", text)
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,10 @@ class _Unit:
     end: int
     tokens: int
     heading: bool = False
+
+
+def _counting_model_text(count_tokens: CountTokens) -> CountTokens:
+    return lambda text: count_tokens(model_text(text))
 
 
 def heading_level(line: str, following: str | None = None) -> tuple[int, str] | None:
@@ -240,8 +254,10 @@ def chunk_pages(
     token_spans: TokenSpans,
     options: ChunkingOptions = ChunkingOptions(),
 ) -> list[Chunk]:
-    """Chunks of all pages, in order; the heading path carries over page breaks."""
+    """Chunks of all pages, in order; the heading path carries over page breaks. Sizes count the tokens the model
+    sees (``model_text``)."""
     options.validate()
+    count_tokens = _counting_model_text(count_tokens)
     chunks: list[Chunk] = []
     headings: list[tuple[int, str]] = []
     for page in pages:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.chunking import ChunkingOptions, _paragraphs, chunk_pages, heading_level
+from engine.chunking import ChunkingOptions, _paragraphs, chunk_pages, heading_level, model_text
 from engine.errors import InputError
 from engine.page_records import Page
 from engine.tokenize import TextTokenizer
@@ -27,7 +27,8 @@ def tok(tmp_path_factory):
 
 
 WORDS = st.sampled_from(["retrieval", "embedding", "the", "of", "vector", "model", "ONNX", "runtime", "chunk", "page",
-                         "semantic", "search", "Größe", "naïve", "3.14", "data", "quantisation", "a", "is", "GPU"])
+                         "semantic", "search", "Größe", "naïve", "3.14", "data", "quantisation", "a", "is", "GPU",
+                         "........................", ". . . . . .", "________", "-----", "…"])
 SENTENCE = st.lists(WORDS, min_size=1, max_size=40).map(lambda w: " ".join(w).capitalize() + ".")
 PARAGRAPH = st.lists(SENTENCE, min_size=1, max_size=8).map(" ".join)
 HEADING = st.sampled_from(["# Introduction", "## Methods", "2.1 Results", "APPENDIX A NOTES", "### Deep dive"])
@@ -42,7 +43,7 @@ def _check(pages, chunks, tok, options):
         assert chunk.text == text[chunk.start:chunk.end] and chunk.text.strip()
         assert chunk.start == 0 or text[chunk.start - 1].isspace(), "chunk starts mid-word"
         assert chunk.end == len(text) or text[chunk.end].isspace(), "chunk ends mid-word"
-        assert chunk.tokens == tok.count_tokens(chunk.text) <= options.size
+        assert chunk.tokens == tok.count_tokens(model_text(chunk.text)) <= options.size  # what the model sees
         embedded = tok.count_tokens(chunk.embedding_text(options.headings_in_embedding)) + tok.special_tokens_count
         assert embedded <= MAX_SEQ, "chunk over the model's limit"
     for page in pages:
@@ -55,7 +56,7 @@ def _check(pages, chunks, tok, options):
         for a, b in zip(mine, mine[1:]):
             assert b.start > a.start and b.end > a.end
             if b.start < a.end:
-                assert tok.count_tokens(page.text[b.start:a.end]) <= options.overlap
+                assert tok.count_tokens(model_text(page.text[b.start:a.end])) <= options.overlap
 
 
 @settings(max_examples=60, deadline=None,
@@ -151,6 +152,38 @@ def test_what_follows_a_line_can_only_take_its_heading_away(line, following):
     assert before in (alone, None)
     if alone is not None:
         assert alone[1] == line.strip() or line.strip().startswith("#")
+
+
+@pytest.mark.parametrize("text, seen", [
+    ("2.1.13. User Software ................................. 8", "2.1.13. User Software … 8"),
+    ("Introduction . . . . . . . 1", "Introduction … 1"), ("Name ________ Date ____", "Name … Date …"),
+    ("x...y, 3.14 and $1,000.00 -- fine", "x...y, 3.14 and $1,000.00 -- fine"), ("====\nTitle", "…\nTitle"),
+])
+def test_leaders_reach_the_model_as_one_character(text, seen):
+    assert model_text(text) == seen
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(st.one_of(st.characters(blacklist_categories=("Cs",)), st.sampled_from("._-·…= ")), max_size=60))
+def test_the_model_text_never_costs_more_tokens_and_changes_only_runs(tok, text):
+    """Over arbitrary Unicode (heavy in filler characters): collapsing is never longer, in characters or tokens, and
+    a text without a run of four of one filler character is left as it is."""
+    seen = model_text(text)
+    assert len(seen) <= len(text) and tok.count_tokens(seen) <= tok.count_tokens(text)
+    if not any(c * 4 in text.replace(" ", "") for c in "._-·…‥⋯=*~"):
+        assert seen == text
+
+
+def test_a_contents_page_of_dot_leaders_is_a_few_chunks_of_its_entries(tok):
+    """report_nist_sp800-223.pdf's contents page: each leader dot was a token, so the page made 27 chunks, most of
+    them dots (14 % of the report's tokens went to leaders)."""
+    entries = [f"2.1.{n}. Components of Zone {n} {'.' * 90} {n + 2}" for n in range(1, 27)]
+    page = Page(1, "Table of Contents\n\n" + "\n\n".join(entries), "text")
+    options = ChunkingOptions(max_tokens=MAX_SEQ - 2)
+    chunks = chunk_pages([page], tok.count_tokens, tok.token_offsets, options)
+    assert len(chunks) <= 3 and all("Zone 26" in c.text for c in chunks[-1:])
+    assert all(tok.count_tokens(c.text) > c.tokens for c in chunks)  # the dots are there, and not counted
+    _check([page], chunks, tok, options)
 
 
 @pytest.mark.parametrize("name, junk", [
