@@ -133,8 +133,9 @@ def read_export(path: Path):
         table = pq.read_table(path)
     except FileNotFoundError:
         raise InputError(f"{path} does not exist.", "check the path; python -m engine export writes such a file") from None
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{Path(path).name} is not a readable parquet file: {exc}",
+    except (pa.ArrowException, OSError) as exc:  # pyarrow's text quotes the whole path: the file's name will do
+        raise InputError(f"{Path(path).name} is not a readable parquet file: "
+                         f"{str(exc).replace(str(path), Path(path).name)}",
                          "give the .parquet file that python -m engine export wrote") from None
     raw = (table.schema.metadata or {}).get(b"studio")
     missing = [c for c in COLUMNS if c not in table.column_names]

@@ -108,11 +108,17 @@ def bounded(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return message if len(message) <= limit else f"{message[:limit]}… (message cut: {len(message)} characters)"
 
 
-def studio_error_response(exc: StudioError) -> JSONResponse:
+# OpenAI's routes: its clients (openai, LangChain, LlamaIndex) show a user the message alone, never a "hint" field,
+# so there the hint is also the message's last sentence (LangChain's switch for token ids was in the hint only)
+OPENAI_PATHS = ("/v1/embeddings", "/v1/models")
+
+
+def studio_error_response(exc: StudioError, hint_in_message: bool = False) -> JSONResponse:
     status = status_for(exc)
     headers = {"Retry-After": "1"} if status in (429, 503) else None
     param = getattr(exc, "param", None) or _PARAM_BY_CODE.get(exc.code)
-    return error_response(status, bounded(exc.message), exc.code, param, bounded(exc.hint), headers)
+    message = f"{exc.message} Hint: {exc.hint}" if hint_in_message and exc.hint else exc.message
+    return error_response(status, bounded(message), exc.code, param, bounded(exc.hint), headers)
 
 
 def _location(loc: tuple) -> str:
@@ -126,7 +132,7 @@ async def _on_studio_error(request: Request, exc: StudioError) -> JSONResponse:
     status = status_for(exc)
     log.log(logging.ERROR if status >= 500 else logging.INFO, "%s %s -> %d %s: %s",
             request.method, request.url.path, status, exc.code, bounded(exc.message, 300))
-    return studio_error_response(exc)
+    return studio_error_response(exc, hint_in_message=request.url.path.startswith(OPENAI_PATHS))
 
 
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -88,6 +88,9 @@ def test_a_batch_encodes_as_the_tokenizer_with_offsets_does(tokenizer_folder):
     @given(st.lists(st.text(max_size=300), min_size=2, max_size=6))
     def check(texts):
         full = tok._tokenizer.encode_batch(texts, add_special_tokens=True)
-        assert tok.encode(texts) == [Encoded(tuple(e.ids), tuple(e.type_ids)) for e in full]
+        encoded = tok.encode(texts)
+        assert encoded == [Encoded(tuple(e.ids), tuple(e.type_ids), bool(e.overflowing)) for e in full]
+        # truncated says whether the text had more tokens than the model takes (the HTTP API's "truncate": false)
+        assert [e.truncated for e in encoded] == [len(tok._plain.encode(t).ids) > 24 for t in texts]
 
     check()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from pathlib import PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
@@ -164,8 +164,9 @@ async def ingest_documents(request: Request, name: str, files: list[UploadFile] 
 class SearchBody(BaseModel):
     """A query text, or a query vector (``vector``, of the collection's dimension) for dense search."""
 
-    # strict: true is not 1 and "12" is not 12 at the HTTP boundary
-    model_config = ConfigDict(strict=True)
+    # strict: true is not 1 and "12" is not 12 at the HTTP boundary; a field it does not know ("top_k", "q") is an
+    # error naming it, where it was ignored: "top_k": 1 gave 5 hits, "q" read as an empty query
+    model_config = ConfigDict(strict=True, extra="forbid")
 
     query: str | None = Field(None, min_length=1, max_length=10_000)
     vector: list[float] | None = Field(None, min_length=1, max_length=65_536)
@@ -196,7 +197,6 @@ async def search_collection(name: str, body: SearchBody, state: ServerState = De
 async def export_parquet(name: str, state: ServerState = Depends(get_state)) -> FileResponse:
     """The collection as a parquet file (engine/transfer.py), streamed from a temporary file."""
     import tempfile
-    from pathlib import Path
 
     from engine.pipeline import collection
     from engine.transfer import export_collection
@@ -221,12 +221,13 @@ async def import_parquet(name: str, file: UploadFile = File(...), state: ServerS
     from engine.transfer import import_collection, known_models
 
     _, data = await read_upload(file, state.studio.settings.max_upload_bytes)
-    with tempfile.NamedTemporaryFile(suffix=".parquet") as handle:
-        handle.write(data)
-        handle.flush()
-        result = await run_in_threadpool(import_collection, collection(state.studio, name), handle.name,
+    label = upload_name(file.filename, "upload.parquet")
+    with tempfile.TemporaryDirectory(prefix="studio-import-") as folder:  # named as uploaded: errors name the file
+        path = Path(folder) / label
+        path.write_bytes(data)
+        result = await run_in_threadpool(import_collection, collection(state.studio, name), path,
                                          known_models(state.studio))
-    return result.to_dict() | {"file": file.filename or "upload.parquet"}
+    return result.to_dict() | {"file": label}
 
 
 @router.delete("/v1/collections/{name}/documents/{document}")

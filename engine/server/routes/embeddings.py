@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine import pooling
 from engine.embedder import Embedder
-from engine.errors import InputError, RequestError
+from engine.errors import InputError, ModelNotFoundError, RequestError
 from engine.registry import ModelSpec
 from engine.server.state import ServerState, get_state
 from engine.textcheck import check_encodable
@@ -45,12 +45,16 @@ class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     input: Any = Field(..., description="A string or a list of strings")
-    model: str | None = Field(None, description="Registry name, optionally name:variant")
+    # "" is no model (a client's unset setting), not the default: a 400 naming the field
+    model: str | None = Field(None, min_length=1, description="Registry name, optionally name:variant")
     encoding_format: Literal["float", "base64"] | None = "float"
     # strict: JSON true or "12" is a 400, not 1 or 12
     dimensions: int | None = Field(None, ge=1, strict=True, description="Matryoshka: keep this many dimensions, re-normalised")
     user: str | None = None  # accepted and ignored, like OpenAI's abuse-monitoring id
     prompt_name: str | None = Field(None, description="One of the model's prompts, e.g. query or document")
+    # text-embeddings-inference's switch: false makes a text over the model's max_seq_length a 400 instead of
+    # its first max_seq_length tokens (sentence-transformers' behaviour, and the default here)
+    truncate: bool = Field(True, strict=True, description="false: a text over max_seq_length tokens is a 400")
 
 
 # --- pure helpers ---------------------------------------------------------------------------------
@@ -160,6 +164,16 @@ def _tokenize(embedder: Embedder, texts: list[str], prompt: str) -> tuple[list[E
     return encoded, [len(e.ids) for e in encoded], prompt_length
 
 
+def check_untruncated(encoded: list[Encoded], max_seq_length: int) -> None:
+    """A RequestError naming the first text the tokenizer cut (``truncate: false``)."""
+    cut = [index for index, item in enumerate(encoded) if item.truncated]
+    if cut:
+        more = f" (and {len(cut) - 1} more)" if len(cut) > 1 else ""
+        raise RequestError(f"input[{cut[0]}]{more} is longer than the model's {max_seq_length} tokens.", "input",
+                           f"send shorter texts, or leave truncate out to embed each text's first {max_seq_length} "
+                           "tokens, as sentence-transformers does")
+
+
 def _json(body: dict, status: int = 200) -> Response:
     # orjson: FastAPI's encoder walks every float of every vector, and json.dumps of one 384-float
     # vector takes ~15 times as long (0.17 ms); numpy rows are written as they are (no Python floats)
@@ -205,6 +219,8 @@ async def create_embeddings(http: Request) -> Response:
         encoded, lengths, prompt_length = _tokenize(embedder, texts, prompt)
     else:
         encoded, lengths, prompt_length = await asyncio.to_thread(_tokenize, embedder, texts, prompt)
+    if not request.truncate:
+        check_untruncated(encoded, embedder.tokenizer.max_seq_length)
     vectors = await state.batcher.embed(embedder, encoded, lengths, prompt, prompt_length)
     if request.dimensions is not None and request.dimensions < embedder.dim:
         vectors = pooling.truncate_dim(vectors, request.dimensions, renormalize=True)
@@ -218,8 +234,15 @@ async def list_models(state: ServerState = Depends(get_state)) -> Response:
     return _json({"object": "list", "data": cards})
 
 
-@router.get("/v1/models/{model_id}")
+@router.get("/v1/models/{model_id:path}")
 async def retrieve_model(model_id: str, state: ServerState = Depends(get_state)) -> Response:
-    name, _ = parse_model_id(model_id)
+    """The model card of ``name`` or ``name:variant``: an id with a slash ("sentence-transformers/all-MiniLM-L6-v2")
+    is an unknown model like any other (it was "no route"), and a variant the model lacks is a 404 as it is for
+    /v1/embeddings (it answered the model's card)."""
+    name, variant = parse_model_id(model_id)
     spec = await asyncio.to_thread(state.studio.registry.require_converted, name)
+    variants = list(spec.manifest.variants) if spec.manifest else []
+    if variant is not None and variant not in variants:
+        raise ModelNotFoundError(f"{spec.name} has no variant {variant!r}.",
+                                 f"its variants: {', '.join(variants)}; GET /v1/models lists every model")
     return _json(model_card(spec, state.default_model))

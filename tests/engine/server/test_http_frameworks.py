@@ -49,6 +49,23 @@ def test_langchain_openai_embeddings(served):
     np.testing.assert_allclose(embeddings.embed_query(QUERY), query, atol=1e-6)
 
 
+def test_the_openai_client_shows_the_hint_in_the_message(served):
+    """LangChain's default sends tiktoken ids (what this call sends; LangChain itself would fetch tiktoken's table from
+    the internet first). The switch that fixes it was only in the error's "hint" field, which the openai client,
+    and so LangChain, never shows: a user read only that ids cannot be used."""
+    import openai
+
+    base, _, _ = served
+    client = openai.OpenAI(base_url=base, api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.embeddings.create(model=MODEL, input=[[15339, 1917]])
+    assert "token ids" in str(caught.value) and "check_embedding_ctx_length=False" in str(caught.value)
+    assert caught.value.body["hint"] in caught.value.body["message"]
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.embeddings.create(model="no-such-model", input="x")
+    assert "Hint: " in caught.value.body["message"]
+
+
 @pytest.mark.skipif(not _installed("llama_index.embeddings.openai"), reason="llama-index-embeddings-openai is not installed")
 def test_llamaindex_openai_embedding(served):
     from llama_index.embeddings import openai as llamaindex_openai

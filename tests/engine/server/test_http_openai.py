@@ -115,6 +115,23 @@ def test_models_list_and_retrieve(client, default_model):
     card = client.models.retrieve(MODEL)
     assert card.id == MODEL and card.owned_by == "onnx-embedding-studio" and card.created > 0
     assert card.model_extra["dimensions"] == 384 and card.model_extra["default"] is True
+    assert client.models.retrieve(f"{MODEL}:int8").id == MODEL
+    # a variant the model lacks answered its card; a hub id's slash was "no route": both are the model 404 now
+    for missing in (f"{MODEL}:nope", "sentence-transformers/all-MiniLM-L6-v2"):
+        with pytest.raises(openai.NotFoundError) as info:
+            client.models.retrieve(missing)
+        assert info.value.body["code"] == "model_not_found", info.value.body
+    # longer than max_seq_length: cut to its first 256 tokens by default (as sentence-transformers does), a 400 with
+    # text-embeddings-inference's "truncate": false; usage counts the tokens embedded
+    long = client.embeddings.create(model=MODEL, input=["word " * 300, "short"])
+    assert long.usage.prompt_tokens == 256 + 3
+    with pytest.raises(openai.BadRequestError) as info:
+        client.embeddings.create(model=MODEL, input=["short", "word " * 300], extra_body={"truncate": False})
+    assert "input[1] is longer than the model's 256 tokens" in info.value.body["message"]
+    assert len(client.embeddings.create(model=MODEL, input="short", extra_body={"truncate": False}).data) == 1
+    with pytest.raises(openai.BadRequestError) as info:  # "" was the default model, silently
+        client.embeddings.create(model="", input="x")
+    assert info.value.body["param"] == "model"
 
 
 def test_unknown_model_is_a_404_in_openai_shape(client, server):

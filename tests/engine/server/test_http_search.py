@@ -86,5 +86,10 @@ def test_export_then_import_gives_the_same_answers(server):
                  {"vector": vectors[9].tolist(), "k": 5, "exact": True}):
         assert _search(base, "notes-copy", **body).json()["hits"] == _search(base, **body).json()["hits"]
     junk = httpx.post(f"{base}/v1/collections/junk/import", files={"file": ("x.parquet", b"nope", "x")}, timeout=60)
-    assert junk.status_code == 400 and "parquet" in junk.json()["error"]["message"]
+    message = junk.json()["error"]["message"]
+    assert junk.status_code == 400 and message.startswith("x.parquet is not a readable parquet file")
+    assert "/tmp" not in message and "studio-import" not in message  # the upload's name, not the server's path
+    for extra, field in (({"top_k": 1}, "top_k"), ({"q": "spring"}, "q")):  # ignored before: 5 hits, "empty query"
+        refused = _search(base, **{"query": "spring", **extra} if field == "top_k" else extra)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == field, refused.text
     assert httpx.get(f"{base}/v1/collections/junk").status_code == 404
