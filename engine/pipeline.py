@@ -232,8 +232,12 @@ def _unconverted(exc: OSError, name: str) -> StudioError:
 def ingest_many(studio: Studio, collection_name: str, sources: Sequence[Path | tuple[str, bytes]],
                 options: IngestOptions = IngestOptions(), progress: EventProgress = _quiet) -> list[IngestResult]:
     """Ingest several files; one that fails is reported with its reason and the others go on. Options that
-    are wrong for every file (check_options) raise InputError before any file is read."""
+    are wrong for every file (check_options; a model or variant not the existing collection's) raise before any
+    file is read."""
     check_options(options, studio.settings)
+    target = studio.collection(collection_name)
+    if (options.model or options.variant) and target.exists:
+        require_same_model(target.info(), collection_name, options.model or None, options.variant or None)
     results = []
     for source in sources:
         name, data = (source if isinstance(source, tuple) else (Path(source).name, Path(source)))

@@ -106,5 +106,10 @@ def test_ingest_form_takes_the_clis_options_and_refuses_unknown_fields(server):
     created = httpx.get(f"{server}/v1/collections/formcheck").json()
     assert (created["variant"], created["language"], created["store"]) == ("fp32", "de", "embedded"), created
     assert [d["name"] for d in created["documents"]] == ["table_small.pdf"]
+    # a model or variant not the collection's is wrong for every file: a 409 before any file is read (it was a 200
+    # with each file failed)
+    for form, code in (({"model": "all-mpnet-base-v2"}, "model_mismatch"), ({"variant": "int8"}, "variant_mismatch")):
+        answer = _post_file(url % "formcheck", pdf, field="files", force="true", **form)
+        assert answer.status_code == 409 and answer.json()["error"]["code"] == code, answer.text
     ocr = _post_file(f"{server}/v1/ocr", pdf, engine="text", pagez="1")
     assert ocr.status_code == 400 and ocr.json()["error"]["param"] == "pagez", ocr.text
