@@ -12,11 +12,13 @@ layer comes from engine/text_quality.py.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import math
 import os
 import stat
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,7 @@ pymupdf.TOOLS.mupdf_display_warnings(False)
 
 # Pixels a rendered page may have: a letter page at 300 dpi is 8.4 Mpx; an A1 poster at 200 dpi would be 31 Mpx.
 DEFAULT_MAX_PIXELS = 16_000_000
+IMAGE_PIXEL_FACTOR = 16  # an image file is decoded whole before it is scaled to max_pixels: up to 16 x that
 # Ligatures are expanded ("ﬁ" -> "fi") and image blocks are not collected: neither helps search.
 _TEXT_FLAGS = (
     (pymupdf.TEXTFLAGS_DICT | pymupdf.TEXT_MEDIABOX_CLIP) & ~pymupdf.TEXT_PRESERVE_IMAGES & ~pymupdf.TEXT_PRESERVE_LIGATURES
@@ -239,7 +242,8 @@ class Document:
             wanted = min(dpi or self.limits.render_dpi, self.limits.render_dpi)
         inches = (page.rect.width / 72) * (page.rect.height / 72)
         pixel_cap = math.sqrt(self.limits.max_pixels / inches) if inches > 0 else wanted
-        return max(18, int(min(wanted, pixel_cap)))
+        # the pixel cap holds even where it means under 18 dpi (a 60000 pt square page made 225 Mpx at 18 dpi)
+        return max(1, int(min(wanted, pixel_cap)))
 
     @staticmethod
     def _native_dpi(page: pymupdf.Page) -> int:
@@ -418,6 +422,8 @@ def open_document(
     limits = limits or Limits.from_settings()
     data, name = read_source(source, name, limits)
     kind = detect_kind(data[:1024], name)
+    if kind != "pdf":
+        _check_image_size(data, name, kind, limits)
     try:
         doc = pymupdf.open(stream=data, filetype=kind)
     except MUPDF_ERRORS as exc:  # FileDataError, EmptyFileError and MuPDF's own errors
@@ -431,6 +437,27 @@ def open_document(
         raise
 
 
+def _check_image_size(data: bytes, name: str, kind: str, limits: Limits) -> None:
+    """A DocumentLimitError for an image of more than ``IMAGE_PIXEL_FACTOR`` x the render limit, read from its header
+    (Pillow decodes nothing to tell): a 1.6 MB grey PNG of 40000 x 40000 took 1.9 GB as MuPDF opened it."""
+    from PIL import Image
+
+    limit = IMAGE_PIXEL_FACTOR * limits.max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except Image.DecompressionBombError:  # Pillow's own limit (179 Mpx), far over ours
+        width = height = None
+    except Exception:  # noqa: BLE001 - an unreadable header: MuPDF's own open names the damage
+        return
+    if width is None or width * height > limit:
+        size = "over 179 Mpx" if width is None else f"{width} x {height} pixels ({width * height / 1e6:.0f} Mpx)"
+        raise DocumentLimitError(f"{name} is an image of {size}; the limit is {limit / 1e6:.0f} Mpx.",
+                                 "scale the image down (it is rendered at up to 16 Mpx for OCR anyway)")
+
+
 def _checked(doc: pymupdf.Document, data: bytes, name: str, kind: str, password: str | None, limits: Limits,
              sha256: str | None = None) -> Document:
     decrypted = False
@@ -442,7 +469,11 @@ def _checked(doc: pymupdf.Document, data: bytes, name: str, kind: str, password:
             raise EncryptedDocumentError(f"{name} is encrypted and the password given is wrong.",
                                          "check the password; it is case-sensitive")
         decrypted = True
-    pages = doc.page_count
+    try:
+        pages = doc.page_count
+    except MUPDF_ERRORS:  # a page tree that claims 10**9 pages: "Invalid number of pages"
+        raise CorruptDocumentError(f"{name} is damaged: its page tree does not give a readable page count.",
+                                   "try re-saving it from the program that made it (or print it to a new PDF)") from None
     if pages == 0:
         if doc.is_repaired:
             raise CorruptDocumentError(f"{name} is damaged: its page tree cannot be read, so no page was found.",

@@ -146,7 +146,7 @@ def read_export(path: Path):
     try:
         meta = json.loads(raw)
         int(meta["dim"]), str(meta["model"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise InputError(f"The studio metadata of {Path(path).name} is unreadable.", DAMAGED) from None
     return table, meta
 
@@ -202,7 +202,7 @@ def _start_document(rows: dict, i: int) -> dict:
         if not isinstance(pages, list):
             raise ValueError(f"its document_pages is a JSON {type(pages).__name__}, not a list")
         pages = [page_from_dict(p, f"page {n}") for n, p in enumerate(pages, 1)]
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InputError(f"Row {i}: the first row of a document needs a valid document_record and document_pages "
                          f"({exc}).", DAMAGED) from None
     numbers = [p.number for p in pages]

@@ -197,7 +197,7 @@ def _json_text(path: Path, number: int, line: str, also: str = "") -> str:
     """The 'text' of one JSONL line; ``also`` ends every hint (why the file was read as JSONL, when guessed)."""
     try:
         record = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # arrays nested 100,000 deep are no JSON this reads either
         raise InputError(f"{path}:{number} is not valid JSON.",
                          f"each line must be a JSON object like {{\"text\": \"...\"}}{also}") from None
     if not isinstance(record, dict) or "text" not in record:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
 import math
+import os
+import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,17 +38,65 @@ class Dataset:
     qrels: Qrels
 
 
-def _jsonl(path: Path) -> list[dict]:
-    """One JSON object per ``\n``-terminated line: split on ``\n`` only, since str.splitlines() also splits
-    on U+2028, U+2029, U+0085, \v, \f and \x1c-\x1e, which JSON strings may hold raw."""
+_DAMAGED = "each line must be one JSON object with a string '_id' and 'text' (and 'title'); download the dataset again"
+MAX_DATASET_BYTES = 4 << 30  # a corpus.jsonl linked to /dev/zero was read until memory ran out
+
+
+def _read_text(path: Path, damaged: str = _DAMAGED) -> str:
+    """A dataset file's text, or an InputError that names it (missing, a folder, a device or FIFO, unreadable, over
+    ``MAX_DATASET_BYTES``, not UTF-8)."""
     try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError(f"{path} is a folder, not a file.", "point --dataset at a BEIR folder")
+        if not stat.S_ISREG(info.st_mode):  # /dev/zero was read until memory ran out; a FIFO waits forever
+            raise InputError(f"{path} is not a regular file.", "point --dataset at a BEIR folder of files")
+        if info.st_size > MAX_DATASET_BYTES:
+            raise InputError(f"{path} is over {MAX_DATASET_BYTES >> 30} GB.", "is it the dataset's file?")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path} does not exist.",
                          "point --dataset at a BEIR folder: corpus.jsonl, queries.jsonl and qrels/") from None
-    except ValueError as exc:
-        raise InputError(f"{path} is not valid JSONL: {exc}",
-                         "each line must be one JSON object; download the dataset again if it is damaged") from None
+    except OSError as exc:
+        raise InputError(f"{path} cannot be read: {exc.strerror or exc}.", "check the file's permissions") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text (byte {exc.start}).", damaged) from None
+
+
+def _record(path: Path, number: int, line: str) -> dict:
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        raise InputError(f"{path}:{number} is not valid JSON.", _DAMAGED) from None
+    if not isinstance(record, dict) or not isinstance(record.get("_id"), (str, int)) or isinstance(record["_id"], bool):
+        raise InputError(f"{path}:{number} is not a JSON object with an '_id'.", _DAMAGED)
+    for key in ("text", "title"):
+        value = record.get(key, "")
+        if value is None:
+            record[key] = value = ""
+        if not isinstance(value, str):
+            raise InputError(f"{path}:{number}: '{key}' is a JSON {type(value).__name__}, not a string.", _DAMAGED)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (\ud800) the tokenizer cannot take
+            raise InputError(f"{path}:{number}: '{key}' holds a lone surrogate, which is no character.", _DAMAGED) from None
+    return record
+
+
+def _jsonl(path: Path, required: str = "") -> list[dict]:
+    """One JSON object per ``\n``-terminated line: split on ``\n`` only, since str.splitlines() also splits
+    on U+2028, U+2029, U+0085, \v, \f and \x1c-\x1e, which JSON strings may hold raw. Each has an ``_id`` and
+    string ``text``/``title`` (missing: ""); ``required``: a field a record must have (a query's text)."""
+    records = []
+    for number, line in enumerate(_read_text(path).split("\n"), 1):
+        if line.strip():
+            record = _record(path, number, line)
+            if required and required not in record:
+                raise InputError(f"{path}:{number} has no '{required}'.", _DAMAGED)
+            records.append(record)
+    return records
 
 
 def load_beir(folder: Path, split: str = "test") -> Dataset:
@@ -54,15 +105,19 @@ def load_beir(folder: Path, split: str = "test") -> Dataset:
     if qrels_file is None:
         raise InputError(f"{folder} has no qrels-{split}.tsv or qrels/{split}.tsv.", "point --dataset at a BEIR folder")
     qrels: Qrels = {}
-    with open(qrels_file, encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        for row in reader:
-            if len(row) < 3 or row[0] == "query-id":
-                continue
-            qrels.setdefault(row[0].strip(), {})[row[1].strip()] = int(row[2])
+    text = _read_text(qrels_file, "each line: query-id, corpus-id, score (tab-separated), in UTF-8")
+    for number, row in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter="\t"), 1):
+        if len(row) < 3 or row[0] == "query-id":
+            continue
+        try:
+            score = int(float(row[2]))  # "1" or "1.0"
+        except (ValueError, OverflowError):
+            raise InputError(f"{qrels_file}:{number}: the score {row[2][:40]!r} is not a number.",
+                             "each line: query-id, corpus-id, score (tab-separated)") from None
+        qrels.setdefault(row[0].strip(), {})[row[1].strip()] = score
     if not qrels:
         raise InputError(f"{qrels_file} judges no query.", "each line: query-id, corpus-id, score (tab-separated)")
-    queries = _jsonl(folder / "queries.jsonl")
+    queries = _jsonl(folder / "queries.jsonl", required="text")
     known = {str(q.get("_id")) for q in queries}
     missing = [q for q in qrels if q not in known]
     if len(missing) == len(qrels):  # nothing to evaluate: an nDCG of 0.0 over 0 queries would look like a result
@@ -73,6 +128,8 @@ def load_beir(folder: Path, split: str = "test") -> Dataset:
         log.warning("%d of the %d queries that %s judges are not in queries.jsonl (e.g. %r); they are left out",
                     len(missing), len(qrels), qrels_file.name, missing[0])
     corpus = _jsonl(folder / "corpus.jsonl")
+    if not corpus:  # an nDCG of 0.0 over no documents would look like a result
+        raise InputError(f"{folder / 'corpus.jsonl'} holds no document.", _DAMAGED)
     queries = [q for q in queries if str(q.get("_id")) in qrels]
     return Dataset(
         name=folder.name,

@@ -296,3 +296,45 @@ def test_layout_text_joins_pieces_rows_and_paragraphs():
     boxes = [(10, 10, 50, 20), (55, 10, 90, 20), (10, 24, 80, 34), (10, 60, 80, 70)]
     assert layout_text(boxes, ["Hello", "world", "next line", "new paragraph"], 600) == (
         "Hello world\nnext line\n\nnew paragraph")
+
+
+def _grey_png(width: int, height: int) -> bytes:
+    """A blank greyscale PNG of any size in little memory (its rows compressed as they are made)."""
+    import struct
+    import zlib
+
+    squeeze = zlib.compressobj(9)
+    row = b"\x00" * (width + 1)
+    body = b"".join(squeeze.compress(row) for _ in range(height)) + squeeze.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("size", [(20000, 20000), (40000, 40000)])
+def test_an_image_too_large_to_decode_is_refused_from_its_header(size):
+    """A 1.6 MB PNG of 40000 x 40000 grey pixels took 1.9 GB as MuPDF decoded it whole on opening."""
+    with pytest.raises(DocumentLimitError, match="Mpx"):
+        open_document(_grey_png(*size), name="bomb.png")
+    with open_document(_grey_png(2000, 1500), name="fine.png") as document:
+        assert document.info.page_count == 1
+
+
+def test_a_page_tree_claiming_a_billion_pages_is_a_damaged_document():
+    pdf = (b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n"
+           b"2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1000000000 >> endobj\n"
+           b"3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n")
+    with pytest.raises(CorruptDocumentError, match="page count"):  # was MuPDF's RuntimeError, a traceback
+        open_document(pdf, name="count.pdf")
+
+
+def test_the_pixel_cap_holds_for_a_page_the_size_of_a_field():
+    """A 60000 pt square page was rendered at the 18 dpi floor: 15000 x 15000 pixels, 14 times the cap."""
+    doc = pymupdf.open()
+    doc.new_page(width=60000, height=60000)
+    with open_document(doc.tobytes(), name="field.pdf") as document:
+        image = document.render(1)
+        assert image.width_px * image.height_px <= Limits().max_pixels

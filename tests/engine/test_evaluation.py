@@ -44,3 +44,60 @@ def test_keyword_mode_on_scifact_needs_no_model():
     data = result.to_dict()
     assert data["mode"] == "keyword" and data["ndcg@10"] == result.ndcg_at_10
     assert 0.68 <= data["ndcg@10"] <= 0.70 and data["recall@100"] > 0.9  # bm25s + English stemmer: 0.686
+
+
+def _beir(folder, corpus='{"_id": "d1", "text": "pumps and valves"}\n', queries='{"_id": "q1", "text": "pumps"}\n',
+          qrels="query-id\tcorpus-id\tscore\nq1\td1\t1\n"):
+    folder.mkdir()
+    for name, content in (("corpus.jsonl", corpus), ("queries.jsonl", queries), ("qrels-test.tsv", qrels)):
+        if isinstance(content, bytes):
+            (folder / name).write_bytes(content)
+        elif content is not None:
+            (folder / name).write_text(content, encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"qrels": "q1\td1\t1.0\n"}, None),  # a float score is a score
+    ({"qrels": "q1\td1\thigh\n"}, "the score 'high' is not a number"),
+    ({"qrels": b"q1\td1\t1\n\xff\xfe\n"}, "is not UTF-8 text"),
+    ({"corpus": "[1, 2]\n"}, "is not a JSON object with an '_id'"),
+    ({"corpus": '{"text": "no id"}\n'}, "is not a JSON object with an '_id'"),
+    ({"corpus": '{"_id": "d1", "text": null}\n'}, None),  # null text: an empty document
+    ({"corpus": '{"_id": "d1", "title": 7, "text": "x"}\n'}, "'title' is a JSON int, not a string"),
+    ({"corpus": '{"_id": "d1", "text": "\\ud800"}\n'}, "holds a lone surrogate"),
+    ({"corpus": '{"_id": "d1", "a": ' + "[" * 100_000 + "]" * 100_000 + "}\n"}, "is not valid JSON"),
+    ({"corpus": ""}, "holds no document"),
+    ({"queries": '{"_id": "q1"}\n'}, "has no 'text'"),
+])
+def test_a_malformed_dataset_is_an_input_error_naming_file_and_line(tmp_path, files, message):
+    """Each of these was a traceback (ValueError, KeyError, TypeError, AttributeError, RecursionError, a
+    UnicodeDecodeError, the tokenizer's TypeError), or an nDCG of 0.0 over no documents."""
+    from engine.errors import InputError
+
+    folder = _beir(tmp_path / "beir", **files)
+    if message is None:
+        assert load_beir(folder).query_ids == ["q1"]
+        return
+    with pytest.raises(InputError, match=message) as caught:
+        load_beir(folder)
+    assert caught.value.hint and str(folder) in caught.value.message
+
+
+def test_a_dataset_file_that_is_a_folder_a_device_or_a_fifo_is_refused_before_reading(tmp_path):
+    import os
+
+    from engine.errors import InputError
+
+    folder = _beir(tmp_path / "beir", corpus=None)
+    (folder / "corpus.jsonl").mkdir()
+    with pytest.raises(InputError, match="is a folder"):
+        load_beir(folder)
+    (folder / "corpus.jsonl").rmdir()
+    (folder / "corpus.jsonl").symlink_to("/dev/zero")  # was read until memory ran out
+    with pytest.raises(InputError, match="not a regular file"):
+        load_beir(folder)
+    (folder / "corpus.jsonl").unlink()
+    os.mkfifo(folder / "corpus.jsonl")  # waited forever for a writer
+    with pytest.raises(InputError, match="not a regular file"):
+        load_beir(folder)
