@@ -33,6 +33,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from converter.jobs import JobRunner, Rejection
 from engine import conversion, hub
@@ -46,9 +47,12 @@ from engine.errors import (
 from engine.httpauth import BEARER_HINT, authorized, error_body
 from engine.manifest import MANIFEST_FILE, VARIANTS
 from engine.registry import Registry
+from engine.server.auth import BearerAuthMiddleware
+from engine.server.limits import BodyLimitMiddleware
 from engine.settings import ConverterSettings, Settings, build, load_settings
 
 log = logging.getLogger("converter.server")
+MAX_BODY_BYTES = 64 * 1024  # a job request is a few hundred bytes
 
 
 class JobRequest(BaseModel):
@@ -189,6 +193,10 @@ def create_app(settings: ConverterSettings | None = None, studio_settings: Setti
     async def _rejection(request: Request, exc: Rejection) -> JSONResponse:
         return _error_response(exc.status, exc.error)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:  # the 413 of the limit
+        return _error_response(exc.status_code, InputError(str(exc.detail), "a job request is a few hundred bytes"))
+
     @app.exception_handler(StudioError)
     async def _studio_error(request: Request, exc: StudioError) -> JSONResponse:
         status = 404 if isinstance(exc, ModelNotFoundError) else 403 if isinstance(exc, RemoteCodeRefusedError) else 400
@@ -247,6 +255,11 @@ def create_app(settings: ConverterSettings | None = None, studio_settings: Setti
     def models() -> dict:
         return {"models_dir": str(models_dir), "models": model_rows(registry())}
 
+    # outermost first: the token is checked before any body is read (a 1 GB unauthenticated POST /v1/jobs was read
+    # whole and answered 422), and no body over MAX_BODY_BYTES is read at all
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    if token:
+        app.add_middleware(BearerAuthMiddleware, token=token, open_paths=frozenset({"/health"}))
     return app
 
 

@@ -30,6 +30,7 @@ from engine.collection import Collection, NewDocument
 from engine.collection_format import page_from_dict, record_from_dict
 from engine.errors import InputError, ModelMismatchError
 from engine.keyword_index import LANGUAGES
+from engine.manifest import VARIANTS
 from engine.retrieval import SearchConfig
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,27 @@ def read_export(path: Path):
     return table, meta
 
 
+def export_settings(meta: dict, name: str) -> tuple[str, dict, dict | None]:
+    """(variant, chunking, search) of an export's metadata, each checked: "variant": ["x"] made a collection that
+    no search could use, and a chunking or search of the wrong shape was a TypeError deep in the import."""
+    variant, chunking, search = meta.get("variant", "fp32"), meta.get("chunking") or {}, meta.get("search") or None
+    if variant not in VARIANTS:
+        raise InputError(f"{name} says its vectors are variant {str(variant)[:40]!r}, which is none of "
+                         f"{', '.join(VARIANTS)}.", DAMAGED)
+    if not isinstance(chunking, dict) or not all(isinstance(v, (int, float, str, bool)) for v in chunking.values()):
+        raise InputError(f"The chunking settings of {name} are not an object of numbers.", DAMAGED)
+    try:
+        if search is not None and not isinstance(search, dict):
+            raise TypeError("not an object")
+        config = SearchConfig.from_dict(search)
+        hash(config.language)
+        if config.mode not in ("dense", "keyword", "hybrid") or not isinstance(config.language, str):
+            raise ValueError(f"mode {str(config.mode)[:40]!r}, language {str(config.language)[:40]!r}")
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"The search settings of {name} are unreadable ({exc}).", DAMAGED) from None
+    return variant, chunking, search
+
+
 def validate_rows(table, meta: dict) -> list[NewDocument]:
     """Every row checked; the documents to store, in file order. Raises InputError naming the first bad row."""
     import pyarrow as pa
@@ -245,8 +267,9 @@ def import_collection(collection: Collection, path: Path, known_models: dict[str
     exist). ``known_models``: registry name -> dimension, to reject an export of an unknown model."""
     table, meta = read_export(path)
     model, dim = str(meta["model"]), int(meta["dim"])
+    variant, chunking, search = export_settings(meta, Path(path).name)
     if not collection.exists:
-        language = SearchConfig.from_dict(meta.get("search") or None).language
+        language = SearchConfig.from_dict(search).language
         if language not in LANGUAGES:
             raise InputError(f"{Path(path).name} asks for the keyword-search language {language!r}, which is not "
                              "supported.", f"the collections support {', '.join(sorted(LANGUAGES))}")
@@ -264,8 +287,7 @@ def import_collection(collection: Collection, path: Path, known_models: dict[str
                                      f"the export {model!r} ({dim}).", "import into a new collection")
     documents = validate_rows(table, meta)
     if not collection.exists:
-        collection.create(model, str(meta.get("variant", "fp32")), dim, dict(meta.get("chunking") or {}),
-                          search=meta.get("search") or None)
+        collection.create(model, variant, dim, dict(chunking), search=search)
     if documents:
         collection.add_documents(documents, model)
     chunks = sum(len(d.chunks) for d in documents)

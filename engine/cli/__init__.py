@@ -340,6 +340,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: a clean message, the traceback only with -v
+        logging.getLogger("engine.cli").debug("python -m engine %s failed", args.command, exc_info=True)
+        error = StudioError(f"python -m engine {args.command} failed on an unexpected error "
+                              f"({type(exc).__name__}: {str(exc)[:200]}).",
+                              "run it again with -v to see where, and please report it")
+        if getattr(args, "json", False):
+            print(json.dumps(error.to_dict()))
+        else:
+            print(f"error: {error.message}\nhint: {error.hint}", file=sys.stderr)
+        return 3
     if args.json:
         print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
     elif text:

@@ -218,3 +218,23 @@ def test_a_converted_folders_own_source_is_held_to_the_allowed_folder(live, allo
         assert not (data_dir / "models" / "leaked").exists()
     finally:
         shutil.rmtree(folder)
+
+
+def test_a_body_is_not_read_before_the_token_is_checked_nor_past_the_limit(data_dir):
+    """An unauthenticated 1 GB POST /v1/jobs was read whole (2 GB of memory) and answered 422; the converter API had
+    no body limit at all."""
+    app = create_app(ConverterSettings(api_token="s3cret-token"), load_settings(data_dir=data_dir))
+    big = b"{" + b" " * (2 << 20) + b"}"
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        refused = client.post("/v1/jobs", content=big, headers={"content-type": "application/json"})
+        assert refused.status_code == 401, refused.text
+        auth = {"Authorization": "Bearer s3cret-token", "content-type": "application/json"}
+        too_big = client.post("/v1/jobs", content=big, headers=auth)
+        assert too_big.status_code == 413 and "larger than this server accepts" in too_big.json()["error"]["message"]
+
+        def chunks():  # no declared length: counted as it arrives
+            for _ in range(64):
+                yield b" " * 65536
+
+        streamed = client.post("/v1/jobs", content=chunks(), headers=auth)
+        assert streamed.status_code == 413, streamed.text

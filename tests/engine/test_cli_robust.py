@@ -268,3 +268,19 @@ def test_eval_reports_the_time_it_spent_embedding(default_model, tmp_path):
     report = json.loads(result.stdout)
     assert report["documents"] == 40 and report["queries"] == 3
     assert report["seconds_corpus"] > 0 and report["seconds_queries"] >= 0
+
+
+def test_a_bug_in_a_command_is_a_message_not_a_traceback(monkeypatch, capsys):
+    """main() caught only StudioError: any bug in a command printed Python's traceback (e.g. MuPDF's RuntimeError on
+    a page tree claiming 10**9 pages, before that was handled)."""
+    from engine import cli
+
+    def broken(args):
+        raise RuntimeError("code=7: Invalid number of pages")
+
+    name = "collections"
+    cli._load_commands()
+    monkeypatch.setitem(cli.COMMANDS, name, (*cli.COMMANDS[name][:2], broken))
+    assert cli.main([name]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "RuntimeError: code=7" in err and "hint: run it again with -v" in err

@@ -206,3 +206,22 @@ def test_names_and_ids_end_where_their_pattern_does():
     with pytest.raises(ValueError, match="not a document id"):
         check_doc_id("a" * 64 + "\n")
     assert not SEGMENT_STEM.match("0123456789abcdef-g1\n") and not NAME_PATTERN.match("model\n")
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("variant", ["x"], "variant"), ("variant", "fp64", "variant"), ("chunking", "abc", "chunking"),
+    ("chunking", 5, "chunking"), ("search", "x", "search settings"), ("search", {"language": ["en"]}, "search settings"),
+    ("search", {"dense_weight": "high"}, "search settings"), ("search", {"mode": "semantic"}, "search settings"),
+])
+def test_an_exports_settings_of_the_wrong_shape_are_refused_before_anything_is_made(tmp_path, source, key, value, words):
+    """Each was a TypeError/AttributeError (an HTTP 500), or ("variant": ["x"]) a collection no search could use."""
+    c, _ = source
+    good = pq.read_table(export_collection(c, tmp_path / "good.parquet").file)
+    meta = json.loads(good.schema.metadata[b"studio"])
+    meta[key] = value
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(good.replace_schema_metadata({"studio": json.dumps(meta)}), bad)
+    target = Collection(tmp_path, "target")
+    with pytest.raises(InputError, match=words):
+        import_collection(target, bad, {"m": DIM})
+    assert not target.exists
