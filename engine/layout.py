@@ -9,6 +9,8 @@ functions order OCR segments (``layout_text``).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +47,17 @@ def weighted_median(values: Sequence[tuple[float, float]]) -> float:
     return ordered[-1][0] if ordered else 0.0
 
 
+def _crossing_weights(boxes: Sequence[Box], weights: Sequence[int]):
+    """x -> the weight of the boxes with x0 < x < x2, in O(log n) a call: those that start left of x less those that
+    end at or before it. Summed box by box for each candidate, 32,000 scattered words on a page took 32 s."""
+    spans = [(b[0], b[2], w) for b, w in zip(boxes, weights) if b[0] < b[2]]  # only these can cross anything
+    starts = sorted((x0, w) for x0, _, w in spans)
+    ends = sorted((x2, w) for _, x2, w in spans)
+    start_at, start_sum = [x for x, _ in starts], list(itertools.accumulate((w for _, w in starts), initial=0))
+    end_at, end_sum = [x for x, _ in ends], list(itertools.accumulate((w for _, w in ends), initial=0))
+    return lambda x: start_sum[bisect.bisect_left(start_at, x)] - end_sum[bisect.bisect_right(end_at, x)]
+
+
 def find_gutter(boxes: Sequence[Box], weights: Sequence[int], page_width: float) -> float | None:
     """The x of a column gutter in the middle of the page, or None when the page is one column.
 
@@ -58,10 +71,11 @@ def find_gutter(boxes: Sequence[Box], weights: Sequence[int], page_width: float)
     best: tuple[float, float] | None = None  # (crossing weight, x)
     candidates = sorted({b[2] for b in boxes} | {b[0] for b in boxes})
     candidates = [x + 0.5 for x in candidates] + [x - 0.5 for x in candidates]
+    crossing_at = _crossing_weights(boxes, weights)
     for x in candidates:
         if not 0.3 * page_width <= x <= 0.7 * page_width:
             continue
-        crossing = sum(w for b, w in zip(boxes, weights) if b[0] < x < b[2])
+        crossing = crossing_at(x)
         closer_to_middle = best is not None and abs(x - page_width / 2) < abs(best[1] - page_width / 2)
         if best is None or crossing < best[0] or (crossing == best[0] and closer_to_middle):
             best = (crossing, x)

@@ -190,6 +190,7 @@ def split_lines(raw: str) -> list[str]:
 
 
 INPUT_FORMATS = ("auto", "text", "jsonl")
+MAX_TEXT_CHARS = 1_000_000  # one text of embed --in: 30 times the HTTP API's 32,768
 _GUESSED = "; it was read as JSONL because its first line starts with '{': --format text embeds every line as it is"
 
 
@@ -249,6 +250,10 @@ def read_input(path: Path, max_bytes: int | None = None, form: str = "auto") -> 
             raise InputError(f"{path}:{number} is blank, not a JSON object.",
                              f"remove blank lines from JSONL: row N of the output is line N{also}")
         text = _json_text(path, number, line, also) if jsonl else line
+        if len(text) > MAX_TEXT_CHARS:  # one 50 MB line took 84 s and 6.9 GB to tokenize, for its first tokens
+            raise InputError(f"{path}:{number} holds {len(text):,} characters; a text may hold {MAX_TEXT_CHARS:,}.",
+                             "split it into passages (a model embeds each text's first max_seq_length tokens, "
+                             "a few hundred words)")
         texts.append(check_encodable(text, f"{path}:{number}"))
     return texts, read_as
 

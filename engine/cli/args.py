@@ -156,10 +156,13 @@ def input_file(text: str) -> Path:
             raise argparse.ArgumentTypeError("reading the standard input ('-') needs /dev/stdin; give a file")
         return Path("/dev/stdin")
     path = Path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{text} does not exist")
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file")
+    try:  # Python 3.11's exists() raises where a folder on the way may not be searched (EACCES)
+        if not path.exists():
+            raise argparse.ArgumentTypeError(f"{text} does not exist")
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a folder; give a file")
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{text} cannot be reached: {exc.strerror or exc}") from None
     return path
 
 
@@ -171,10 +174,13 @@ def output_file(text: str) -> Path:
         raise argparse.ArgumentTypeError("'-' is not a file name here: the vectors are a .npy file; give one, "
                                          "e.g. vectors.npy")
     path = Path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name, e.g. {path / 'vectors.npy'}")
-    if not path.parent.is_dir():
-        raise argparse.ArgumentTypeError(f"the folder {path.parent} does not exist; create it first")
+    try:
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name, e.g. {path / 'vectors.npy'}")
+        if not path.parent.is_dir():
+            raise argparse.ArgumentTypeError(f"the folder {path.parent} does not exist; create it first")
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{text} cannot be reached: {exc.strerror or exc}") from None
     return path
 
 

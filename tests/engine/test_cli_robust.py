@@ -284,3 +284,16 @@ def test_a_bug_in_a_command_is_a_message_not_a_traceback(monkeypatch, capsys):
     assert cli.main([name]) == 3
     err = capsys.readouterr().err
     assert "Traceback" not in err and "RuntimeError: code=7" in err and "hint: run it again with -v" in err
+
+
+def test_a_text_of_millions_of_characters_is_refused_by_line(tmp_path):
+    """One 50 MB line took 84 s and 6.9 GB of memory to tokenize (and aborted with no message under a memory
+    limit), for the few hundred tokens a model embeds of it."""
+    from engine.cli import MAX_TEXT_CHARS, read_input
+
+    source = tmp_path / "long.txt"
+    source.write_text("short line\n" + "word " * (MAX_TEXT_CHARS // 5 + 1) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"long.txt:2 holds 1,000,005 characters"):
+        read_input(source)
+    (tmp_path / "fits.txt").write_text("word " * (MAX_TEXT_CHARS // 5), encoding="utf-8")
+    assert len(read_input(tmp_path / "fits.txt")[0][0]) == MAX_TEXT_CHARS
