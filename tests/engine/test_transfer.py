@@ -225,3 +225,26 @@ def test_an_exports_settings_of_the_wrong_shape_are_refused_before_anything_is_m
     with pytest.raises(InputError, match=words):
         import_collection(target, bad, {"m": DIM})
     assert not target.exists
+
+
+def test_an_export_that_decodes_to_far_more_than_its_size_is_refused_while_reading(tmp_path, source):
+    """A 14 KB parquet of one dictionary-coded text in 200,000 rows decoded to 3.3 GB (a MemoryError traceback, an
+    HTTP 500 within the 16 MB body limit). Reading stops once it would hold more than decoded_limit."""
+    from engine.transfer import decoded_limit
+
+    c, _ = source
+    meta = pq.read_table(export_collection(c, tmp_path / "good.parquet").file).schema.metadata
+    rows = 200_000
+    zeros = pa.array(np.zeros(rows, dtype=np.int32))
+    same = lambda value: pa.DictionaryArray.from_arrays(zeros, pa.array([value]))  # noqa: E731
+    table = pa.table({"vector": pa.FixedSizeListArray.from_arrays(pa.array(np.ones(rows * DIM, np.float32)), DIM),
+                      "text": same("x" * 2000), "document": same("a.pdf"), "doc_id": same("0" * 64), "page": zeros,
+                      "start": zeros, "end": zeros, "heading_path": pa.array([[]] * rows, pa.list_(pa.string())),
+                      "chunk_index": zeros, "tokens": zeros, "document_record": same(""), "document_pages": same("")})
+    bomb = tmp_path / "bomb.parquet"
+    pq.write_table(table.replace_schema_metadata(meta), bomb, row_group_size=rows, compression="zstd")
+    assert bomb.stat().st_size < 100_000 and table.nbytes < decoded_limit(bomb.stat().st_size) < 400 * 2000 * 1000
+    target = Collection(tmp_path, "target")
+    with pytest.raises(InputError, match="would take more than 256 MB to read"):
+        import_collection(target, bomb, {"m": DIM})
+    assert not target.exists
