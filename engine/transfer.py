@@ -172,7 +172,6 @@ def _read_bounded(path: Path):
 def read_export(path: Path):
     """The parquet table and its ``studio`` metadata; InputError if it is not a studio export."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     if Path(path).is_dir():  # pyarrow would read it as a dataset and complain about some file inside
         raise InputError(f"{path} is a folder; import reads one parquet file.",
