@@ -224,3 +224,15 @@ def test_invalid_settings_are_a_config_error(monkeypatch):
     with pytest.raises(E.ConfigError) as info:
         load_api_settings()
     assert "STUDIO_API_MAX_WAIT_MS" in info.value.message
+
+
+def test_the_upload_limit_covers_the_routes_that_take_a_file_and_no_json_route():
+    """An import took the 16 MB JSON body limit: ~6,000 chunks (a 1,457-chunk export is 3.7 MB)."""
+    from engine.server.limits import BodyLimitMiddleware
+    from engine.server.routes.documents import UPLOAD_PATHS
+
+    limits = BodyLimitMiddleware(None, max_bytes=1, upload_bytes=2, upload_paths=UPLOAD_PATHS)
+    for path in ("/v1/collections/c/import", "/v1/collections/c/documents", "/v1/ocr", "/ocr"):
+        assert limits.limit_for(path) == 2, path
+    for path in ("/v1/collections/c/search", "/v1/embeddings", "/v1/collections/c/import/x", "/v1/collections/c"):
+        assert limits.limit_for(path) == 1, path
