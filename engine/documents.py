@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import stat
+import sys
 import time
 import warnings
 from collections import OrderedDict
@@ -322,6 +323,20 @@ def size_limit_error(name: str, limit: int, size: int | None = None) -> Document
                               "split the file, or raise STUDIO_MAX_UPLOAD_MB")
 
 
+def _say_if_waiting(path: Path, what: str) -> None:
+    """A line on the log before a read that waits on a person or a process: a FIFO opens only once something writes
+    to it, and a terminal reads until Ctrl-D. Both waited without a word."""
+    try:
+        fifo = stat.S_ISFIFO(os.stat(path).st_mode)
+        terminal = path == Path("/dev/stdin") and sys.stdin is not None and sys.stdin.isatty()
+    except (OSError, ValueError):
+        return
+    if terminal:
+        log.warning("reading the %s from the terminal: end it with Ctrl-D (Ctrl-C stops)", what)
+    elif fifo and not path == Path("/dev/stdin"):
+        log.warning("%s is a named pipe: waiting for a program to write the %s to it (Ctrl-C stops)", path, what)
+
+
 def read_limited(source: Path | str, max_bytes: int | None, what: str = "file") -> bytes:
     """The bytes of a file, a pipe, a device or a socket, refused with a DocumentLimitError as soon as
     more than ``max_bytes`` arrive: at most ``max_bytes + 1`` bytes are ever read, whatever ``stat`` says
@@ -329,6 +344,7 @@ def read_limited(source: Path | str, max_bytes: int | None, what: str = "file") 
     bytes of anything else are spooled to a temporary file while they arrive, so refusing a pipe costs
     one read buffer of memory, not the limit."""
     path = Path(source)
+    _say_if_waiting(path, what)
     try:
         handle = open(path, "rb", buffering=0)
     except FileNotFoundError:

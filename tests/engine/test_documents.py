@@ -360,3 +360,21 @@ def test_the_gutter_search_sums_crossings_as_box_by_box_did():
             assert crossing(x) == sum(w for box, w in zip(boxes, weights) if box[0] < x < box[2])
 
     check()
+
+
+def test_a_named_pipe_says_it_waits_for_its_writer(tmp_path, caplog):
+    """A FIFO opens only once something writes to it: embed --in / ingest of one waited without a word."""
+    import logging
+    import os
+    import threading
+
+    from engine.documents import read_limited
+
+    fifo = tmp_path / "texts.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Timer(0.3, lambda: fifo.write_bytes(b"hello\nworld\n"))
+    writer.start()
+    with caplog.at_level(logging.WARNING, logger="engine.documents"):
+        assert read_limited(fifo, 1 << 20, what="input file") == b"hello\nworld\n"
+    writer.join()
+    assert any("named pipe: waiting for a program to write the input file" in r.getMessage() for r in caplog.records)
