@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.errors import EmptyDocumentError
 from engine.pipeline import IngestOptions, collection, ingest, search
 from engine.studio import Studio
 
@@ -59,7 +60,11 @@ def evaluate_chunking(studio: Studio, files: Sequence[Path], settings: Sequence[
         options = IngestOptions(ocr="text", chunk_size=size, chunk_overlap=overlap, headings_in_embedding=headings)
         try:
             for path in files:
-                ingest(studio, name, Path(path), options=options)
+                try:
+                    ingest(studio, name, Path(path), options=options)
+                except EmptyDocumentError as exc:  # its hint said to choose an OCR engine, which chunk-eval has not
+                    raise EmptyDocumentError(exc.message, "chunk-eval reads text layers only: leave scanned PDFs "
+                                             "out (or give PDFs with a text layer)") from None
             hits = [search(studio, name, q.text, k=1).hits for q in queries]
             correct = sum(1 for q, h in zip(queries, hits) if h and h[0].page == q.page and h[0].document == q.document)
             chunks = collection(studio, name).info().chunk_count
