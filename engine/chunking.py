@@ -149,6 +149,17 @@ def _label(paragraph: str) -> bool:
     return len(words) <= 3 and heading_level(paragraph) is None
 
 
+def _next_lettered(paragraphs: list[str]) -> list[str | None]:
+    """For each paragraph, the next one after it that holds a letter (None for the last): one pass from the end."""
+    following: list[str | None] = [None] * len(paragraphs)
+    ahead = None
+    for number in range(len(paragraphs) - 1, -1, -1):
+        following[number] = ahead
+        if any(c.isalpha() for c in paragraphs[number]):
+            ahead = paragraphs[number]
+    return following
+
+
 def _paragraphs(text: str) -> list[tuple[int, int]]:
     spans, position = [], 0
     for match in _PARAGRAPH_BREAK.finditer(text):
@@ -263,11 +274,10 @@ def chunk_pages(
     for page in pages:
         section: list[_Unit] = []
         spans = _paragraphs(page.text)
-        lettered = [k for k, (s, e) in enumerate(spans) if any(c.isalpha() for c in page.text[s:e])]
+        following = _next_lettered([page.text[s:e] for s, e in spans])
         for number, (start, end) in enumerate(spans):
             paragraph = page.text[start:end]
-            following = next((page.text[slice(*spans[k])] for k in lettered if k > number), None)
-            heading = None if paragraph.strip() in page.running_kept else heading_level(paragraph, following)
+            heading = None if paragraph.strip() in page.running_kept else heading_level(paragraph, following[number])
             if heading is None:
                 section.extend(_units(page.text, start, end, count_tokens, token_spans, options.size))
                 continue
