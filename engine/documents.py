@@ -19,7 +19,6 @@ import os
 import stat
 import sys
 import time
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -327,14 +326,13 @@ def _say_if_waiting(path: Path, what: str) -> None:
     """A line on the log before a read that waits on a person or a process: a FIFO opens only once something writes
     to it, and a terminal reads until Ctrl-D. Both waited without a word."""
     try:
-        fifo = stat.S_ISFIFO(os.stat(path).st_mode)
-        terminal = path == Path("/dev/stdin") and sys.stdin is not None and sys.stdin.isatty()
-    except (OSError, ValueError):
-        return
-    if terminal:
-        log.warning("reading the %s from the terminal: end it with Ctrl-D (Ctrl-C stops)", what)
-    elif fifo and not path == Path("/dev/stdin"):
-        log.warning("%s is a named pipe: waiting for a program to write the %s to it (Ctrl-C stops)", path, what)
+        if path == Path("/dev/stdin"):
+            if sys.stdin is not None and sys.stdin.isatty():
+                log.warning("reading the %s from the terminal: end it with Ctrl-D (Ctrl-C stops)", what)
+        elif stat.S_ISFIFO(os.stat(path).st_mode):
+            log.warning("%s is a named pipe: waiting for a program to write the %s to it (Ctrl-C stops)", path, what)
+    except (OSError, ValueError):  # no such file, a closed stdin: the open that follows says so
+        pass
 
 
 def read_limited(source: Path | str, max_bytes: int | None, what: str = "file") -> bytes:
@@ -455,23 +453,22 @@ def open_document(
 
 def _check_image_size(data: bytes, name: str, kind: str, limits: Limits) -> None:
     """A DocumentLimitError for an image of more than ``IMAGE_PIXEL_FACTOR`` x the render limit, read from its header
-    (Pillow decodes nothing to tell): a 1.6 MB grey PNG of 40000 x 40000 took 1.9 GB as MuPDF opened it."""
-    from PIL import Image
+    (a 1.6 MB grey PNG of 40000 x 40000 took 1.9 GB as MuPDF opened it). Pillow's image class reads the header and
+    decodes nothing; it is built directly, since ``Image.open`` would apply Pillow's own limit (179 Mpx) instead."""
+    from PIL import JpegImagePlugin, PngImagePlugin
 
-    limit = IMAGE_PIXEL_FACTOR * limits.max_pixels
+    image_class = {"png": PngImagePlugin.PngImageFile, "jpeg": JpegImagePlugin.JpegImageFile}[kind]
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-    except Image.DecompressionBombError:  # Pillow's own limit (179 Mpx), far over ours
-        width = height = None
+        with image_class(io.BytesIO(data)) as image:
+            width, height = image.size
     except Exception:  # noqa: BLE001 - an unreadable header: MuPDF's own open names the damage
         return
-    if width is None or width * height > limit:
-        size = "over 179 Mpx" if width is None else f"{width} x {height} pixels ({width * height / 1e6:.0f} Mpx)"
-        raise DocumentLimitError(f"{name} is an image of {size}; the limit is {limit / 1e6:.0f} Mpx.",
-                                 "scale the image down (it is rendered at up to 16 Mpx for OCR anyway)")
+    limit = IMAGE_PIXEL_FACTOR * limits.max_pixels
+    if width * height > limit:
+        raise DocumentLimitError(f"{name} is an image of {width} x {height} pixels ({width * height / 1e6:.0f} Mpx); "
+                                 f"the limit is {limit / 1e6:.0f} Mpx.",
+                                 f"scale the image down (it is rendered at up to {limits.max_pixels / 1e6:.0f} Mpx "
+                                 "for OCR anyway)")
 
 
 def _checked(doc: pymupdf.Document, data: bytes, name: str, kind: str, password: str | None, limits: Limits,
