@@ -137,12 +137,11 @@ def _decoded_bytes(column) -> int:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if pa.types.is_dictionary(column.type) and len(column):
-        lengths = pc.binary_length(column.dictionary) if pa.types.is_binary(column.dictionary.type) or \
-            pa.types.is_string(column.dictionary.type) else None
-        if lengths is not None:
-            return int(pc.sum(pc.take(lengths, column.indices)).as_py() or 0) + column.nbytes
-    return column.nbytes
+    dictionary = column.dictionary if pa.types.is_dictionary(column.type) else None
+    if dictionary is None or not len(column) or not (pa.types.is_string(dictionary.type)
+                                                     or pa.types.is_binary(dictionary.type)):
+        return column.nbytes
+    return int(pc.sum(pc.take(pc.binary_length(dictionary), column.indices)).as_py() or 0) + column.nbytes
 
 
 def _read_bounded(path: Path):
@@ -152,7 +151,8 @@ def _read_bounded(path: Path):
     import pyarrow.parquet as pq
 
     handle = pq.ParquetFile(path)
-    limit = decoded_limit(Path(path).stat().st_size)
+    size = Path(path).stat().st_size
+    limit = decoded_limit(size)
     meta = handle.metadata
     declared = sum(meta.row_group(g).column(c).total_uncompressed_size
                    for g in range(meta.num_row_groups) for c in range(meta.num_columns))
@@ -164,7 +164,7 @@ def _read_bounded(path: Path):
         batches.append(batch)
     if declared > limit or held > limit:
         raise InputError(f"{Path(path).name} would take more than {limit >> 20} MB to read, "
-                         f"{limit // max(1, Path(path).stat().st_size)} times its size; an export decodes to about "
+                         f"{limit // max(1, size)} times its size; an export decodes to about "
                          "its own size.", DAMAGED)
     return pa.Table.from_batches(batches, schema=handle.schema_arrow)
 
@@ -211,7 +211,6 @@ def export_settings(meta: dict, name: str) -> tuple[str, dict, dict | None]:
         if search is not None and not isinstance(search, dict):
             raise TypeError("not an object")
         config = SearchConfig.from_dict(search)
-        hash(config.language)
         if config.mode not in ("dense", "keyword", "hybrid") or not isinstance(config.language, str):
             raise ValueError(f"mode {str(config.mode)[:40]!r}, language {str(config.language)[:40]!r}")
     except (TypeError, ValueError, AttributeError) as exc:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InputError
+from engine.textcheck import check_encodable
 
 log = logging.getLogger(__name__)
 Qrels = dict[str, dict[str, int]]
@@ -78,10 +79,7 @@ def _record(path: Path, number: int, line: str) -> dict:
             record[key] = value = ""
         if not isinstance(value, str):
             raise InputError(f"{path}:{number}: '{key}' is a JSON {type(value).__name__}, not a string.", _DAMAGED)
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate (\ud800) the tokenizer cannot take
-            raise InputError(f"{path}:{number}: '{key}' holds a lone surrogate, which is no character.", _DAMAGED) from None
+        check_encodable(value, f"{path}:{number}: '{key}'")  # a lone surrogate (\ud800) the tokenizer cannot take
     return record
 
 

@@ -29,9 +29,8 @@ from engine.server.state import ServerState, get_state
 from engine.textcheck import check_encodable
 
 router = APIRouter(tags=["documents"])
-# the routes that take file uploads: the only ones allowed STUDIO_MAX_UPLOAD_MB instead of the JSON body limit
-# the routes that take a file, with the upload limit (STUDIO_MAX_UPLOAD_MB) instead of the JSON body limit: an export
-# of ~6,000 chunks filled the 16 MB of the body limit (a 1,457-chunk export is 3.7 MB)
+# the routes that take a file: the only ones allowed STUDIO_MAX_UPLOAD_MB instead of the JSON body limit (an import
+# had the latter: ~6,000 chunks filled its 16 MB; a 1,457-chunk export is 3.7 MB)
 UPLOAD_PATHS = r"/(v1/)?ocr|/v1/collections/[^/]+/(documents|import)"
 UPLOAD_CHUNK = 1024 * 1024
 MAX_FILENAME_CHARS = 255
