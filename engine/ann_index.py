@@ -89,6 +89,9 @@ def plan_update(old: KeyMap, segments: Sequence[tuple[str, int]]) -> tuple[KeyMa
     return KeyMap(blocks, next_key), removed, added
 
 
+SEED_NODES = 1024  # nodes inserted by one thread before the rest go in parallel (see AnnIndex.add)
+
+
 class AnnIndex:
     """A usearch index plus its key map; searching is thread-safe, changing it is for the commit path."""
 
@@ -109,9 +112,15 @@ class AnnIndex:
         return len(self._index)
 
     def add(self, first_key: int, vectors: np.ndarray, threads: int = 0) -> None:
-        if len(vectors):
-            keys = np.arange(first_key, first_key + len(vectors), dtype=np.uint64)
-            self._index.add(keys, np.ascontiguousarray(vectors, dtype=np.float32), threads=threads)
+        """Add rows under consecutive keys. The graph's first SEED_NODES nodes go in one thread at a time:
+        nodes inserted concurrently into a near-empty graph miss each other, and a 120-node graph built by two
+        threads left about one true top-8 hit in 140 outside the 32 candidates (none when built by one)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        keys = np.arange(first_key, first_key + len(vectors), dtype=np.uint64)
+        seeded = max(0, min(len(vectors), SEED_NODES - len(self._index)))
+        for part, part_threads in ((slice(0, seeded), 1), (slice(seeded, None), threads)):
+            if len(keys[part]):
+                self._index.add(keys[part], vectors[part], threads=part_threads)
 
     def remove(self, first_key: int, count: int) -> None:
         if count:
