@@ -13,6 +13,7 @@ from pathlib import Path
 
 from engine.errors import UnsupportedModelError
 from engine.manifest import POOLING_MODES
+from engine.textcheck import clip
 
 LEGACY_POOLING_KEYS = {  # sentence-transformers' concatenation order
     "pooling_mode_cls_token": "cls",
@@ -105,7 +106,7 @@ def module_folder(folder: Path, path: object) -> Path:
     inside = Path(folder).resolve()
     target = (Path(folder) / relative).resolve()
     if not isinstance(path, str) or relative.is_absolute() or ".." in relative.parts or not target.is_relative_to(inside):
-        raise UnsupportedModelError(f"modules.json names the module folder {str(path)[:80]!r}, which is outside the "
+        raise UnsupportedModelError(f"modules.json names the module folder {clip(path, 80)}, which is outside the "
                                     "model's folder.", "a module's path is a folder inside the model, e.g. 1_Pooling")
     return Path(folder) / relative
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from engine.chunking import Chunk
 from engine.errors import CollectionError, InputError, ModelMismatchError, VariantMismatchError
 from engine.page_records import Page
+from engine.textcheck import clip
 
 FORMAT = 1
 SEGMENT_STEM = re.compile(r"^[0-9a-f]{16}-g[0-9]+\Z")
@@ -103,7 +104,7 @@ def _checked_fields(cls, data: object, what: str, types: dict = _TYPES) -> dict:
 def check_doc_id(doc_id: object) -> None:
     """ValueError unless ``doc_id`` is a document id (``DOC_ID``): the store names files by it."""
     if not isinstance(doc_id, str) or not DOC_ID.match(doc_id):
-        raise ValueError(f"{str(doc_id)[:80]!r} is not a document id (the SHA-256 of the file: 64 hex digits, "
+        raise ValueError(f"{clip(doc_id, 80)} is not a document id (the SHA-256 of the file: 64 hex digits, "
                          "lower case)")
 
 
@@ -133,11 +134,11 @@ def info_from_json(data: object, collection: str) -> CollectionInfo:
         for number, raw in enumerate(data.get("documents", ()), 1):
             record = record_from_dict(raw, f"document {number}")
             if not SEGMENT_STEM.match(record.segment):
-                raise ValueError(f"document {number} names the segment {record.segment[:80]!r}, which is not a segment name")
+                raise ValueError(f"document {number} names the segment {clip(record.segment, 80)}, which is not a segment name")
             documents.append(record)
         for kind, name in data.get("indexes", {}).items():
             if kind in INDEX_NAMES and not (isinstance(name, str) and INDEX_NAMES[kind].match(name)):
-                raise ValueError(f"its {kind} index is {str(name)[:80]!r}, which is not an index name")
+                raise ValueError(f"its {kind} index is {clip(name, 80)}, which is not an index name")
         if data.get("format", FORMAT) > FORMAT:
             raise ValueError(f"it is format {data['format']}, written by a newer version (this one reads {FORMAT})")
         return CollectionInfo(**{**data, "documents": tuple(documents)})

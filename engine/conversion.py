@@ -24,6 +24,7 @@ from engine.manifest import VARIANTS
 from engine.progress import StepProgress
 from engine.registry import NAME_PATTERN, Registry
 from engine.settings import REPO_ROOT, get_settings
+from engine.textcheck import clip
 
 log = logging.getLogger(__name__)
 CONVERTER = REPO_ROOT / "converter" / "convert.py"
@@ -65,7 +66,7 @@ def plan(registry: Registry, model: str, name: str | None = None, variants: tupl
 
 def _check_name(name: str) -> None:
     if not NAME_PATTERN.match(name):
-        raise InputError(f"{name[:80]!r} is not a valid model name.",
+        raise InputError(f"{clip(name, 80)} is not a valid model name.",
                          "pass --name with lower-case letters, digits, '.', '_', '-' (starting with a letter or digit)")
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ModelFileError
+from engine.textcheck import clip
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
@@ -128,7 +129,7 @@ def _bare_file_name(name: object) -> None:
     """ValueError unless ``name`` is a file name in the model's folder: the engine loads it from there, and a
     manifest that says "../../x.onnx" would run a model from anywhere."""
     if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
-        raise ValueError(f"the file {str(name)[:80]!r} is not a file name in the model's folder")
+        raise ValueError(f"the file {clip(name, 80)} is not a file name in the model's folder")
 
 
 def read_manifest(folder: Path) -> Manifest:

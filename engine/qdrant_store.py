@@ -40,6 +40,7 @@ from engine.errors import CollectionError, ConfigError, InputError, ModelMismatc
 from engine.fusion import RRF_K, dense_weights, resolve_mode
 from engine.keyword_index import Analyzer, check_language
 from engine.retrieval import SearchConfig
+from engine.textcheck import clip
 
 log = logging.getLogger(__name__)
 POINT_NAMESPACE = uuid.UUID("6f1c1a2e-3d4b-4f5a-9b8c-7d6e5f4a3b2c")
@@ -131,7 +132,7 @@ class QdrantCollection(Collection):
         stored = (info.store or {}).get("collection")
         if stored not in (None, name):
             raise CollectionError(
-                f"The manifest of collection {self.name!r} names the Qdrant collection {str(stored)[:80]!r}, "
+                f"The manifest of collection {self.name!r} names the Qdrant collection {clip(stored, 80)}, "
                 f"not its own ({name!r}).",
                 f"python -m engine check-collection {self.name} shows what is wrong; restore its collection.json from "
                 "a backup of this collection (each collection keeps its own Qdrant collection)")
