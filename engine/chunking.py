@@ -221,29 +221,65 @@ def _units(text: str, start: int, end: int, count: CountTokens, spans: TokenSpan
     return units
 
 
+def _carried(group: Sequence[_Unit], overlap: int) -> list[_Unit]:
+    """The units at the end of ``group`` that the next group repeats: at most ``overlap`` tokens, never all of it."""
+    carried: list[_Unit] = []
+    tokens = 0
+    for previous in reversed(group):
+        if tokens + previous.tokens > overlap or len(carried) + 1 >= len(group):
+            break
+        carried.insert(0, previous)
+        tokens += previous.tokens
+    return carried
+
+
 def _pack(units: Sequence[_Unit], size: int, overlap: int) -> list[list[_Unit]]:
-    """Greedy packing of consecutive units into groups of <= size tokens, with token overlap."""
+    """Greedy packing of consecutive units into groups of <= size tokens, with token overlap; a short remainder
+    is then balanced with the group before it (``_balanced``)."""
     groups: list[list[_Unit]] = []
     current: list[_Unit] = []
     total = 0
     for unit in units:
         if current and total + unit.tokens > size:
             groups.append(current)
-            carried: list[_Unit] = []
-            carried_tokens = 0
-            for previous in reversed(current):
-                if carried_tokens + previous.tokens > overlap or len(carried) + 1 >= len(current):
-                    break
-                carried.insert(0, previous)
-                carried_tokens += previous.tokens
-            if carried_tokens + unit.tokens > size:
-                carried, carried_tokens = [], 0
-            current, total = carried, carried_tokens
+            carried = _carried(current, overlap)
+            if sum(u.tokens for u in carried) + unit.tokens > size:
+                carried = []
+            current, total = carried, sum(u.tokens for u in carried)
         current.append(unit)
         total += unit.tokens
     if current:
         groups.append(current)
+    if len(groups) >= 2:
+        groups[-2:] = _balanced(groups[-3] if len(groups) >= 3 else [], groups[-2], groups[-1], size, overlap)
     return groups
+
+
+def _tokens(units: Sequence[_Unit]) -> int:
+    return sum(u.tokens for u in units)
+
+
+def _balanced(before: list[_Unit], first: list[_Unit], last: list[_Unit], size: int,
+              overlap: int) -> list[list[_Unit]]:
+    """The last two groups, a remainder of under a quarter of ``size`` new tokens (a page's or a section's tail:
+    "Google\n\n48", half a sentence) evened out with the group before it: the same units, cut where the smaller
+    side holds the most. Both stay within ``size`` and the overlap rule holds; the first still starts where it did
+    and ends past ``before`` (it keeps a unit it does not repeat)."""
+    fresh = [u for u in last if u not in first]
+    if _tokens(fresh) * 4 >= size:
+        return [first, last]
+    units = first + fresh
+    repeated = sum(1 for u in first if u in before)
+    best, best_small = [first, last], _tokens(fresh)
+    for cut in range(repeated + 1, len(units)):
+        head, rest = units[:cut], units[cut:]
+        carried = _carried(head, overlap)
+        if _tokens(carried) + _tokens(rest) > size:
+            carried = []
+        small = min(_tokens(head), _tokens(rest))
+        if small > best_small and _tokens(head) <= size and _tokens(carried + rest) <= size:
+            best, best_small = [head, carried + rest], small
+    return best
 
 
 def _emit(page: Page, section: list[_Unit], headings: list[tuple[int, str]], options: ChunkingOptions,

@@ -251,3 +251,69 @@ def test_lines_named_as_running_are_never_headings(tok, paragraphs):
     _check(named, chunks, tok, options)
     assert any(c.heading_path for c in chunk_pages(plain, tok.count_tokens, tok.token_offsets, options)) or not any(
         heading_level(line) for lines in paragraphs for line in lines)  # unnamed, the headings among them head chunks
+
+
+def test_a_short_remainder_is_evened_out_with_the_chunk_before_it(tok):
+    """Greedy packing left the last sentence of a page alone (60 + 60 + 12 tokens); the last two chunks now share
+    the page's end, with the same count of chunks and every size and overlap rule kept."""
+    sentence = "Semantic search finds the passage that answers a question about pumps."
+    per = tok.count_tokens(sentence)
+    text = " ".join([sentence] * (2 * (64 // per) + 1))
+    options = ChunkingOptions(size=64, overlap=0, max_tokens=MAX_SEQ - 2)
+    page = Page(1, text, "text")
+    chunks = chunk_pages([page], tok.count_tokens, tok.token_offsets, options)
+    _check([page], chunks, tok, options)
+    assert len(chunks) == 3 and min(c.tokens for c in chunks) >= 64 // 4
+    assert chunks[-1].end == len(text)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(st.integers(1, 30), min_size=2, max_size=30), st.integers(16, 96), st.integers(0, 24))
+def test_balancing_keeps_the_chunk_count_and_never_leaves_a_smaller_tail(tok, words, size, overlap):
+    """Any run of sentences: as many chunks as greedy packing makes, and the smallest is never smaller than
+    greedy's last (checked against a greedy pass that stops before balancing)."""
+    from engine import chunking
+
+    overlap = min(overlap, size - 1)
+    text = " ".join(" ".join(["pump"] * n) + "." for n in words)
+    options = ChunkingOptions(size=size, overlap=overlap, max_tokens=MAX_SEQ - 2)
+    page = Page(1, text, "text")
+    balanced = chunk_pages([page], tok.count_tokens, tok.token_offsets, options)
+    original = chunking._balanced
+    try:
+        chunking._balanced = lambda before, first, last, size, overlap: [first, last]
+        greedy = chunk_pages([page], tok.count_tokens, tok.token_offsets, options)
+    finally:
+        chunking._balanced = original
+    _check([page], balanced, tok, options)
+    assert len(balanced) == len(greedy)
+    if len(greedy) >= 2:
+        assert balanced[-1].end == greedy[-1].end and balanced[-2].start == greedy[-2].start
+        assert min(balanced[-2].tokens, balanced[-1].tokens) >= min(greedy[-2].tokens, greedy[-1].tokens) or \
+            balanced[-2:] == greedy[-2:]
+
+
+def test_the_books_pages_no_longer_end_in_a_fragment(tok):
+    """book_free_culture_352p.pdf: 39 of its pages ended in a chunk of under 32 tokens ("Search engines are a measure
+    of a network's intimacy. Google\\n\\n48"), a page tail that greedy packing left alone; 2 do now (a footnote, and
+    a page whose last sentence is longer than what the chunk before could give)."""
+    from conftest import shared_data
+
+    from engine.documents import Limits, open_document, read_source
+    from engine.page_extraction import extract_pages
+    from engine.running_lines import strip_running_lines
+    from engine.settings import Settings
+
+    settings = Settings()
+    limits = Limits.from_settings(settings)
+    data, label = read_source(shared_data("pdfs", "book_free_culture_352p.pdf"), None, limits)
+    with open_document(data, name=label, password=None, limits=limits, sha256="x") as document:
+        pages = strip_running_lines(list(extract_pages(document, engine="text", settings=settings)))
+    chunks = chunk_pages(pages, tok.count_tokens, tok.token_offsets, ChunkingOptions(max_tokens=MAX_SEQ - 2))
+    by_page: dict[int, list] = {}
+    for chunk in chunks:
+        by_page.setdefault(chunk.page, []).append(chunk)
+    tails = [c[-1] for c in by_page.values() if len(c) > 1 and c[-1].tokens < 32]
+    assert len(tails) <= 3, [(c.page, c.text[:60]) for c in tails]
+    assert not any(c.text.startswith("Search engines are a measure") for c in tails)
