@@ -38,6 +38,9 @@ FORMAT = 1
 MIN_DECODED_BYTES = 256 << 20  # what any export may decode to, however small the file
 DECODED_RATIO = 20  # and up to this many times the file's size
 BATCH_ROWS = 64  # rows decoded at a time while the total is checked
+MAX_HEADING_DEPTH = 16  # titles in one chunk's heading path (the chunker's levels stop at 6)
+MAX_HEADING_CHARS = 1000  # characters in one title (the chunker's stop at 100)
+PY_OBJECT_BYTES = 56  # a list value read into Python: its object and the list's pointer to it
 # the hint of a file that fails the checks of what an export writes
 DAMAGED = "the file is not as python -m engine export wrote it: export the collection again (--collection NAME FILE.parquet)"
 COLUMNS = ("vector", "text", "document", "doc_id", "page", "start", "end", "heading_path", "chunk_index", "tokens",
@@ -133,15 +136,44 @@ def decoded_limit(file_bytes: int) -> int:
 
 def _decoded_bytes(column) -> int:
     """What a column takes as Python values: a dictionary-coded one (a file written from Arrow reads back so) as
-    every row's value, not its codes."""
+    every row's value, not its codes; a list column as its values, each a Python object of its own."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        values = column.flatten()
+        return column.nbytes + _decoded_bytes(values) + PY_OBJECT_BYTES * len(values)
     dictionary = column.dictionary if pa.types.is_dictionary(column.type) else None
     if dictionary is None or not len(column) or not (pa.types.is_string(dictionary.type)
                                                      or pa.types.is_binary(dictionary.type)):
         return column.nbytes
     return int(pc.sum(pc.take(pc.binary_length(dictionary), column.indices)).as_py() or 0) + column.nbytes
+
+
+def _group_batch_rows(meta, group_index: int, limit: int, name: str) -> int:
+    """Rows of one row group to decode at a time so that a batch stays under a quarter of ``limit``, from what the
+    file declares. A text value is no longer than its column chunk decoded, and Arrow decodes a dictionary-coded
+    column (one 20 MB text for a million rows, a million copies of one title in a list) in full before any count
+    could see it. A chunk's heading path holds at most MAX_HEADING_DEPTH titles. InputError if one row could
+    exceed that quarter."""
+    group = meta.row_group(group_index)
+    per_row = 0
+    for c in range(meta.num_columns):
+        column = group.column(c)
+        if meta.schema.column(c).physical_type != "BYTE_ARRAY":
+            continue  # fixed-size values: what a batch decodes to is counted after it is read
+        if column.path_in_schema.split(".")[0] == "heading_path":
+            if column.num_values > MAX_HEADING_DEPTH * max(1, group.num_rows):
+                raise InputError(f"{name} declares more than {MAX_HEADING_DEPTH} heading titles a chunk; an "
+                                 "export holds a chunk's heading path.", DAMAGED)
+            values = MAX_HEADING_DEPTH
+        else:
+            values = -(-column.num_values // max(1, group.num_rows))
+        per_row += values * (column.total_uncompressed_size + PY_OBJECT_BYTES)
+    if per_row > limit // 4:
+        raise InputError(f"{name} holds rows that could decode to {per_row >> 20} MB each; an export's rows are a "
+                         "chunk each.", DAMAGED)
+    return max(1, min(BATCH_ROWS, limit // 4 // max(1, per_row)))
 
 
 def _read_bounded(path: Path):
@@ -156,16 +188,19 @@ def _read_bounded(path: Path):
     meta = handle.metadata
     declared = sum(meta.row_group(g).column(c).total_uncompressed_size
                    for g in range(meta.num_row_groups) for c in range(meta.num_columns))
-    batches, held = [], 0
-    for batch in handle.iter_batches(batch_size=BATCH_ROWS) if declared <= limit else ():
-        held += sum(map(_decoded_bytes, batch.columns))
-        if held > limit:
-            break
-        batches.append(batch)
-    if declared > limit or held > limit:
+    if declared > limit:
         raise InputError(f"{Path(path).name} would take more than {limit >> 20} MB to read, "
-                         f"{limit // max(1, size)} times its size; an export decodes to about "
-                         "its own size.", DAMAGED)
+                         f"{limit // max(1, size)} times its size; an export decodes to about its own size.", DAMAGED)
+    batches, held = [], 0
+    for g in range(meta.num_row_groups):
+        rows = _group_batch_rows(meta, g, limit, Path(path).name)
+        for batch in handle.iter_batches(batch_size=rows, row_groups=[g]):
+            held += sum(map(_decoded_bytes, batch.columns))
+            if held > limit:
+                raise InputError(f"{Path(path).name} would take more than {limit >> 20} MB to read, "
+                                 f"{limit // max(1, size)} times its size; an export decodes to about its own size.",
+                                 DAMAGED)
+            batches.append(batch)
     return pa.Table.from_batches(batches, schema=handle.schema_arrow)
 
 
@@ -293,6 +328,10 @@ def _check_row(rows: dict, i: int, current: dict) -> None:
         raise InputError(f"Row {i}: page {page!r} is not a page of {current['record'].name}.", DAMAGED)
     if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= current["page_lengths"][page]):
         raise InputError(f"Row {i}: offsets {start!r}:{end!r} do not lie within page {page}.", DAMAGED)
+    if heading is not None and (len(heading) > MAX_HEADING_DEPTH or not all(
+            isinstance(t, str) and len(t) <= MAX_HEADING_CHARS for t in heading)):
+        raise InputError(f"Row {i}: the heading path is not a list of at most {MAX_HEADING_DEPTH} titles of at most "
+                         f"{MAX_HEADING_CHARS} characters.", DAMAGED)
     if index != len(current["chunks"]):
         raise InputError(f"Row {i}: chunk_index {index!r}, expected {len(current['chunks'])}.", DAMAGED)
     current["chunks"].append(Chunk(index, page, start, end, text, tuple(heading or ()),

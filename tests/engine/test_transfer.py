@@ -248,3 +248,55 @@ def test_an_export_that_decodes_to_far_more_than_its_size_is_refused_while_readi
     with pytest.raises(InputError, match="would take more than 256 MB to read"):
         import_collection(target, bomb, {"m": DIM})
     assert not target.exists
+
+
+def _heading_bomb(path, meta, rows: int, titles: int, title: str, row_groups: int = 1) -> None:
+    """An export whose heading paths are ``titles`` copies of one ``title`` a row, stored once (dictionary-coded,
+    and read back as plain strings: no Arrow schema in the file)."""
+    zeros = pa.array(np.zeros(rows, dtype=np.int32))
+    same = lambda value: pa.DictionaryArray.from_arrays(zeros, pa.array([value]))  # noqa: E731
+    values = pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows * titles, dtype=np.int32)), pa.array([title]))
+    headings = pa.ListArray.from_arrays(pa.array(np.arange(rows + 1, dtype=np.int32) * titles), values)
+    table = pa.table({"vector": pa.FixedSizeListArray.from_arrays(pa.array(np.ones(rows * DIM, np.float32)), DIM),
+                      "text": same("x"), "document": same("a.pdf"), "doc_id": same("0" * 64), "page": zeros,
+                      "start": zeros, "end": zeros, "heading_path": headings, "chunk_index": zeros, "tokens": zeros,
+                      "document_record": same(""), "document_pages": same("")}).replace_schema_metadata(meta)
+    with pq.ParquetWriter(path, table.schema, compression="zstd", store_schema=False) as writer:
+        for _ in range(row_groups):
+            writer.write_table(table)
+
+
+@pytest.mark.parametrize("rows, titles, title_chars, row_groups, words", [
+    (64, 100_000, 100, 1, "more than 16 heading titles a chunk"),  # 640 MB of titles in a few KB
+    (1, 1, 20_000_000, 1, "could decode to 305 MB each"),  # one 20 MB title: a batch would hold 64 of it, 16 a row
+    (64, 16, 1_000_000, 1, "would take more than 256 MB to read"),  # 1 GB of titles, read a few rows at a time
+])
+def test_heading_paths_stored_once_are_refused_before_they_are_decoded(tmp_path, source, rows, titles, title_chars,
+                                                                     row_groups, words):
+    """The heading path is a list column, which Arrow decodes in full whatever the file stores once: 64 rows of one
+    stored title decoded to what the titles would be as text before any count saw them. The sizes the file declares
+    now bound each batch, and the titles a row; nothing is created."""
+    c, _ = source
+    meta = pq.read_table(export_collection(c, tmp_path / "good.parquet").file).schema.metadata
+    bomb = tmp_path / "bomb.parquet"
+    _heading_bomb(bomb, meta, rows, titles, "x" * title_chars, row_groups)
+    assert bomb.stat().st_size < 200_000
+    target = Collection(tmp_path, "target")
+    with pytest.raises(InputError, match=words):
+        import_collection(target, bomb, {"m": DIM})
+    assert not target.exists
+
+
+@pytest.mark.parametrize("path", [["x" * 1001], ["t"] * 17, ["ok", None]])
+def test_a_heading_path_of_too_many_or_too_long_titles_is_a_row_error(tmp_path, source, path):
+    c, _ = source
+    good = export_collection(c, tmp_path / "good.parquet").file
+
+    def change(columns):
+        columns["heading_path"][3] = path
+
+    bad = _rewrite(good, tmp_path / "bad.parquet", change)
+    target = Collection(tmp_path, "target")
+    with pytest.raises(InputError, match="Row 3: the heading path is not a list of at most 16 titles"):
+        import_collection(target, bad, {"m": DIM})
+    assert not target.exists
