@@ -270,7 +270,7 @@ def test_a_short_remainder_is_evened_out_with_the_chunk_before_it(tok):
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.lists(st.integers(1, 30), min_size=2, max_size=30), st.integers(16, 96), st.integers(0, 24))
-@example(words=[1, 1, 1, 1, 5, 2], size=16, overlap=6)  # a fresh-clone run found it: greedy 14 + 9 (3 new), balanced 8 + 15 (9 new)
+@example(words=[1, 1, 1, 1, 5, 2], size=16, overlap=6)  # found by a fresh-clone run: 14 + 9 (3 new) -> 8 + 15 (9 new)
 def test_balancing_keeps_the_chunk_count_and_never_leaves_a_smaller_tail(tok, words, size, overlap):
     """Any run of sentences: as many chunks as greedy packing makes (a greedy pass that stops before balancing), the
     same outer bounds, and the smaller of the last two sides (the chunk before, the new text of the last) never
