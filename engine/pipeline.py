@@ -93,6 +93,9 @@ def chunking_options(embedder, options: IngestOptions) -> ChunkingOptions:
     if prompt:
         limit -= embedder.tokenizer.count_tokens(prompt)
     size = min(options.chunk_size, limit)
+    if size < options.chunk_size:  # the model reads no more: a longer chunk would be cut, its end never embedded
+        log.warning("chunk size %d is over what %s reads in one text (%d tokens): chunks of %d tokens",
+                    options.chunk_size, embedder.spec.name, limit, size)
     return ChunkingOptions(size=size, overlap=min(options.chunk_overlap, size - 1), max_tokens=limit,
                            headings_in_embedding=options.headings_in_embedding)
 

@@ -203,3 +203,13 @@ def test_a_damaged_collection_is_refused_before_reading_and_its_document_can_rep
     repaired = ingest(studio, "damaged", small, options=IngestOptions(force=True))
     assert repaired.ok and not repaired.skipped
     assert target.check().ok and search(studio, "damaged", "table", k=2).hits
+
+
+def test_a_chunk_size_over_what_the_model_reads_is_lowered_with_a_warning(studio, caplog):
+    """--chunk-size 500 (or chunk_size=500 over HTTP) was lowered to the model's 254 tokens without a word."""
+    with caplog.at_level("WARNING", logger="engine.pipeline"):
+        result = ingest(studio, "wide", shared_data("pdfs", "table_small.pdf"), options=IngestOptions(chunk_size=500))
+    assert result.ok
+    assert collection(studio, "wide").info().chunking["size"] == 254
+    assert any("chunk size 500 is over what all-minilm-l6-v2 reads in one text (254 tokens)" in r.getMessage()
+               for r in caplog.records)
