@@ -264,14 +264,15 @@ def _balanced(before: list[_Unit], first: list[_Unit], last: list[_Unit], size: 
     """The last two groups, a remainder of under a quarter of ``size`` new tokens (a page's or a section's tail:
     "Google\n\n48", half a sentence) evened out with the group before it: the same units, cut where the smaller
     side holds the most. Both stay within ``size`` and the overlap rule holds; the first still starts where it did
-    and ends past ``before`` (it keeps a unit it does not repeat)."""
+    and ends past ``before`` (it keeps a unit it does not repeat), and is never a section's titles alone."""
     fresh = [u for u in last if u not in first]
     if _tokens(fresh) * 4 >= size:
         return [first, last]
     units = first + fresh
     repeated = sum(1 for u in first if u in before)
+    titles = next((i for i, u in enumerate(units) if not u.heading), len(units))  # a section's titles come first
     best, best_small = [first, last], _tokens(fresh)
-    for cut in range(repeated + 1, len(units)):
+    for cut in range(max(repeated, titles) + 1, len(units)):  # the first keeps text of its own, not titles alone
         head, rest = units[:cut], units[cut:]
         carried = _carried(head, overlap)
         if _tokens(carried) + _tokens(rest) > size:

@@ -322,3 +322,18 @@ def test_the_books_pages_no_longer_end_in_a_fragment(tok):
     tails = [c[-1] for c in by_page.values() if len(c) > 1 and c[-1].tokens < 32]
     assert len(tails) <= 3, [(c.page, c.text[:60]) for c in tails]
     assert not any(c.text.startswith("Search engines are a measure") for c in tails)
+
+
+def test_balancing_never_leaves_a_title_alone_in_a_chunk(tok):
+    """A title, a long paragraph, then a short one: evening out the last two chunks could cut right after the title
+    (a chunk of the title alone, 8 tokens, beat the 3-token remainder); the title stays with text."""
+    title = "## " + " ".join(["Methods"] * 6)
+    long = " ".join(["pump"] * 37) + "."
+    text = f"{title}\n\n{long} Valves too."
+    assert (tok.count_tokens(title), tok.count_tokens(long), tok.count_tokens("Valves too.")) == (8, 38, 3)
+    options = ChunkingOptions(size=48, overlap=0, max_tokens=MAX_SEQ - 2)
+    page = Page(1, text, "text")
+    chunks = chunk_pages([page], tok.count_tokens, tok.token_offsets, options)
+    _check([page], chunks, tok, options)
+    assert all(c.text.strip() != title for c in chunks)
+    assert chunks[0].text.startswith(title) and long.split()[0] in chunks[0].text
