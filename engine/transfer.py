@@ -176,6 +176,11 @@ def _group_batch_rows(meta, group_index: int, limit: int, name: str) -> int:
     return max(1, min(BATCH_ROWS, limit // 4 // max(1, per_row)))
 
 
+def _too_large(path: Path, limit: int, size: int) -> InputError:
+    return InputError(f"{Path(path).name} would take more than {limit >> 20} MB to read, {limit // max(1, size)} "
+                      "times its size; an export decodes to about its own size.", DAMAGED)
+
+
 def _read_bounded(path: Path):
     """The export's table, decoded a few rows at a time and refused (InputError) once more than ``decoded_limit``
     would be held: before the first row, on the sizes the file declares; then on what each batch decodes to."""
@@ -189,17 +194,14 @@ def _read_bounded(path: Path):
     declared = sum(meta.row_group(g).column(c).total_uncompressed_size
                    for g in range(meta.num_row_groups) for c in range(meta.num_columns))
     if declared > limit:
-        raise InputError(f"{Path(path).name} would take more than {limit >> 20} MB to read, "
-                         f"{limit // max(1, size)} times its size; an export decodes to about its own size.", DAMAGED)
+        raise _too_large(path, limit, size)
     batches, held = [], 0
     for g in range(meta.num_row_groups):
         rows = _group_batch_rows(meta, g, limit, Path(path).name)
         for batch in handle.iter_batches(batch_size=rows, row_groups=[g]):
             held += sum(map(_decoded_bytes, batch.columns))
             if held > limit:
-                raise InputError(f"{Path(path).name} would take more than {limit >> 20} MB to read, "
-                                 f"{limit // max(1, size)} times its size; an export decodes to about its own size.",
-                                 DAMAGED)
+                raise _too_large(path, limit, size)
             batches.append(batch)
     return pa.Table.from_batches(batches, schema=handle.schema_arrow)
 
