@@ -243,9 +243,9 @@ def _pack(units: Sequence[_Unit], size: int, overlap: int) -> list[list[_Unit]]:
         if current and total + unit.tokens > size:
             groups.append(current)
             carried = _carried(current, overlap)
-            if sum(u.tokens for u in carried) + unit.tokens > size:
+            if _tokens(carried) + unit.tokens > size:
                 carried = []
-            current, total = carried, sum(u.tokens for u in carried)
+            current, total = carried, _tokens(carried)
         current.append(unit)
         total += unit.tokens
     if current:
