@@ -11,19 +11,13 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from browser_support import browser_fixture, idle, needs_chromium, open_page, streamlit_app  # noqa: F401 (browser: a fixture)
 from conftest import ROOT, shared_data
 
-CHROMIUM = Path(os.environ.get("STUDIO_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = ROOT / "test-artifacts"
 SHOTS = ARTIFACTS / "screenshots"
 # A sentence from page 9 of the 18-page DMCA summary (an RC4-encrypted PDF with an empty user password).
@@ -32,14 +26,7 @@ QUERY = ("Title II establishes a procedure by which a copyright owner can obtain
          "ordering a service provider to disclose the identity of a subscriber")
 QUERY_PAGE = 9
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} missing: apt-get install -y chromium")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+pytestmark = needs_chromium
 
 
 def _proc_status_mb(pid: int, field: str) -> float:
@@ -60,69 +47,14 @@ def _rss_mb(pid: int) -> float:
 @pytest.fixture(scope="module")
 def server(default_model, tmp_path_factory):
     """The app on 127.0.0.1:<free port>, over its own data folder holding a link to the converted default model."""
-    data = tmp_path_factory.mktemp("browser-data")
-    (data / "models").mkdir()
-    (data / "models" / default_model.name).symlink_to(default_model, target_is_directory=True)
-    port = _free_port()
-    env = {**os.environ, "STUDIO_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    log_file = open(tmp_path_factory.mktemp("browser-log") / "streamlit.log", "w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1", "--server.port", str(port),
-         "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    break
-        except OSError:
-            time.sleep(0.3)
-        if process.poll() is not None:
-            break
-    else:
-        process.terminate()
-        pytest.fail("streamlit did not start within 60 s")
-    if process.poll() is not None:
-        log_file.seek(0)
-        pytest.fail(f"streamlit exited: {log_file.read()[-2000:]}")
-    yield {"url": url, "pid": process.pid, "data": data, "log": log_file}
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log_file.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
-
-
-def _open(browser, url: str):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(90_000)
-    page.goto(url)
-    page.wait_for_selector('[data-testid="stApp"]')
-    return page
-
-
-def _idle(page) -> None:
-    """Wait until the script run is over (Streamlit shows its status widget while a script runs)."""
-    page.wait_for_timeout(300)
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
+    with streamlit_app(default_model, tmp_path_factory.mktemp("browser-data")) as app:
+        yield app
 
 
 def _shot(page, name: str) -> None:
     """The whole page: Streamlit scrolls inside its own container, so the viewport is grown to fit it first."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    _idle(page)
+    idle(page)
     height = page.evaluate("""() => Math.max(...['stMain', 'stAppViewContainer', 'stMainBlockContainer']
         .map(id => document.querySelector(`[data-testid="${id}"]`)).filter(Boolean).map(e => e.scrollHeight))""")
     page.set_viewport_size({"width": 1400, "height": min(max(1000, int(height) + 40), 9000)})
@@ -145,14 +77,14 @@ def test_upload_search_and_errors_in_a_real_browser(server, browser):
     figures: dict[str, object] = {"load_average_start": os.getloadavg()}
 
     # home: what really runs
-    page = _open(browser, server["url"])
+    page = open_page(browser, server.url)
     page.get_by_text("Really runs on").wait_for()
-    figures["rss_mb_model_loaded"] = round(_rss_mb(server["pid"]), 1)
+    figures["rss_mb_model_loaded"] = round(_rss_mb(server.pid), 1)
     _no_traceback(page)
     _shot(page, "0_home")
 
     # models: the registry, and a clear offline message for the hub
-    page.goto(f"{server['url']}/Models")
+    page.goto(f"{server.url}/Models")
     page.get_by_text("Registry", exact=True).wait_for()
     page.get_by_role("button", name="Search the hub").click()
     page.get_by_text("Offline.").wait_for()
@@ -160,13 +92,13 @@ def test_upload_search_and_errors_in_a_real_browser(server, browser):
     _shot(page, "1_models")
 
     # documents: upload a real PDF, ingest, time until it is searchable
-    page.goto(f"{server['url']}/Documents")
+    page.goto(f"{server.url}/Documents")
     page.get_by_text("Drop PDFs here").wait_for()
     started = time.perf_counter()
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(good))
     ingest = page.get_by_role("button", name=re.compile(r"Ingest 1 file"))
     ingest.wait_for()
-    _idle(page)
+    idle(page)
     ingest.click()
     page.get_by_text(re.compile(rf"Ingested {re.escape(PDF)}: 18 pages")).wait_for(timeout=300_000)
     figures["upload_to_searchable_seconds"] = round(time.perf_counter() - started, 2)
@@ -176,12 +108,12 @@ def test_upload_search_and_errors_in_a_real_browser(server, browser):
     _shot(page, "2_documents")
 
     # documents again, in a fresh session: a file that is not a PDF and a damaged one
-    page.goto(f"{server['url']}/Documents")
+    page.goto(f"{server.url}/Documents")
     page.get_by_text("Drop PDFs here").wait_for()
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(not_pdf), str(corrupt)])
     ingest = page.get_by_role("button", name=re.compile(r"Ingest 2 file"))
     ingest.wait_for()
-    _idle(page)
+    idle(page)
     ingest.click()
     errors = page.locator('[data-testid="stAlertContentError"]')
     errors.nth(1).wait_for(timeout=120_000)
@@ -193,19 +125,19 @@ def test_upload_search_and_errors_in_a_real_browser(server, browser):
     _shot(page, "2_documents_errors")
 
     # search: the sentence's own page comes first, and the page shows the query latency
-    page.goto(f"{server['url']}/Search")
+    page.goto(f"{server.url}/Search")
     box = page.get_by_label("Your question")
     box.wait_for()
     box.fill(QUERY)
     page.get_by_role("button", name="Search", exact=True).click()
     first = page.locator("h4", has_text=re.compile(r"^1\. ")).first
     first.wait_for()
-    _idle(page)  # the hits render one after another: read them once the script run is over
+    idle(page)  # the hits render one after another: read them once the script run is over
     heading = first.inner_text()
     assert re.search(rf"{re.escape(PDF)} — page {QUERY_PAGE}$", heading), heading
     latency = page.locator('[data-testid="stMetric"]', has_text="Query latency").locator('[data-testid="stMetricValue"]')
     figures["search_latency_shown"] = latency.inner_text()
-    figures["peak_rss_mb_after_ingest_and_search"] = round(_peak_rss_mb(server["pid"]), 1)
+    figures["peak_rss_mb_after_ingest_and_search"] = round(_peak_rss_mb(server.pid), 1)
     assert re.fullmatch(r"[\d.]+ (ms|s)", figures["search_latency_shown"])
     highlighted = page.locator("mark.studio-hit").first.inner_text()
     assert "subpoena" in highlighted or "Title II" in highlighted, highlighted
@@ -214,14 +146,14 @@ def test_upload_search_and_errors_in_a_real_browser(server, browser):
     _shot(page, "4_search")
 
     # chunks: boundaries and overlap on the page text
-    page.goto(f"{server['url']}/Chunks")
+    page.goto(f"{server.url}/Chunks")
     page.get_by_text("Boundaries on the page text").wait_for()
     page.locator("span.studio-chunk").first.wait_for()
     _no_traceback(page)
     _shot(page, "3_chunks")
 
     # benchmarks: a small run from the page, charts with parity
-    page.goto(f"{server['url']}/Benchmarks")
+    page.goto(f"{server.url}/Benchmarks")
     page.get_by_label("Batch sizes").wait_for()
     page.get_by_label("Batch sizes").fill("8")
     page.get_by_label("Texts", exact=True).fill("16")
@@ -230,7 +162,7 @@ def test_upload_search_and_errors_in_a_real_browser(server, browser):
     _no_traceback(page)
     _shot(page, "5_benchmarks")
 
-    figures["peak_rss_mb_after_benchmark"] = round(_peak_rss_mb(server["pid"]), 1)
+    figures["peak_rss_mb_after_benchmark"] = round(_peak_rss_mb(server.pid), 1)
     figures["load_average_end"] = os.getloadavg()
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "app-measurements.json").write_text(json.dumps(figures, indent=2))

@@ -8,22 +8,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
-import pytest
-from conftest import ROOT, shared_data
+from browser_support import browser_fixture, idle, needs_chromium, open_page, streamlit_app  # noqa: F401 (browser: a fixture)
+from conftest import shared_data
 
-CHROMIUM = Path(os.environ.get("STUDIO_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 BOOK = "report_nist_sp800-223.pdf"  # 34 pages
 # loaded by the app's interpreter (PYTHONPATH): each ingest job waits until the test creates the gate file, so the
 # job is still running when the user has gone to another page, on any machine (this file ingests in ~2-3 s here)
@@ -45,74 +36,7 @@ jobs._ingest_one = _gated
 """
 PASSWORD = "open-sesame-42"
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} missing: apt-get install -y chromium")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def streamlit_app(default_model, data: Path, **env: str):
-    """``streamlit run app.py`` on 127.0.0.1 over ``data`` (with a link to the converted default model)."""
-    (data / "models").mkdir(parents=True, exist_ok=True)
-    (data / "models" / default_model.name).symlink_to(default_model, target_is_directory=True)
-    port = _free_port()
-    environment = {**os.environ, "STUDIO_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **env}
-    for name in ("API_TOKEN", "STUDIO_API_TOKEN", "STUDIO_APP_PASSWORD"):
-        if name not in env:
-            environment.pop(name, None)
-    log_path = data / "streamlit.log"
-    with open(log_path, "w+") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1", "--server.port",
-             str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                        if response.read().strip() == b"ok":
-                            break
-                except OSError:
-                    time.sleep(0.3)
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log_file.seek(0)
-                    pytest.fail(f"streamlit did not start: {log_file.read()[-2000:]}")
-            yield url, log_path
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
-
-
-def _open(browser, url: str):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(90_000)
-    page.goto(url)
-    page.wait_for_selector('[data-testid="stApp"]')
-    return page
-
-
-def _idle(page) -> None:
-    page.wait_for_timeout(300)
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
+pytestmark = needs_chromium
 
 
 def _nav(page, title: str) -> None:
@@ -131,13 +55,13 @@ def test_an_ingest_goes_on_while_the_user_opens_another_page(default_model, brow
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(GATE_SITECUSTOMIZE)
     path = os.pathsep.join(p for p in (str(hooks), os.environ.get("PYTHONPATH", "")) if p)
-    with streamlit_app(default_model, tmp_path / "data", PYTHONPATH=path, STUDIO_TEST_INGEST_GATE=str(gate)) as (url, _log):
-        page = _open(browser, f"{url}/Documents")
+    with streamlit_app(default_model, tmp_path / "data", PYTHONPATH=path, STUDIO_TEST_INGEST_GATE=str(gate)) as app:
+        page = open_page(browser, f"{app.url}/Documents")
         page.get_by_text("Drop PDFs here").wait_for()
         page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(book))
         ingest = page.get_by_role("button", name=re.compile(r"Ingest 1 file"))
         ingest.wait_for()
-        _idle(page)
+        idle(page)
         ingest.click()
         page.get_by_text(re.compile(r"Ingesting 1 file into 'documents'")).wait_for(timeout=60_000)
 
@@ -158,16 +82,16 @@ def test_an_ingest_goes_on_while_the_user_opens_another_page(default_model, brow
 
 
 def test_the_app_asks_for_its_password_before_anything_else(default_model, browser, tmp_path):
-    with streamlit_app(default_model, tmp_path / "data", STUDIO_APP_PASSWORD=PASSWORD) as (url, log_path):
+    with streamlit_app(default_model, tmp_path / "data", STUDIO_APP_PASSWORD=PASSWORD) as app:
         for path in ("", "/Documents", "/Search"):  # whatever URL is asked for, only the sign-in page answers
-            page = _open(browser, f"{url}{path}")
+            page = open_page(browser, f"{app.url}{path}")
             page.get_by_role("button", name="Sign in").wait_for()
-            _idle(page)
+            idle(page)
             assert page.get_by_text("Drop PDFs here").count() == 0 and page.get_by_text("Your question").count() == 0
             assert page.locator('[data-testid="stSidebarNav"]').count() == 0
             page.close()
 
-        page = _open(browser, url)
+        page = open_page(browser, app.url)
         box = page.get_by_label("Password", exact=True)
         box.fill("wrong-password")
         started = time.monotonic()
@@ -182,4 +106,4 @@ def test_the_app_asks_for_its_password_before_anything_else(default_model, brows
         assert page.get_by_role("button", name="Sign in").count() == 0
         _no_traceback(page)
         page.close()
-        assert PASSWORD not in log_path.read_text()
+        assert PASSWORD not in app.log_path.read_text()
