@@ -28,10 +28,11 @@ from engine import storage
 from engine.chunking import Chunk
 from engine.collection import Collection, NewDocument
 from engine.collection_format import page_from_dict, record_from_dict
-from engine.errors import InputError, ModelMismatchError
+from engine.errors import InputError, ModelMismatchError, VariantMismatchError
 from engine.keyword_index import LANGUAGES
 from engine.manifest import VARIANTS
 from engine.retrieval import SearchConfig
+from engine.textcheck import clip
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -230,8 +231,13 @@ def read_export(path: Path):
     try:
         meta = json.loads(raw)
         int(meta["dim"]), str(meta["model"])
-    except (ValueError, KeyError, TypeError, RecursionError):
+        version = meta.get("format", FORMAT)
+    except (ValueError, KeyError, TypeError, RecursionError, AttributeError):
         raise InputError(f"The studio metadata of {Path(path).name} is unreadable.", DAMAGED) from None
+    if version != FORMAT:  # a later studio's layout: read as this one, its rows would be misread or half read
+        raise InputError(f"{Path(path).name} is an export of format {clip(version, 40)}; this studio reads format "
+                         f"{FORMAT}.", "export the collection again with this version of the studio, or import it "
+                         "with the version that wrote it")
     return table, meta
 
 
@@ -371,6 +377,9 @@ def import_collection(collection: Collection, path: Path, known_models: dict[str
         if info.model != model or info.dim != dim:
             raise ModelMismatchError(f"Collection {collection.name!r} holds {info.model!r} ({info.dim} dimensions); "
                                      f"the export {model!r} ({dim}).", "import into a new collection")
+        if info.variant != variant:  # vectors of two variants differ slightly: a mixed collection ranks unevenly
+            raise VariantMismatchError(f"Collection {collection.name!r} holds {info.variant} vectors of {info.model}; "
+                                       f"the export's are {variant}.", "import into a new collection")
     documents = validate_rows(table, meta)
     if not collection.exists:
         collection.create(model, variant, dim, dict(chunking), search=search)

@@ -12,7 +12,7 @@ import pytest
 
 from engine.chunking import Chunk
 from engine.collection import Collection, DocumentRecord
-from engine.errors import InputError, ModelMismatchError
+from engine.errors import InputError, ModelMismatchError, VariantMismatchError
 from engine.page_records import Page
 from engine.transfer import export_collection, import_collection
 
@@ -165,6 +165,37 @@ def test_model_and_dimension_are_checked(tmp_path, source):
     pq.write_table(pa.table({"x": [1]}), tmp_path / "plain.parquet")
     with pytest.raises(InputError, match="not a collection export"):
         import_collection(Collection(tmp_path, "d"), tmp_path / "plain.parquet")
+
+
+def _set_meta(path, out, **fields):
+    table = pq.read_table(path)
+    meta = {**json.loads(table.schema.metadata[b"studio"]), **fields}
+    pq.write_table(table.replace_schema_metadata({b"studio": json.dumps(meta).encode()}), out)
+    return out
+
+
+def test_an_export_of_another_variant_is_not_mixed_into_a_collection(tmp_path, source):
+    c, _ = source
+    good = export_collection(c, tmp_path / "good.parquet").file
+    int8 = _set_meta(good, tmp_path / "int8.parquet", variant="int8")
+    target = Collection(tmp_path, "target")
+    target.create("m", "fp32", DIM, {})
+    with pytest.raises(VariantMismatchError, match="holds fp32 vectors of m; the export's are int8"):
+        import_collection(target, int8, {"m": DIM})
+    assert target.info().documents == ()
+    import_collection(Collection(tmp_path, "fresh"), int8, {"m": DIM})  # a new collection takes the export's variant
+    assert Collection(tmp_path, "fresh").info().variant == "int8"
+
+
+@pytest.mark.parametrize("version", [2, 99, "1", None, [1]])
+def test_an_export_of_another_format_is_refused_before_anything_is_made(tmp_path, source, version):
+    c, _ = source
+    future = _set_meta(export_collection(c, tmp_path / "good.parquet").file, tmp_path / "future.parquet",
+                       format=version)
+    target = Collection(tmp_path, "target")
+    with pytest.raises(InputError, match=r"is an export of format .*; this studio reads format 1"):
+        import_collection(target, future, {"m": DIM})
+    assert not target.exists
 
 
 def test_importing_into_an_existing_collection_adds_its_documents(tmp_path, source):
