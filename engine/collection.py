@@ -283,7 +283,7 @@ class Collection:
         info = info if info is not None else self.info()
         require_same_model(info, self.name, model)
         if k < 1:
-            raise InputError("k must be at least 1.", "use --k 1 or more")
+            raise InputError("k must be at least 1.", "ask for 1 or more hits", param="k")
         info, view = self._reading(lambda current: (current, self._view(current)), info)
         mode = resolve_mode(mode, view.config.mode, query_text is not None, query_vector is not None)
         if view.size == 0:
@@ -293,7 +293,8 @@ class Collection:
             wanted = {d.doc_id for d in info.documents if d.doc_id in documents or d.name in documents}
             if not wanted:
                 raise InputError(f"None of {list(documents)} is in collection {self.name!r}.",
-                                 "--document takes a name or a doc_id; python -m engine collections --json lists them")
+                                 "the filter takes document names or doc_ids, which the collection's listing shows "
+                                 "(GET /v1/collections/NAME, python -m engine collections --json)", param="documents")
         depth = k if mode != "hybrid" else max(k, CANDIDATES)
         rankings = {}
         if mode in ("dense", "hybrid"):

@@ -202,11 +202,13 @@ def require_same_model(info: CollectionInfo, collection: str, model: str | None,
         raise ModelMismatchError(
             f"Collection {collection!r} was built with {info.model!r}; vectors of {model!r} cannot be stored in it "
             "or compared with it.",
-            f"use the collection's model {info.model} (leave --model out), or pick a new collection name",
+            f"use the collection's model {info.model} (leave the model out), or pick a new collection name",
+            param="model",
         )
     if variant is not None and variant != info.variant:
         raise VariantMismatchError(
             f"Collection {collection!r} holds {info.variant} vectors of {info.model}; {variant} vectors cannot be "
             "mixed into it.",
-            f"leave --variant out to use the collection's {info.variant}, or pick a new collection name",
+            f"leave the variant out to use the collection's {info.variant}, or pick a new collection name",
+            param="variant",
         )

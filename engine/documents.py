@@ -477,10 +477,11 @@ def _checked(doc: pymupdf.Document, data: bytes, name: str, kind: str, password:
     if doc.needs_pass:
         if not password:
             raise EncryptedDocumentError(f"{name} is encrypted: password required.",
-                                         "give the document's password (--password, or the password field)")
+                                         "give the document's password (--password, or the password field)",
+                                         param="password")
         if not doc.authenticate(password):
             raise EncryptedDocumentError(f"{name} is encrypted and the password given is wrong.",
-                                         "check the password; it is case-sensitive")
+                                         "check the password; it is case-sensitive", param="password")
         decrypted = True
     try:
         pages = doc.page_count

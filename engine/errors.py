@@ -51,10 +51,11 @@ class StudioError(Exception):
 
     code = "studio_error"
 
-    def __init__(self, message: str, hint: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", *, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.param = param  # the option at fault, by the name the engine's call and the HTTP field give it
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
@@ -124,8 +125,7 @@ class RequestError(InputError):
     """An HTTP request field is invalid; ``param`` names it the way OpenAI's errors do."""
 
     def __init__(self, message: str, param: str | None = None, hint: str = "") -> None:
-        super().__init__(message, hint)
-        self.param = param
+        super().__init__(message, hint, param=param)
 
 
 class PayloadTooLargeError(InputError):

@@ -15,7 +15,7 @@ CANDIDATES = 100  # each retriever's depth before fusion
 
 def check_mode(mode: str) -> str:
     if mode not in MODES:
-        raise InputError(f"{mode!r} is not a search mode.", f"use one of {', '.join(MODES)}")
+        raise InputError(f"{mode!r} is not a search mode.", f"use one of {', '.join(MODES)}", param="mode")
     return mode
 
 
@@ -56,7 +56,9 @@ def resolve_mode(requested: str | None, default: str, has_text: bool, has_vector
     if mode != "dense" and not has_text:
         if requested is None and has_vector:
             return "dense"
-        raise InputError(f"A {mode} search needs a query text.", "pass the query as text, or use mode dense")
+        raise InputError(f"A {mode} search needs a query text.", "pass the query as text, or use mode dense",
+                         param="mode")
     if mode != "keyword" and not has_vector:
-        raise InputError(f"A {mode} search needs a query vector.", "embed the query, or use mode keyword")
+        raise InputError(f"A {mode} search needs a query vector.", "embed the query, or use mode keyword",
+                         param="mode")
     return mode

@@ -33,7 +33,7 @@ LANGUAGES: dict[str, tuple[str | None, str | None]] = {
 def check_language(language: str) -> str:
     if language not in LANGUAGES:
         raise InputError(f"{language!r} is not a supported keyword-search language.",
-                         f"use one of {', '.join(sorted(LANGUAGES))}")
+                         f"use one of {', '.join(sorted(LANGUAGES))}", param="language")
     return language
 
 

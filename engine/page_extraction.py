@@ -55,14 +55,17 @@ def parse_page_spec(spec: str | None, page_count: int) -> list[int] | None:
         part = part.strip()
         match = re.fullmatch(r"(\d*)\s*(-?)\s*(\d*)", part)
         if not match or not (match.group(1) or match.group(3)):
-            raise InputError(f"'{part}' is not a page or page range.", "write pages like 1-3,5,8- (pages count from 1)")
+            raise InputError(f"'{part}' is not a page or page range.", "write pages like 1-3,5,8- (pages count from 1)",
+                             param="pages")
         first_text, dash, last_text = match.groups()
         first = int(first_text or 1)
         last = int(last_text or page_count) if dash else first
         if first > last:
-            raise InputError(f"The page range '{part}' runs backwards.", "write the lower page first, e.g. 2-3")
+            raise InputError(f"The page range '{part}' runs backwards.", "write the lower page first, e.g. 2-3",
+                             param="pages")
         if first < 1 or last > page_count:
-            raise InputError(f"Pages '{part}' are outside 1-{page_count}.", f"the document has {page_count} pages")
+            raise InputError(f"Pages '{part}' are outside 1-{page_count}.",
+                             f"pages count from 1, and the document has {page_count}", param="pages")
         numbers += [n for n in range(first, last + 1) if n not in numbers]
     return numbers
 

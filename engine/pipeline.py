@@ -22,7 +22,6 @@ from engine.errors import (
     ConfigError,
     EmptyDocumentError,
     InputError,
-    ModelMismatchError,
     StorageError,
     StudioError,
 )
@@ -114,7 +113,7 @@ def check_options(options: IngestOptions, settings) -> None:
 
     engines = [AUTO, TEXT, *sorted(load_backends())]
     if options.ocr not in engines:
-        raise InputError(f"Unknown OCR engine {options.ocr!r}.", f"choose one of: {', '.join(engines)}")
+        raise InputError(f"Unknown OCR engine {options.ocr!r}.", f"choose one of: {', '.join(engines)}", param="ocr")
     if options.language is not None:
         check_language(options.language)
 
@@ -234,13 +233,13 @@ def _unconverted(exc: OSError, name: str) -> StudioError:
 
 def ingest_many(studio: Studio, collection_name: str, sources: Sequence[Path | tuple[str, bytes]],
                 options: IngestOptions = IngestOptions(), progress: EventProgress = _quiet) -> list[IngestResult]:
-    """Ingest several files; one that fails is reported with its reason and the others go on. Options that
-    are wrong for every file (check_options; a model or variant not the existing collection's) raise before any
-    file is read."""
+    """Ingest several files; one that fails is reported with its reason and the others go on. What is wrong for
+    every file raises before any file is read: the options (check_options), a model or variant that is not the
+    existing collection's, or one that cannot run (unknown, not converted), a store that is not configured."""
     check_options(options, studio.settings)
-    target = studio.collection(collection_name)
-    if (options.model or options.variant) and target.exists:
-        require_same_model(target.info(), collection_name, options.model or None, options.variant or None)
+    _, info, _ = _open_or_create(studio, collection_name, options)
+    if info is None:
+        _new_collection_search(studio.settings, options)
     results = []
     for source in sources:
         name, data = (source if isinstance(source, tuple) else (Path(source).name, Path(source)))
@@ -306,10 +305,10 @@ def search(studio: Studio, collection_name: str, query: str | None, k: int = 5, 
     from engine.retrieval import SearchConfig
 
     if vector is None and (not query or not query.strip()):
-        raise InputError("The query is empty.", "type a question or some keywords to search for")
+        raise InputError("The query is empty.", "type a question or some keywords to search for", param="query")
     if vector is not None and query:
         raise InputError("Give either a query text or a query vector, not both.",
-                         "drop the vector to search by text, or the query to search by the vector")
+                         "drop the vector to search by text, or the query to search by the vector", param="vector")
     target = studio.collection(collection_name)
     info = target.info()  # the one read of collection.json for this query
     require_same_model(info, collection_name, model)
@@ -339,10 +338,12 @@ def _checked_vector(vector: Sequence[float], dim: int):
         array = np.asarray(vector, dtype=np.float32).reshape(-1)
     except (TypeError, ValueError):
         raise InputError("The query vector must be a list of numbers.",
-                         "send it as a list of floats, one per dimension of the collection's model") from None
-    if array.shape[0] != dim:
-        raise ModelMismatchError(f"The query vector has {array.shape[0]} dimensions; the collection has {dim}.",
-                                 "embed the query with the collection's model")
+                         "send it as a list of floats, one per dimension of the collection's model",
+                         param="vector") from None
+    if array.shape[0] != dim:  # the caller's vector, not the collection's model, is wrong: a 400 like the others
+        raise InputError(f"The query vector has {array.shape[0]} dimensions; the collection has {dim}.",
+                         "embed the query with the collection's model", param="vector")
     if not np.isfinite(array).all() or not np.any(array):
-        raise InputError("The query vector must be finite and not all zeros.", "embed the query with the collection's model")
+        raise InputError("The query vector must be finite and not all zeros.",
+                         "embed the query with the collection's model", param="vector")
     return array

@@ -263,7 +263,7 @@ class QdrantCollection(Collection):
         info = info if info is not None else self.info()
         require_same_model(info, self.name, model)
         if k < 1:
-            raise InputError("k must be at least 1.", "use --k 1 or more")
+            raise InputError("k must be at least 1.", "ask for 1 or more hits", param="k")
         config = SearchConfig.from_dict(info.search)
         mode = resolve_mode(mode, config.mode, query_text is not None, query_vector is not None)
         if not info.documents:
@@ -272,7 +272,8 @@ class QdrantCollection(Collection):
                     if not documents or d.doc_id in documents or d.name in documents]
         if not segments:
             raise InputError(f"None of {list(documents)} is in collection {self.name!r}.",
-                             "--document takes a name or a doc_id; python -m engine collections --json lists them")
+                             "the filter takes document names or doc_ids, which the collection's listing shows "
+                                 "(GET /v1/collections/NAME, python -m engine collections --json)", param="documents")
         where = models.Filter(must=[models.FieldCondition(key="segment", match=models.MatchAny(any=segments))])
         params = models.SearchParams(exact=bool(exact), hnsw_ef=ef or config.ann.expansion_search)
         dense = sparse = None

@@ -50,7 +50,7 @@ def get_backend(name: str, **options: object) -> OCRBackend:
     backends = load_backends()
     if name not in backends:
         known = ", ".join(["auto", "text", *sorted(backends)])
-        raise InputError(f"Unknown OCR engine '{name}'.", f"choose one of: {known}")
+        raise InputError(f"Unknown OCR engine '{name}'.", f"choose one of: {known}", param="engine")
     try:
         return backends[name](**options)
     except TypeError as exc:

@@ -99,10 +99,6 @@ def error_response(status: int, message: str, code: str | None, param: str | Non
     return JSONResponse(error_body(status, message, code, param, hint), status_code=status, headers=headers)
 
 
-# the request field an error is about, for errors raised below the HTTP layer that cannot know it
-_PARAM_BY_CODE = {ModelNotFoundError.code: "model", ModelNotConvertedError.code: "model"}
-
-
 def bounded(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     """A message cut to ``limit`` characters: an error that quotes a client's 25 MB list must not send it back."""
     return message if len(message) <= limit else f"{message[:limit]}… (message cut: {len(message)} characters)"
@@ -116,7 +112,7 @@ OPENAI_PATHS = ("/v1/embeddings", "/v1/models")
 def studio_error_response(exc: StudioError, hint_in_message: bool = False) -> JSONResponse:
     status = status_for(exc)
     headers = {"Retry-After": "1"} if status in (429, 503) else None
-    param = getattr(exc, "param", None) or _PARAM_BY_CODE.get(exc.code)
+    param = getattr(exc, "param", None)
     message = f"{exc.message} Hint: {exc.hint}" if hint_in_message and exc.hint else exc.message
     return error_response(status, bounded(message), exc.code, param, bounded(exc.hint), headers)
 

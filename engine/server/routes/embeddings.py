@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine import pooling
 from engine.embedder import Embedder
-from engine.errors import InputError, ModelNotFoundError, RequestError
+from engine.errors import InputError, ModelNotConvertedError, ModelNotFoundError, RequestError, ServiceBusyError
 from engine.registry import ModelSpec
 from engine.server.state import ServerState, get_state
 from engine.textcheck import check_encodable
@@ -182,7 +182,9 @@ def _json(body: dict, status: int = 200) -> Response:
 
 
 async def _embedder(state: ServerState, model_id: str | None) -> tuple[str, Embedder]:
-    model_id = model_id or state.default_model
+    """The embedder of the request's ``model``, or of the server's default when it names none: the default's failure
+    is the server's, and may pass (a 503: a converter may still be writing it), not the request's."""
+    asked, model_id = model_id, model_id or state.default_model
     name, variant = parse_model_id(model_id)
     recent = state.recent_embedder(name, variant)
     if recent is not None:
@@ -191,6 +193,12 @@ async def _embedder(state: ServerState, model_id: str | None) -> tuple[str, Embe
         return model_id, await asyncio.to_thread(state.embedder, name, variant)
     except InputError as exc:  # e.g. a variant that was not converted
         raise RequestError(exc.message, "model", exc.hint) from None
+    except (ModelNotFoundError, ModelNotConvertedError) as exc:
+        if asked is None:
+            raise ServiceBusyError(f"The server's default model {model_id} is not ready: {exc.message}",
+                                   "retry when GET /ready answers 200, or name a model that is converted") from None
+        exc.param = "model"
+        raise
 
 
 # --- routes ---------------------------------------------------------------------------------------

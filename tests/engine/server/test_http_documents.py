@@ -55,6 +55,11 @@ def test_ocr_bad_files_are_clear_4xx(server):
     assert too_big.status_code == 413
     unknown = _post_file(f"{server}/v1/ocr", shared_data("pdfs", "table_small.pdf"), engine="magic")
     assert unknown.status_code == 400 and "Unknown OCR engine" in unknown.json()["error"]["message"]
+    assert unknown.json()["error"]["param"] == "engine"
+    assert locked.json()["error"]["param"] == "password"
+    for pages in ("abc", "0", "3-1", "9"):
+        answer = _post_file(f"{server}/v1/ocr", shared_data("pdfs", "table_small.pdf"), engine="text", pages=pages)
+        assert answer.status_code == 400 and answer.json()["error"]["param"] == "pages", answer.text
 
 
 def test_collection_lifecycle(server):
@@ -93,12 +98,16 @@ def test_ingest_form_takes_the_clis_options_and_refuses_unknown_fields(server):
     the CLI's options do."""
     pdf = shared_data("pdfs", "table_small.pdf")
     url = f"{server}/v1/collections/%s/documents"
-    for form, field in (({"chunk_sise": "16"}, "chunk_sise"), ({"ocr": "bogus"}, None),
-                        ({"chunk_size": "64", "chunk_overlap": "64"}, "chunk_overlap"), ({"language": "xx"}, None)):
+    for form, field in (({"chunk_sise": "16"}, "chunk_sise"), ({"ocr": "bogus"}, "ocr"),
+                        ({"chunk_size": "64", "chunk_overlap": "64"}, "chunk_overlap"), ({"language": "xx"}, "language")):
         answer = _post_file(url % "formcheck", pdf, field="files", **form)
         assert answer.status_code == 400, (form, answer.text)
-        if field:
-            assert answer.json()["error"]["param"] == field, answer.text
+        assert answer.json()["error"]["param"] == field, answer.text
+    # a model that cannot run is wrong for every file of a new collection: one 4xx, not a 200 with each file failed
+    for form, status in (({"model": "nope"}, 404), ({"variant": "int4"}, 400)):
+        answer = httpx.post(url % "formcheck", data=form, timeout=60, files=[
+            ("files", ("a.pdf", pdf.read_bytes(), "application/pdf")), ("files", ("b.pdf", b"%PDF-1.4", "application/pdf"))])
+        assert answer.status_code == status, (form, answer.text)
     assert httpx.get(f"{server}/v1/collections/formcheck").status_code == 404  # nothing was created
     answer = _post_file(url % "formcheck", pdf, field="files", language="de", headings="true", store="embedded",
                         variant="fp32")
@@ -111,5 +120,6 @@ def test_ingest_form_takes_the_clis_options_and_refuses_unknown_fields(server):
     for form, code in (({"model": "all-mpnet-base-v2"}, "model_mismatch"), ({"variant": "int8"}, "variant_mismatch")):
         answer = _post_file(url % "formcheck", pdf, field="files", force="true", **form)
         assert answer.status_code == 409 and answer.json()["error"]["code"] == code, answer.text
+        assert answer.json()["error"]["param"] == next(iter(form)) and "--" not in answer.json()["error"]["hint"]
     ocr = _post_file(f"{server}/v1/ocr", pdf, engine="text", pagez="1")
     assert ocr.status_code == 400 and ocr.json()["error"]["param"] == "pagez", ocr.text

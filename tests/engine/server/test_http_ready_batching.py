@@ -38,7 +38,11 @@ def test_ready_is_503_until_the_model_is_there_then_200(default_model, tmp_path)
             body = httpx.get(f"{base}/ready").json()
         assert body["status"] == "unavailable", body  # the reason is shown
         assert body["code"] == "model_not_converted" and "convert" in body["hint"]
-        assert httpx.post(f"{base}/v1/embeddings", json={"input": "x"}).status_code == 409
+        early = httpx.post(f"{base}/v1/embeddings", json={"input": "x"})  # the server's model, not the request, is wrong
+        assert early.status_code == 503 and early.json()["error"]["param"] is None, early.text
+        assert "not ready" in early.json()["error"]["message"] and early.headers["retry-after"] == "1"
+        named = httpx.post(f"{base}/v1/embeddings", json={"input": "x", "model": MODEL})
+        assert named.status_code == 409 and named.json()["error"]["param"] == "model", named.text
         metrics = metric_samples(httpx.get(f"{base}/metrics").text)
         assert sample(metrics, "studio_ready") == 0
 

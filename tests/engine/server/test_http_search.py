@@ -55,11 +55,13 @@ def test_search_by_vector_checks_the_dimension(server):
     assert body["hits"][0]["chunk_index"] == 7 and body["hits"][0]["score"] == pytest.approx(1.0, abs=1e-4)
     exact = _search(base, vector=vectors[7].tolist(), k=3, exact=True).json()
     assert [h["chunk_index"] for h in exact["hits"]] == [h["chunk_index"] for h in body["hits"]]
-    wrong = _search(base, vector=[0.1] * (DIM - 1), k=3)
-    assert wrong.status_code == 409 and "dimensions" in wrong.json()["error"]["message"]
-    assert _search(base, vector=[0.0] * DIM).status_code == 400
-    assert _search(base, vector=vectors[0].tolist(), query="both").status_code == 400
-    assert _search(base, vector=vectors[0].tolist(), mode="keyword").status_code == 400
+    wrong = _search(base, vector=[0.1] * (DIM - 1), k=3)  # the request's vector is wrong, not the collection: a 400
+    assert wrong.status_code == 400 and "dimensions" in wrong.json()["error"]["message"]
+    for answer, param in ((wrong, "vector"), (_search(base, vector=[0.0] * DIM), "vector"),
+                          (_search(base, vector=vectors[0].tolist(), query="both"), "vector"),
+                          (_search(base, vector=vectors[0].tolist(), mode="keyword"), "mode"),
+                          (_search(base, query="valves", documents=["nope.pdf"]), "documents")):
+        assert answer.status_code == 400 and answer.json()["error"]["param"] == param, answer.text
     assert _search(base, vector=["x"] * DIM).status_code in (400, 422)
 
 
