@@ -105,6 +105,7 @@ def detect_kind(head: bytes, name: str) -> str:
 # --- text extraction ---------------------------------------------------------------------------------
 def _page_blocks(page: pymupdf.Page) -> list[Block]:
     matrix = page.rotation_matrix  # get_text() speaks unrotated coordinates; readers see the rotated page
+    upright = tuple(matrix) == (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)  # most pages: boxes and directions as they are
     blocks: list[Block] = []
     for raw in page.get_text("dict", flags=_TEXT_FLAGS)["blocks"]:
         if raw.get("type") != 0:
@@ -114,14 +115,20 @@ def _page_blocks(page: pymupdf.Page) -> list[Block]:
             text = "".join(span["text"] for span in raw_line["spans"]).rstrip()
             if not text.strip():
                 continue
-            box = pymupdf.Rect(raw_line["bbox"]) * matrix
-            dx, dy = raw_line["dir"]
-            dir_x = dx * matrix.a + dy * matrix.c
-            dir_y = dx * matrix.b + dy * matrix.d
+            x0, y0, x1, y1 = raw_line["bbox"]
+            if upright and x0 <= x1 and y0 <= y1:  # what Rect * identity gives, without its 3 objects a line
+                box = (x0, y0, x1, y1)
+                dir_x, dir_y = raw_line["dir"]
+            else:
+                rect = pymupdf.Rect(x0, y0, x1, y1) * matrix
+                box = (rect.x0, rect.y0, rect.x1, rect.y1)
+                dx, dy = raw_line["dir"]
+                dir_x = dx * matrix.a + dy * matrix.c
+                dir_y = dx * matrix.b + dy * matrix.d
             chars = sum(len(span["text"].strip()) for span in raw_line["spans"])
             invisible = sum(len(span["text"].strip()) for span in raw_line["spans"] if span.get("alpha", 255) == 0)
             vertical = raw_line.get("wmode", 0) == 1 or (abs(dir_y) > abs(dir_x) and dir_y > 0)
-            block.lines.append(Line((box.x0, box.y0, box.x1, box.y1), text, vertical, chars, invisible))
+            block.lines.append(Line(box, text, vertical, chars, invisible))
         if block.lines:
             blocks.append(block)
     return blocks
@@ -204,16 +211,22 @@ class Document:
             return self._cache[number]
         started = time.perf_counter()
         page = self._page(number)
+        covered: list[float] = []
+
+        def coverage() -> float:  # measured only where the verdict needs it
+            if not covered:
+                covered.append(_image_coverage(page))
+            return covered[0]
+
         try:
             text, chars, invisible, columns = page_text(page) if not self.is_image else ("", 0, 0, False)
-            coverage = _image_coverage(page)
-            has_drawings = bool(not chars and not coverage and page.get_cdrawings())
+            quality = assess_text_layer(text, page_area=abs(page.rect), image_coverage=coverage,
+                                        invisible_ratio=invisible / chars if chars else 0.0,
+                                        has_drawings=lambda: bool(not chars and not coverage() and page.get_cdrawings()),
+                                        is_image=self.is_image)
         except MUPDF_ERRORS as exc:
             raise CorruptDocumentError(f"The text of page {number} of {self.name} cannot be read: {exc}",
                                        "the file is damaged; OCR of the rendered page may still work") from None
-        quality = assess_text_layer(text, page_area=abs(page.rect), image_coverage=coverage,
-                                    invisible_ratio=invisible / chars if chars else 0.0, has_drawings=has_drawings,
-                                    is_image=self.is_image)
         notes = tuple(n for n in (quality.note, "two-column page: read column by column" if columns else "",
                                   f"page rotated {page.rotation}°" if page.rotation else "") if n)
         result = TextLayer(
