@@ -9,14 +9,16 @@ model's own tokenizer, so no chunk exceeds what the model reads.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from engine.errors import InputError
 from engine.page_records import Page
 
 CountTokens = Callable[[str], int]
+CountMany = Callable[[list[str]], list[int]]
 TokenSpans = Callable[[str], list[tuple[int, int]]]
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
@@ -91,6 +93,11 @@ class _Unit:
     end: int
     tokens: int
     heading: bool = False
+    glued: bool = False  # a piece of a long sentence that starts mid-word: no chunk may start with it
+
+
+def _each(count_tokens: CountTokens, texts: list[str]) -> list[int]:
+    return [count_tokens(t) for t in texts]
 
 
 def _counting_model_text(count_tokens: CountTokens) -> CountTokens:
@@ -210,14 +217,17 @@ def _split_long(text: str, start: int, end: int, limit: int, spans: TokenSpans) 
     return [(s, e) for s, e in pieces if e > s]
 
 
-def _units(text: str, start: int, end: int, count: CountTokens, spans: TokenSpans, limit: int) -> list[_Unit]:
+def _units(text: str, sentences: list[tuple[int, int]], counts: Iterator[int], count: CountTokens, spans: TokenSpans,
+           limit: int) -> list[_Unit]:
+    """The units of a paragraph's ``sentences``, whose token counts ``counts`` gives in order."""
     units = []
-    for s, e in _sentences(text, start, end):
-        tokens = count(text[s:e])
+    for s, e in sentences:
+        tokens = next(counts)
         if tokens <= limit:
             units.append(_Unit(s, e, tokens))
         else:
-            units.extend(_Unit(a, b, count(text[a:b])) for a, b in _split_long(text, s, e, limit, spans))
+            units.extend(_Unit(a, b, count(text[a:b]), glued=a > s and not text[a - 1].isspace())
+                         for a, b in _split_long(text, s, e, limit, spans))
     return units
 
 
@@ -230,6 +240,8 @@ def _carried(group: Sequence[_Unit], overlap: int) -> list[_Unit]:
             break
         carried.insert(0, previous)
         tokens += previous.tokens
+    while carried and carried[0].glued:  # the overlap starts on a word, not inside one
+        carried.pop(0)
     return carried
 
 
@@ -273,6 +285,8 @@ def _balanced(before: list[_Unit], first: list[_Unit], last: list[_Unit], size: 
     titles = next((i for i, u in enumerate(units) if not u.heading), len(units))  # a section's titles come first
     best, best_small = [first, last], _tokens(fresh)
     for cut in range(max(repeated, titles) + 1, len(units)):  # the first keeps text of its own, not titles alone
+        if units[cut].glued:  # a cut inside a word that greedy packing did not have to make
+            continue
         head, rest = units[:cut], units[cut:]
         carried = _carried(head, overlap)
         if _tokens(carried) + _tokens(rest) > size:
@@ -283,8 +297,11 @@ def _balanced(before: list[_Unit], first: list[_Unit], last: list[_Unit], size: 
     return best
 
 
+_Span = tuple[int, int, int, str, tuple[str, ...]]  # a chunk before its tokens are counted: page, start, end, text, path
+
+
 def _emit(page: Page, section: list[_Unit], headings: list[tuple[int, str]], options: ChunkingOptions,
-          count_tokens: CountTokens, chunks: list[Chunk]) -> None:
+          count_tokens: CountTokens, chunks: list[_Span]) -> None:
     """Pack one section's units into chunks, leaving room for the heading path when it is embedded."""
     path = tuple(title for _, title in headings)
     budget = options.size
@@ -292,8 +309,31 @@ def _emit(page: Page, section: list[_Unit], headings: list[tuple[int, str]], opt
         budget = max(8, min(budget, options.max_tokens - count_tokens(" > ".join(path)) - 1))
     for group in _pack(section, budget, min(options.overlap, budget - 1)):
         start, end = group[0].start, group[-1].end
-        text = page.text[start:end]
-        chunks.append(Chunk(len(chunks), page.number, start, end, text, path, count_tokens(text)))
+        chunks.append((page.number, start, end, page.text[start:end], path))
+
+
+# A paragraph as the packing reads it: (start, end, (level, title) of a heading or None, its sentences (text only)).
+_Planned = tuple[int, int, "tuple[int, str] | None", "list[tuple[int, int]] | None"]
+
+
+def _plan(page: Page) -> tuple[list[_Planned], list[str]]:
+    """A page's paragraphs, headings told from text and the text split into sentences, with the texts whose tokens
+    the packing needs (each sentence, each heading), in the order it reads them."""
+    planned: list[_Planned] = []
+    texts: list[str] = []
+    spans = _paragraphs(page.text)
+    following = _next_lettered([page.text[s:e] for s, e in spans])
+    for number, (start, end) in enumerate(spans):
+        paragraph = page.text[start:end]
+        heading = None if paragraph.strip() in page.running_kept else heading_level(paragraph, following[number])
+        if heading is None:
+            sentences = _sentences(page.text, start, end)
+            texts.extend(page.text[s:e] for s, e in sentences)
+            planned.append((start, end, None, sentences))
+        else:
+            texts.append(paragraph)
+            planned.append((start, end, heading, None))
+    return planned, texts
 
 
 def chunk_pages(
@@ -301,30 +341,35 @@ def chunk_pages(
     count_tokens: CountTokens,
     token_spans: TokenSpans,
     options: ChunkingOptions = ChunkingOptions(),
+    count_many: CountMany | None = None,
 ) -> list[Chunk]:
     """Chunks of all pages, in order; the heading path carries over page breaks. Sizes count the tokens the model
-    sees (``model_text``)."""
+    sees (``model_text``). ``count_many(texts)``: ``count_tokens`` of each text, in one call (the tokenizer's batch:
+    without character offsets, on every core); the texts of all pages are counted at once, the sentences and
+    headings first and then the chunks."""
     options.validate()
+    if count_many is None:
+        count_many = functools.partial(_each, count_tokens)
     count_tokens = _counting_model_text(count_tokens)
-    chunks: list[Chunk] = []
+    planned = [(page, *_plan(page)) for page in pages]
+    counts = iter(count_many([model_text(t) for _, _, texts in planned for t in texts]))
+    spans: list[_Span] = []
     headings: list[tuple[int, str]] = []
-    for page in pages:
+    for page, paragraphs, _ in planned:
         section: list[_Unit] = []
-        spans = _paragraphs(page.text)
-        following = _next_lettered([page.text[s:e] for s, e in spans])
-        for number, (start, end) in enumerate(spans):
-            paragraph = page.text[start:end]
-            heading = None if paragraph.strip() in page.running_kept else heading_level(paragraph, following[number])
+        for start, end, heading, sentences in paragraphs:
             if heading is None:
-                section.extend(_units(page.text, start, end, count_tokens, token_spans, options.size))
+                section.extend(_units(page.text, sentences, counts, count_tokens, token_spans, options.size))
                 continue
             if not all(u.heading for u in section):  # a title with no text of its own joins the next section
-                _emit(page, section, headings, options, count_tokens, chunks)
+                _emit(page, section, headings, options, count_tokens, spans)
                 section = []
-            section.append(_Unit(start, end, count_tokens(paragraph), heading=True))
+            section.append(_Unit(start, end, next(counts), heading=True))
             level, title = heading
             while headings and headings[-1][0] >= level:
                 headings.pop()
             headings.append((level, title))
-        _emit(page, section, headings, options, count_tokens, chunks)
-    return chunks
+        _emit(page, section, headings, options, count_tokens, spans)
+    tokens = count_many([model_text(text) for _, _, _, text, _ in spans])
+    return [Chunk(index, number, start, end, text, path, count)
+            for index, ((number, start, end, text, path), count) in enumerate(zip(spans, tokens))]

@@ -101,7 +101,7 @@ def chunking_options(embedder, options: IngestOptions) -> ChunkingOptions:
 
 def chunk_document(embedder, pages: Sequence[Page], options: ChunkingOptions) -> list[Chunk]:
     tokenizer = embedder.tokenizer
-    return chunk_pages(pages, tokenizer.count_tokens, tokenizer.token_offsets, options)
+    return chunk_pages(pages, tokenizer.count_tokens, tokenizer.token_offsets, options, tokenizer.count_tokens_many)
 
 
 def check_options(options: IngestOptions, settings) -> None:

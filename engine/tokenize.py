@@ -155,6 +155,12 @@ class TextTokenizer:
         """Tokens of a text without special tokens and without truncation (for chunking)."""
         return len(self._plain.encode(text, add_special_tokens=False).ids)
 
+    def count_tokens_many(self, texts: list[str]) -> list[int]:
+        """``count_tokens`` of each text, in one batch: without character offsets, on the tokenizer's threads."""
+        if len(texts) < 2:
+            return [self.count_tokens(t) for t in texts]
+        return [len(e.ids) for e in self._plain.encode_batch_fast(texts, add_special_tokens=False)]
+
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character span of every token of ``text`` (no special tokens, no truncation)."""
         return [tuple(o) for o in self._plain.encode(text, add_special_tokens=False).offsets]
