@@ -181,7 +181,8 @@ def convert(
     if unknown or not variant_names:
         raise InputError(f"Unknown variant(s) {unknown or '(none)'}.", f"choose from {', '.join(VARIANTS)}")
     if out.exists() and any(out.iterdir()) and not force:
-        raise ConversionError(f"{out} already exists.", "pass --force to replace it")
+        raise ConversionError(f"{out} already exists.",
+                              "replace it with --force (in the app: tick “Replace an existing conversion”)")
     _check_writable(out)
 
     report("resolving source", 0.02)

@@ -86,7 +86,18 @@ def collection(studio: Studio, name: str, store: str | None = None) -> Collectio
     return studio.collection(name, store)
 
 
+def check_overlap(options: IngestOptions) -> None:
+    """An overlap not below the chunk size asked for is the caller's mistake: it was lowered without a word."""
+    if not 0 <= options.chunk_overlap < options.chunk_size:
+        raise InputError(f"The overlap ({options.chunk_overlap} tokens) must be smaller than the chunk size "
+                         f"({options.chunk_size} tokens).",
+                         "the overlap is what two neighbouring chunks share, e.g. a size of 128 with an overlap of 16",
+                         param="chunk_overlap")
+
+
 def chunking_options(embedder, options: IngestOptions) -> ChunkingOptions:
+    """The chunking an ingest runs: the size asked for, lowered to what the model reads (the overlap with it)."""
+    check_overlap(options)
     limit = embedder.tokenizer.max_seq_length - embedder.tokenizer.special_tokens_count
     prompt = embedder.prompt_for("document")
     if prompt:
@@ -105,12 +116,14 @@ def chunk_document(embedder, pages: Sequence[Page], options: ChunkingOptions) ->
 
 
 def check_options(options: IngestOptions, settings) -> None:
-    """Options that hold for every file, checked before any file is read: an unknown OCR engine or keyword-search
-    language is the caller's mistake (InputError), not a failure of each file, and nothing is created for it."""
+    """Options that hold for every file, checked before any file is read: an overlap not below the chunk size, an
+    unknown OCR engine or keyword-search language is the caller's mistake (InputError), not a failure of each file,
+    and nothing is created for it."""
     from engine.keyword_index import check_language
     from engine.ocr import load_backends
     from engine.page_extraction import AUTO, TEXT
 
+    check_overlap(options)
     engines = [AUTO, TEXT, *sorted(load_backends())]
     if options.ocr not in engines:
         raise InputError(f"Unknown OCR engine {options.ocr!r}.", f"choose one of: {', '.join(engines)}", param="ocr")
@@ -192,7 +205,8 @@ def ingest(studio: Studio, collection_name: str, source: Path | bytes, name: str
     chunked = time.perf_counter()
     if not chunks:
         raise EmptyDocumentError(f"{label} has no text to index (blank pages, or images without OCR).",
-                                 "choose an OCR engine for scanned documents")
+                                 "choose an OCR engine for scanned documents" if options.ocr == "text" else
+                                 f"the pages look blank: no text layer, and nothing the {options.ocr} engine could read")
     progress(ProgressEvent("chunk", label, len(chunks), len(chunks), f"{len(chunks)} chunks"))
 
     def batch_progress(done: int, total: int) -> None:

@@ -202,14 +202,23 @@ def chunk_rows(chunks: Sequence[object]) -> list[dict]:
     return [
         {"chunk": _get(c, "index"), "page": _get(c, "page"), "start": _get(c, "start"), "end": _get(c, "end"),
          "tokens": _get(c, "tokens"), "overlap chars": overlap,
-         "heading": " > ".join(_get(c, "heading_path")), "text": _preview(_get(c, "text"))}
+         "heading": " > ".join(_get(c, "heading_path")), "text": preview(_get(c, "text"))}
         for c, overlap in zip(chunks, chunk_overlaps(chunks))
     ]
 
 
-def _preview(text: str, width: int = 120) -> str:
+def preview(text: str, width: int = 120) -> str:
+    """``text`` on one line, cut to ``width`` characters."""
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def live_hits(hits: Sequence[object], doc_ids: Iterable[str]) -> tuple[list, int]:
+    """The hits of a saved search whose documents are still in the collection, and how many were dropped (deleted
+    since the search ran)."""
+    present = set(doc_ids)
+    kept = [h for h in hits if _get(h, "doc_id") in present]
+    return kept, len(hits) - len(kept)
 
 
 def telling_page(chunks: Sequence[object], fallback: int, min_overlap: int = 20) -> int:
@@ -225,7 +234,10 @@ def histogram(values: Sequence[float], bins: int = 20) -> list[dict]:
     """Counts of ``values`` in equal-width bins: [{start, end, count}], for a bar chart."""
     if not len(values):
         return []
-    counts, edges = np.histogram(np.asarray(values, dtype=float), bins=bins)
+    array = np.asarray(values, dtype=float)
+    if array.min() == array.max():  # numpy's own range would be ±0.5 in 20 bins: a hairline bar
+        return [{"start": float(array[0]) - 0.5, "end": float(array[0]) + 0.5, "count": len(array)}]
+    counts, edges = np.histogram(array, bins=bins)
     return [{"start": float(edges[i]), "end": float(edges[i + 1]), "count": int(counts[i])} for i in range(len(counts))]
 
 
@@ -449,17 +461,19 @@ def ocr_label(availability) -> str:
 
 
 # --- page images --------------------------------------------------------------------------------------------
-def page_png(path: Path, number: int, dpi: int = 110, password: str | None = None, highlight: str | None = None) -> bytes:
-    """One page of a stored document as PNG (capped by the studio's render limits), ``highlight`` marked."""
+def page_png(path: Path, number: int, dpi: int = 110, password: str | None = None, highlight: str | None = None,
+             name: str | None = None) -> bytes:
+    """One page of a stored document as PNG (capped by the studio's render limits), ``highlight`` marked. ``name``: the
+    document's, for messages (the stored copy is named by its digest)."""
     from engine.documents import open_document
 
-    with open_document(Path(path), password=password) as document:
+    with open_document(Path(path), name=name, password=password) as document:
         return document.render(number, dpi=dpi, highlight=highlight).png
 
 
 def thumbnail_pngs(path: Path, numbers: Sequence[int], width_px: int = 160,
-                   password: str | None = None) -> list[tuple[int, bytes]]:
+                   password: str | None = None, name: str | None = None) -> list[tuple[int, bytes]]:
     from engine.documents import open_document
 
-    with open_document(Path(path), password=password) as document:
+    with open_document(Path(path), name=name, password=password) as document:
         return [(n, document.thumbnail(n, width_px).png) for n in numbers if 1 <= n <= document.page_count]

@@ -11,7 +11,7 @@ import streamlit as st
 
 from app import choose_collection, guarded, page_setup, show_error
 from engine import pipeline, ui
-from engine.errors import StudioError
+from engine.errors import EncryptedDocumentError, StudioError
 from engine.page_extraction import list_engines
 
 studio = page_setup()
@@ -28,8 +28,8 @@ def ocr_engines() -> list:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def thumbnails(path: str, mtime: float, numbers: tuple[int, ...], width: int, password: str | None) -> list:
-    return ui.thumbnail_pngs(Path(path), numbers, width, password)
+def thumbnails(path: str, mtime: float, numbers: tuple[int, ...], width: int, password: str | None, name: str) -> list:
+    return ui.thumbnail_pngs(Path(path), numbers, width, password, name)
 
 
 # --- where and how ------------------------------------------------------------------------------------
@@ -84,6 +84,7 @@ if st.button(f"Ingest {len(uploads or [])} file(s) into '{collection_name or '�
     options = pipeline.IngestOptions(ocr=picked.engine, password=password or None, model=model,
                                      chunk_size=int(chunk_size), chunk_overlap=int(chunk_overlap), force=force)
     try:
+        pipeline.check_options(options, studio.settings)  # as the CLI does: a bad overlap is refused, not lowered
         # a background job of the Studio: it goes on when the user opens another page meanwhile
         job = studio.jobs.start(collection_name, [(upload.name, upload.getvalue()) for upload in uploads], options,
                                 extra={"password": password or None})
@@ -94,9 +95,10 @@ if st.button(f"Ingest {len(uploads or [])} file(s) into '{collection_name or '�
         st.session_state.pop("ingest_results", None)
 
 
-def finish(state) -> None:
-    """A job of this session has ended: keep its results for display and show its collection."""
-    secret = studio.jobs.extra(state.id).get("password")
+def finish(state, own: bool) -> None:
+    """A job has ended: keep its results for display and show its collection. Only a job this session started
+    hands over the password it was given (for the page images)."""
+    secret = studio.jobs.extra(state.id).get("password") if own else None
     for result in state.results:
         if result.ok and secret and result.doc_id:
             st.session_state.setdefault("doc_passwords", {})[result.doc_id] = secret
@@ -111,29 +113,33 @@ def finish(state) -> None:
 
 
 @st.fragment(run_every=1.0)
-def job_progress(job_id: str) -> None:
+def job_progress(job_id: str, own: bool) -> None:
+    """A running ingest, refreshed every second: this session's, or one another session (or this one before a
+    reload) started into the collection shown; its results stay on the page when it ends."""
     state = studio.jobs.get(job_id)
     if state is None:
         st.session_state.pop("ingest_job", None)
         return
     if state.running:
-        with st.status(f"Ingesting {ui.plural(len(state.files), 'file')} into '{state.collection}'…", expanded=True):
-            st.progress(state.fraction, text=state.describe())
-            for result in state.results:
-                st.caption(f"{'✓' if result.ok else '✗'} {result.file}")
-            st.caption("You can open other pages meanwhile: the ingest goes on, and this page shows the result.")
+        title = (f"Ingesting {ui.plural(len(state.files), 'file')} into '{state.collection}'…" if own
+                 else f"Another session is ingesting {ui.plural(len(state.files), 'file')} into '{state.collection}'…")
+        status = st.status(title, expanded=True, state="running")  # not `with`: leaving it would mark it complete
+        status.progress(state.fraction, text=state.describe())
+        for result in state.results:
+            status.caption(f"{'✓' if result.ok else '✗'} {result.file}")
+        status.caption("You can open other pages meanwhile: the ingest goes on, and this page shows the result.")
         return
-    finish(state)
+    finish(state, own)
     st.rerun()  # the whole page: the collection below now holds the new documents
 
 
 job_id = st.session_state.get("ingest_job")
-if job_id is None:  # an ingest another browser session started into this collection
+if job_id is None:  # an ingest another browser session (or this one, before a reload) started into this collection
     other = studio.jobs.latest(collection_name) if collection_name and collection_name != NEW else None
     if other is not None and other.running:
-        st.info(f"Another session is ingesting into '{other.collection}': {other.describe()}", icon=":material/sync:")
+        job_progress(other.id, own=False)
 elif studio.jobs.get(job_id) is not None:
-    job_progress(job_id)
+    job_progress(job_id, own=True)
 else:
     st.session_state.pop("ingest_job", None)
 
@@ -186,7 +192,14 @@ with guarded("Reading the collection"):
             numbers = tuple(range(int(first), min(record.pages, int(first) + 11) + 1))
             secret = st.session_state.get("doc_passwords", {}).get(doc_id)
             try:
-                images = thumbnails(str(original), original.stat().st_mtime, numbers, 180, secret)
+                images = thumbnails(str(original), original.stat().st_mtime, numbers, 180, secret, record.name)
+            except EncryptedDocumentError as exc:  # a later browser session: the password is not kept on the server
+                st.caption(f"Page images are not available: {exc.message}")
+                given = st.text_input("Password to show its pages (kept only in this browser session)", type="password",
+                                      key=f"unlock_{doc_id}")
+                if given:
+                    st.session_state.setdefault("doc_passwords", {})[doc_id] = given
+                    st.rerun()
             except StudioError as exc:
                 st.caption(f"Page images are not available: {exc.message}")
             else:
@@ -195,9 +208,12 @@ with guarded("Reading the collection"):
                     grid[position % 6].image(png, caption=f"page {number}", width="stretch")
     with actions_column:
         st.markdown("**Delete**")
-        sure = st.checkbox("Confirm", key="confirm_delete")
+        # one confirmation per document, dropped once used: the next document selected after a delete starts unticked
+        # (it was one key for all, still ticked, so a second click deleted the next document too)
+        sure = st.checkbox("Confirm", key=f"confirm_delete_{doc_id}")
         if st.button("Delete document", disabled=not sure):
             target.delete_document(doc_id)
             st.session_state["documents_flash"] = [f"Deleted **{record.name}** from '{info.name}'."]
-            st.session_state.pop("ingest_results", None)
+            for key in (f"confirm_delete_{doc_id}", "ingest_results", "search_result"):
+                st.session_state.pop(key, None)
             st.rerun()

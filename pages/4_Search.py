@@ -9,7 +9,7 @@ import streamlit as st
 
 from app import open_collection, page_setup, show_error
 from engine import pipeline, providers, ui
-from engine.errors import StudioError
+from engine.errors import EncryptedDocumentError, StudioError
 from engine.fusion import MODES
 from engine.retrieval import SearchConfig
 
@@ -18,8 +18,9 @@ st.title("Search")
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def page_image(path: str, mtime: float, number: int, dpi: int, password: str | None, highlight: str | None) -> bytes:
-    return ui.page_png(Path(path), number, dpi, password, highlight)
+def page_image(path: str, mtime: float, number: int, dpi: int, password: str | None, highlight: str | None,
+               name: str) -> bytes:
+    return ui.page_png(Path(path), number, dpi, password, highlight, name)
 
 
 target, info = open_collection(studio, "search_collection")
@@ -57,13 +58,17 @@ latency, model, ran_on = st.columns(3)
 latency.metric("Query latency", ui.format_ms(result.seconds["total"]), help=ui.latency_text(result.seconds))
 model.metric("Model", result.model)
 ran_on.metric("Ran on", result.provider)
-st.caption(f"“{asked}” — {result.mode} search — {ui.latency_text(result.seconds)}")
-if not result.hits:
+st.caption(f"“{ui.preview(asked, 300)}” — {result.mode} search — {ui.latency_text(result.seconds)}")
+hits, gone = ui.live_hits(result.hits, (d.doc_id for d in info.documents))
+if gone:
+    st.warning(f"{ui.plural(gone, 'hit')} of this search came from documents deleted since: search again for hits "
+               "from what the collection holds now.", icon=":material/history:")
+if not hits:
     st.info("No hits: the collection is empty or the documents filter excludes everything.")
     st.stop()
 
 page_texts: dict[tuple[str, int], str] = {}
-for rank, hit in enumerate(result.hits, 1):
+for rank, hit in enumerate(hits, 1):
     with st.container(border=True):
         st.markdown(f"#### {rank}. {hit.document} — page {hit.page}")
         found = " + ".join(f"{name} ({score:.3f})" for name, score in hit.retrievers.items())
@@ -88,7 +93,11 @@ for rank, hit in enumerate(result.hits, 1):
                     st.caption("No stored copy of this file, so no page image.")
                 else:
                     secret = st.session_state.get("doc_passwords", {}).get(hit.doc_id)
-                    st.image(page_image(str(original), original.stat().st_mtime, hit.page, 100, secret, hit.text),
+                    st.image(page_image(str(original), original.stat().st_mtime, hit.page, 100, secret, hit.text,
+                                        hit.document),
                              caption=f"{hit.document}, page {hit.page}", width="stretch")
+            except EncryptedDocumentError as exc:
+                st.caption(f"Page image not available: {exc.message} Its password, given on the Documents page, "
+                           "shows it here too.")
             except StudioError as exc:
                 st.caption(f"Page image not available: {exc.message}")

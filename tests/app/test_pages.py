@@ -146,10 +146,10 @@ def test_documents_page_ingests_uploads_reports_bad_files_and_deletes(engine):
     at.run()
     at.text_input(key="new_collection").input("apptest-docs")
     files = [(name, shared_data("pdfs", name).read_bytes(), "application/pdf")
-             for name in ("table_small.pdf", "not_a_pdf_oops.pdf", "zero_pages.pdf")]
+             for name in ("table_small.pdf", "arabic_habibi_rotated.pdf", "not_a_pdf_oops.pdf", "zero_pages.pdf")]
     at.get("file_uploader")[0].set_value(files)
     at.run()
-    ingest = next(b for b in at.button if b.label.startswith("Ingest 3 file"))
+    ingest = next(b for b in at.button if b.label.startswith("Ingest 4 file"))
     ingest.click().run()
     ok(at)
     for state in engine.jobs.running():  # the ingest is a background job of the Studio: let it finish
@@ -161,16 +161,22 @@ def test_documents_page_ingests_uploads_reports_bad_files_and_deletes(engine):
     assert any(e.startswith("not_a_pdf_oops.pdf:") and "not a PDF" in e for e in errors), errors
     assert any(e.startswith("zero_pages.pdf:") and "no pages" in e for e in errors), errors
     assert at.selectbox(key="documents_collection").value == "apptest-docs"  # the new collection is now selected
-    assert list(at.dataframe[-1].value["document"]) == ["table_small.pdf"]
+    assert sorted(at.dataframe[-1].value["document"]) == ["arabic_habibi_rotated.pdf", "table_small.pdf"]
+    from engine import pipeline
+
+    stored = {d.name: d.doc_id for d in pipeline.collection(engine, "apptest-docs").info().documents}
+    at.selectbox(key="documents_doc").select(stored["table_small.pdf"]).run()
     assert [i.captions for i in at.get("image")] == [["page 1"]]  # the page thumbnail
-    # delete the document again
-    at.checkbox(key="confirm_delete").check().run()
+    # delete the document again: the confirmation is used up, so the document selected next is not deleted by a
+    # second click (one confirmation for all documents stayed ticked, and it was)
+    at.checkbox(key=f"confirm_delete_{stored['table_small.pdf']}").check().run()
     next(b for b in at.button if b.label == "Delete document").click().run()
     ok(at)
     assert any(s.startswith("Deleted **table_small.pdf**") for s in texts(at.success))
-    from engine import pipeline
-
-    assert pipeline.collection(engine, "apptest-docs").info().documents == ()
+    assert at.selectbox(key="documents_doc").value == stored["arabic_habibi_rotated.pdf"]
+    assert not at.checkbox(key=f"confirm_delete_{stored['arabic_habibi_rotated.pdf']}").value
+    assert next(b for b in at.button if b.label == "Delete document").disabled
+    assert [d.name for d in pipeline.collection(engine, "apptest-docs").info().documents] == ["arabic_habibi_rotated.pdf"]
 
 
 def test_search_page_finds_the_page_of_a_sentence_and_shows_latency(engine, searchable):

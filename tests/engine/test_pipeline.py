@@ -18,7 +18,9 @@ from engine.errors import (
     DocumentLimitError,
     EmptyDocumentError,
     EncryptedDocumentError,
+    InputError,
     ModelMismatchError,
+    ModelNotFoundError,
     OCRUnavailableError,
 )
 from engine.pipeline import IngestOptions, collection, ingest, ingest_many, search
@@ -213,3 +215,32 @@ def test_a_chunk_size_over_what_the_model_reads_is_lowered_with_a_warning(studio
     assert collection(studio, "wide").info().chunking["size"] == 254
     assert any("chunk size 500 is over what all-minilm-l6-v2 reads in one text (254 tokens)" in r.getMessage()
                for r in caplog.records)
+
+
+@pytest.mark.parametrize("size, overlap", [(64, 64), (64, 200), (8, 16)])
+def test_an_overlap_not_below_the_chunk_size_is_refused_not_lowered(studio, size, overlap):
+    """The app's form let an overlap of 100 through with a size of 8: the ingest ran with 7 and said nothing (the CLI
+    and the HTTP form refused it). Every way in now refuses it before a file is read, naming the field."""
+    options = IngestOptions(chunk_size=size, chunk_overlap=overlap)
+    for run in (lambda: ingest(studio, "overlaps", shared_data("pdfs", "table_small.pdf"), options=options),
+                lambda: ingest_many(studio, "overlaps", [shared_data("pdfs", "table_small.pdf")], options)):
+        with pytest.raises(InputError, match="must be smaller than the chunk size") as info:
+            run()
+        assert info.value.param == "chunk_overlap"
+    assert not collection(studio, "overlaps").exists
+
+
+def test_a_blank_document_names_the_engine_that_found_nothing(studio):
+    """blank_page.pdf said "choose an OCR engine for scanned documents" even when auto (with its OCR) had run."""
+    for engine, words in (("auto", "the pages look blank"), ("text", "choose an OCR engine")):
+        with pytest.raises(EmptyDocumentError) as info:
+            ingest(studio, "blank", shared_data("pdfs", "blank_page.pdf"), options=IngestOptions(ocr=engine))
+        assert words in info.value.hint, info.value.hint
+
+
+def test_ingest_many_refuses_a_model_that_cannot_run_before_any_file(studio):
+    """For a new collection an unknown model failed each file in turn (a 200 over HTTP with every file failed)."""
+    files = [shared_data("pdfs", "table_small.pdf"), shared_data("pdfs", "arabic_habibi_rotated.pdf")]
+    with pytest.raises(ModelNotFoundError):
+        ingest_many(studio, "never", files, IngestOptions(model="no-such-model"))
+    assert not collection(studio, "never").exists

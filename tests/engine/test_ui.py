@@ -320,3 +320,35 @@ def test_a_manifest_without_openvino_parity_is_pointed_out(default_model):
     assert not ui.openvino_parity_missing(manifest)  # converted here, with openvino installed
     stripped = replace(manifest, variants={k: replace(v, provider_parity={}) for k, v in manifest.variants.items()})
     assert ui.openvino_parity_missing(stripped)
+
+
+def test_a_histogram_of_equal_values_is_one_bar_a_token_wide():
+    """Four chunks of 7 tokens made twenty bins 0.05 wide: a hairline bar."""
+    assert ui.histogram([7, 7, 7, 7]) == [{"start": 6.5, "end": 7.5, "count": 4}]
+
+
+def test_live_hits_drop_those_of_deleted_documents():
+    @dataclass
+    class Hit:
+        doc_id: str
+
+    hits = [Hit("a"), Hit("b"), Hit("a"), Hit("c")]
+    assert ui.live_hits(hits, ["a", "c"]) == ([hits[0], hits[2], hits[3]], 1)
+    assert ui.live_hits(hits, []) == ([], 4)
+
+
+def test_page_images_name_the_document_not_its_stored_copy(tmp_path):
+    """The stored copy is named by its digest: an encrypted one said 'eda8c19f….pdf is encrypted'."""
+    import shutil
+
+    from conftest import shared_data
+
+    from engine.errors import EncryptedDocumentError
+
+    stored = tmp_path / ("e" * 64 + ".pdf")
+    shutil.copy(shared_data("pdfs", "encrypted_user_pw_aes256.pdf"), stored)
+    for render in (lambda: ui.page_png(stored, 1, name="payroll.pdf"),
+                   lambda: ui.thumbnail_pngs(stored, [1], name="payroll.pdf")):
+        with pytest.raises(EncryptedDocumentError, match=r"^payroll\.pdf is encrypted"):
+            render()
+    assert ui.thumbnail_pngs(stored, [1], password="usersecret", name="payroll.pdf")[0][0] == 1
