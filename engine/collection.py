@@ -57,6 +57,7 @@ from engine.errors import (
     DocumentNotFoundError,
     InputError,
     ModelMismatchError,
+    ServiceBusyError,
     StudioError,
 )
 from engine.fusion import CANDIDATES, dense_weights, reciprocal_rank_fusion, resolve_mode
@@ -193,8 +194,8 @@ class Collection:
                     raise self._damaged(gone.stem) from None
                 log.debug("segment %s of %s vanished; reading generation %d", gone.stem, self.name, newer.generation)
                 info = newer
-        raise CollectionError(f"Collection {self.name!r} changed {READ_ATTEMPTS} times while it was being read.",
-                              "try again")
+        raise ServiceBusyError(f"Collection {self.name!r} changed {READ_ATTEMPTS} times while it was being read.",
+                               "try again")
 
     def _damaged(self, stem: str, writing: bool = False) -> CollectionError:
         """A file the manifest names is gone: every search reads all segments, every commit rebuilds the indexes
@@ -402,7 +403,7 @@ class Collection:
                       variant: str | None = None) -> list[DocumentRecord]:
         """Store several documents in ONE commit (all or nothing: an import, a bulk load)."""
         if len({new.record.doc_id[:16] for new in documents}) != len(documents):  # [:16]: the segment stem
-            raise CollectionError("The same document appears twice in one batch.",
+            raise InputError("The same document appears twice in one batch.",
                                   "give each document its own doc_id (its first 16 characters name its segment)")
         encoded = []
         for new in documents:
@@ -412,8 +413,8 @@ class Collection:
                 raise InputError(f"{new.record.name}: {exc}.", "a document's doc_id is the SHA-256 of its bytes, "
                                  "as python -m engine ingest computes it") from None
             if new.vectors.ndim != 2 or new.vectors.shape[0] != len(new.chunks):
-                raise CollectionError(f"{len(new.chunks)} chunks but {new.vectors.shape[0]} vectors for {new.record.name}.",
-                                      "embed every chunk once: one vector per chunk, in chunk order")
+                raise InputError(f"{len(new.chunks)} chunks but {new.vectors.shape[0]} vectors for {new.record.name}.",
+                                 "embed every chunk once: one vector per chunk, in chunk order")
             encoded.append(encoded_segment(new.record, new.chunks, new.pages))
         with self._locked():
             info = self.info()

@@ -63,7 +63,7 @@ STATUS_BY_ERROR: dict[type[StudioError], int] = {
     DocumentNotFoundError: 404,
     ModelNotConvertedError: 409,  # exists, but has to be converted first
     ModelMismatchError: 409,  # collection built with another model
-    CollectionError: 400,
+    CollectionError: 500,  # its stored files are unreadable or damaged: the server's data, not the request
     RemoteCodeRefusedError: 403,
     UnsupportedModelError: 422,
     ConversionError: 500,
@@ -137,6 +137,8 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
     message = first.get("msg", "invalid request")
     if first.get("type") == "json_invalid":
         message, param = "The request body is not valid JSON.", None
+    elif first.get("type") == "json_too_deep":
+        message, param = "The request body is JSON nested too deeply to read.", None
     elif param != "body":
         message = f"{param}: {message}"
     return error_response(400, message, "invalid_request", param)

@@ -68,7 +68,7 @@ def parse_request(body: bytes) -> EmbeddingRequest:
     except ValueError as exc:
         raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": str(exc)}]) from None
     except RecursionError:  # arrays nested thousands deep: a 400 like the search route's, not a 500
-        raise RequestValidationError([{"type": "json_invalid", "loc": ("body",),
+        raise RequestValidationError([{"type": "json_too_deep", "loc": ("body",),
                                        "msg": "JSON nested too deeply"}]) from None
     try:
         return EmbeddingRequest.model_validate(data)

@@ -173,6 +173,7 @@ def test_token_arrays_and_bad_fields_are_400(client, server):
     deep = httpx.post(f"{server[0]}/v1/embeddings", content=b'{"input": ' + b"[" * 5000 + b"]" * 5000 + b"}",
                       headers={"content-type": "application/json"})  # json.loads' RecursionError was a 500
     assert deep.status_code == 400 and deep.json()["error"]["code"] == "invalid_request", deep.text
+    assert "nested too deeply" in deep.json()["error"]["message"], deep.text  # it said "not valid JSON"
     for content in (b"", b"[1, 2]", b'"text"'):  # no body, and JSON that is not an object
         response = httpx.post(f"{server[0]}/v1/embeddings", content=content, headers={"content-type": "application/json"})
         assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request", response.text

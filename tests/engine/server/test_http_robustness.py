@@ -151,4 +151,6 @@ def test_http_lists_every_collection_and_marks_the_broken_one(tmp_path):
     listed = {c["name"]: c for c in response.json()["data"]}
     assert set(listed) == {"good", "broken"} and listed["broken"]["broken"] is True
     assert listed["broken"]["error"]["error"] == "collection_error" and listed["good"]["documents"][0]["name"] == "a.pdf"
-    assert one.status_code == 400 and "'broken'" in one.json()["error"]["message"]
+    # the server's stored data is damaged, not the request: a 5xx (it was a 400 invalid_request_error)
+    assert one.status_code == 500 and "'broken'" in one.json()["error"]["message"], one.text
+    assert one.json()["error"]["type"] == "server_error"
