@@ -155,7 +155,8 @@ class Collection:
         except FileNotFoundError:
             raise CollectionNotFoundError(
                 f"There is no collection named {self.name!r}.",
-                "ingest a PDF into it first: python -m engine ingest FILE --collection NAME",
+                "ingest a PDF into it first (POST /v1/collections/NAME/documents, python -m engine ingest FILE "
+                "--collection NAME, or the Documents page)",
             ) from None
         except OSError as exc:
             raise storage.storage_error(exc, f"Reading collection {self.name!r}", self.path) from None
@@ -235,11 +236,15 @@ class Collection:
         matches = sorted((self.path / "files").glob(f"{record.doc_id}.*")) if (self.path / "files").is_dir() else []
         return matches[0] if matches else None
 
+    def _listing_hint(self) -> str:
+        return (f"the collection's listing shows its documents and their doc_ids (GET /v1/collections/{self.name}, "
+                "python -m engine collections --json)")
+
     def _record(self, info: CollectionInfo, doc_id: str) -> DocumentRecord:
         record = info.document(doc_id)
         if record is None:
             raise DocumentNotFoundError(f"Collection {self.name!r} has no document {doc_id!r}.",
-                                        "python -m engine collections --json lists each collection's documents")
+                                        self._listing_hint())
         return record
 
     def chunks_of(self, doc_id: str) -> tuple[np.ndarray, list[dict]]:
@@ -467,10 +472,12 @@ class Collection:
             ids = ", ".join(f"{d.doc_id} ({d.name}, {d.pages} pages, ingested {d.ingested_at})" for d in named)
             raise InputError(f"{len(named)} documents of collection {self.name!r} match {key!r}: {ids}.",
                              f"name one by its doc_id (or its first {MIN_ID_PREFIX}+ characters), e.g. "
-                             f"python -m engine delete --collection {self.name} {named[0].doc_id[:12]}")
+                             f"{named[0].doc_id[:12]} (DELETE /v1/collections/{self.name}/documents/"
+                             f"{named[0].doc_id[:12]}, python -m engine delete --collection {self.name} "
+                             f"{named[0].doc_id[:12]})")
         if not named:
             raise DocumentNotFoundError(f"Collection {self.name!r} has no document {key!r}.",
-                                  "python -m engine collections --json lists its documents and their doc_ids")
+                                        self._listing_hint())
         return named[0]
 
     def delete_document(self, doc_id_or_name: str) -> DocumentRecord:
@@ -491,7 +498,7 @@ class Collection:
         with self._locked():
             if not self.exists:
                 raise CollectionNotFoundError(f"There is no collection named {self.name!r}.",
-                                              "python -m engine collections lists the collections")
+                                              "GET /v1/collections and python -m engine collections list them")
             with storage.converted(f"Deleting collection {self.name!r}", self.root):
                 doomed = self.root / f".{self.name}.dropped-{uuid.uuid4().hex[:12]}"
                 os.replace(self.path, doomed)  # readers see "no collection", never half a folder

@@ -19,7 +19,7 @@ import numpy as np
 
 from engine import packing, pooling
 from engine.errors import InferenceError, InputError, ModelFileError
-from engine.manifest import AUTO_VARIANT, Manifest
+from engine.manifest import AUTO_VARIANT, VARIANTS, Manifest
 from engine.progress import CountProgress
 from engine.registry import ModelSpec
 from engine.sessions import CachedSession, SessionCache, SessionKey, SessionOptions
@@ -129,7 +129,8 @@ class Embedder:
         if self.variant not in self.manifest.variants:
             raise InputError(
                 f"Model {spec.name!r} has no {self.variant!r} variant (converted: {', '.join(self.manifest.variants)}).",
-                f"convert it: python -m engine convert {spec.name} --variants {self.variant}",
+                (f"convert it: python -m engine convert {spec.name} --variants {self.variant} (or the Models page)"
+                 if self.variant in VARIANTS else f"the variants are {', '.join(VARIANTS)}"),
             )
         self.provider = provider or "auto"  # the session key: Studio passes the provider it resolved to
         self.provider_requested = provider_requested or self.provider

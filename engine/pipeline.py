@@ -102,11 +102,13 @@ def chunking_options(embedder, options: IngestOptions) -> ChunkingOptions:
     prompt = embedder.prompt_for("document")
     if prompt:
         limit -= embedder.tokenizer.count_tokens(prompt)
-    size = min(options.chunk_size, limit)
+    size, overlap = min(options.chunk_size, limit), options.chunk_overlap
     if size < options.chunk_size:  # the model reads no more: a longer chunk would be cut, its end never embedded
-        log.warning("chunk size %d is over what %s reads in one text (%d tokens): chunks of %d tokens",
-                    options.chunk_size, embedder.spec.name, limit, size)
-    return ChunkingOptions(size=size, overlap=min(options.chunk_overlap, size - 1), max_tokens=limit,
+        overlap = overlap * size // options.chunk_size  # the same share of the chunk (1024/300 was 254/253)
+        log.warning("chunk size %d is over what %s reads in one text (%d tokens): chunks of %d tokens with an overlap "
+                    "of %d (the same share as %d of %d)", options.chunk_size, embedder.spec.name, limit, size, overlap,
+                    options.chunk_overlap, options.chunk_size)
+    return ChunkingOptions(size=size, overlap=overlap, max_tokens=limit,
                            headings_in_embedding=options.headings_in_embedding)
 
 
@@ -286,7 +288,8 @@ def rechunk(studio: Studio, collection_name: str, doc_id: str, options: IngestOp
     record = info.document(doc_id)
     if record is None:
         raise InputError(f"Collection {collection_name!r} has no document {doc_id!r}.",
-                         "python -m engine collections --json lists each collection's documents")
+                         f"the collection's listing shows its documents and their doc_ids (GET /v1/collections/"
+                         f"{collection_name}, python -m engine collections --json)")
     embedder = studio.embedder(info.model, info.variant, options.provider)
     pages = target.pages_of(record.doc_id)
     chunking = chunking_options(embedder, options)

@@ -106,7 +106,7 @@ def _openvino_session(path: Path, options: SessionOptions, max_tokens: int | Non
 
 
 _CORRUPT = ("The ONNX file {file} in {folder} is corrupt or truncated.",
-            "delete the model folder and convert again: python -m engine convert NAME --force")
+            "replace it and convert again: python -m engine convert {folder} --force, or the Models page")
 # ONNX Runtime's exception class names -> (our error, message, hint): the one table of what a user is told.
 ORT_FAILURES: dict[str, tuple[type[StudioError], str, str]] = {
     "InvalidProtobuf": (ModelFileError, *_CORRUPT),
@@ -135,7 +135,7 @@ def ort_failure(exc: Exception, path: Path, choice: providers.ProviderChoice) ->
     if kind is None:
         kind = (ModelFileError, "ONNX Runtime could not load {file}: {detail}", "")
     error, message, hint = kind
-    return error(message.format(**fields), hint)
+    return error(message.format(**fields), hint.format(**fields))
 
 
 class SessionCache:

@@ -43,7 +43,8 @@ MAX_HEADING_DEPTH = 16  # titles in one chunk's heading path (the chunker's leve
 MAX_HEADING_CHARS = 1000  # characters in one title (the chunker's stop at 100)
 PY_OBJECT_BYTES = 56  # a list value read into Python: its object and the list's pointer to it
 # the hint of a file that fails the checks of what an export writes
-DAMAGED = "the file is not as python -m engine export wrote it: export the collection again (--collection NAME FILE.parquet)"
+EXPORTS = "GET /v1/collections/NAME/export, python -m engine export --collection NAME FILE.parquet"
+DAMAGED = f"the file is not as the studio's export wrote it: export the collection again ({EXPORTS})"
 COLUMNS = ("vector", "text", "document", "doc_id", "page", "start", "end", "heading_path", "chunk_index", "tokens",
            "document_record", "document_pages")
 
@@ -213,21 +214,21 @@ def read_export(path: Path):
 
     if Path(path).is_dir():  # pyarrow would read it as a dataset and complain about some file inside
         raise InputError(f"{path} is a folder; import reads one parquet file.",
-                         "give the .parquet file that python -m engine export wrote")
+                         f"give one parquet file that an export wrote ({EXPORTS})")
     try:
         table = _read_bounded(path)
     except FileNotFoundError:
-        raise InputError(f"{path} does not exist.", "check the path; python -m engine export writes such a file") from None
+        raise InputError(f"{path} does not exist.", f"check the path; an export writes such a file ({EXPORTS})") from None
     except (pa.ArrowException, OSError) as exc:  # pyarrow's text quotes the whole path: the file's name will do
         raise InputError(f"{Path(path).name} is not a readable parquet file: "
                          f"{str(exc).replace(str(path), Path(path).name)}",
-                         "give the .parquet file that python -m engine export wrote") from None
+                         f"give the parquet file that an export wrote ({EXPORTS})") from None
     raw = (table.schema.metadata or {}).get(b"studio")
     missing = [c for c in COLUMNS if c not in table.column_names]
     if raw is None or missing:
         raise InputError(f"{Path(path).name} is not a collection export"
                          + (f" (missing columns: {', '.join(missing)})." if missing else " (no studio metadata)."),
-                         "export one with: python -m engine export --collection NAME FILE.parquet")
+                         f"export one with {EXPORTS}")
     try:
         meta = json.loads(raw)
         int(meta["dim"]), str(meta["model"])

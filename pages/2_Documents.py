@@ -149,7 +149,7 @@ for result in st.session_state.get("ingest_results", []):
                 icon=":material/info:")
     elif result.ok:
         seconds = result.seconds.get("total", 0.0)
-        ocr = f", {result.ocr_pages} pages by OCR" if result.ocr_pages else ""
+        ocr = f", {ui.plural(result.ocr_pages, 'page')} by OCR" if result.ocr_pages else ""
         st.success(f"Ingested **{result.file}**: {ui.plural(result.pages, 'page')}, {ui.plural(result.chunks, 'chunk')}{ocr} "
                    f"in {seconds:.1f} s",
                    icon=":material/check_circle:")

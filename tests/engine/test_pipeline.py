@@ -215,6 +215,11 @@ def test_a_chunk_size_over_what_the_model_reads_is_lowered_with_a_warning(studio
     assert collection(studio, "wide").info().chunking["size"] == 254
     assert any("chunk size 500 is over what all-minilm-l6-v2 reads in one text (254 tokens)" in r.getMessage()
                for r in caplog.records)
+    # the overlap keeps its share of the chunk: 1024/300 became 254/253 (the app showed only "ingested")
+    result = ingest(studio, "wider", shared_data("pdfs", "table_small.pdf"),
+                    options=IngestOptions(chunk_size=1024, chunk_overlap=300))
+    assert result.ok and collection(studio, "wider").info().chunking == {**collection(studio, "wider").info().chunking,
+                                                                        "size": 254, "overlap": 74}
 
 
 @pytest.mark.parametrize("size, overlap", [(64, 64), (64, 200), (8, 16)])
