@@ -139,6 +139,8 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
         message, param = "The request body is not valid JSON.", None
     elif first.get("type") == "json_too_deep":
         message, param = "The request body is JSON nested too deeply to read.", None
+    elif "Expected UploadFile" in str(message):  # a form field sent as text where a file goes: FastAPI's own words
+        message = f"{param}: send a file in this field (a multipart file part), not a text value."
     elif param != "body":
         message = f"{param}: {message}"
     return error_response(400, message, "invalid_request", param)

@@ -214,13 +214,16 @@ async def export_parquet(name: str, state: ServerState = Depends(get_state)) -> 
 
 
 @router.post("/v1/collections/{name}/import")
-async def import_parquet(name: str, file: UploadFile = File(...), state: ServerState = Depends(get_state)) -> dict:
-    """Load an export into the collection (created if new): validated whole, stored in one commit."""
+async def import_parquet(request: Request, name: str, file: UploadFile = File(...),
+                         state: ServerState = Depends(get_state)) -> dict:
+    """Load an export into the collection (created if new): validated whole, stored in one commit. Its one field is
+    ``file``: another is a 400 naming it, as on the other upload routes (it was ignored)."""
     import tempfile
 
     from engine.pipeline import collection
     from engine.transfer import import_collection, known_models
 
+    check_form_fields((await request.form()).keys(), ("file",))
     _, data = await read_upload(file, state.studio.settings.max_upload_bytes)
     label = upload_name(file.filename, "upload.parquet")
     with tempfile.TemporaryDirectory(prefix="studio-import-") as folder:  # named as uploaded: errors name the file

@@ -56,6 +56,9 @@ def test_ocr_bad_files_are_clear_4xx(server):
     unknown = _post_file(f"{server}/v1/ocr", shared_data("pdfs", "table_small.pdf"), engine="magic")
     assert unknown.status_code == 400 and "Unknown OCR engine" in unknown.json()["error"]["message"]
     assert unknown.json()["error"]["param"] == "engine"
+    text = httpx.post(f"{server}/v1/ocr", data={"file": "abc"}, files={"x": ("x", b"", "text/plain")}, timeout=60)
+    assert text.status_code == 400 and text.json()["error"]["param"] == "file", text.text
+    assert "send a file in this field" in text.json()["error"]["message"] and "UploadFile" not in text.text
     assert locked.json()["error"]["param"] == "password"
     for pages in ("abc", "0", "3-1", "9"):
         answer = _post_file(f"{server}/v1/ocr", shared_data("pdfs", "table_small.pdf"), engine="text", pages=pages)

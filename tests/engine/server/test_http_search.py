@@ -91,6 +91,9 @@ def test_export_then_import_gives_the_same_answers(server):
     message = junk.json()["error"]["message"]
     assert junk.status_code == 400 and message.startswith("x.parquet is not a readable parquet file")
     assert "/tmp" not in message and "studio-import" not in message  # the upload's name, not the server's path
+    stray = httpx.post(f"{base}/v1/collections/stray/import", files=files, data={"force": "true"}, timeout=60)
+    assert stray.status_code == 400 and stray.json()["error"]["param"] == "force", stray.text  # it was ignored
+    assert httpx.get(f"{base}/v1/collections/stray").status_code == 404
     for extra, field in (({"top_k": 1}, "top_k"), ({"q": "spring"}, "q")):  # ignored before: 5 hits, "empty query"
         refused = _search(base, **{"query": "spring", **extra} if field == "top_k" else extra)
         assert refused.status_code == 400 and refused.json()["error"]["param"] == field, refused.text
