@@ -36,13 +36,26 @@ BLOCK = st.one_of(PARAGRAPH, PARAGRAPH, PARAGRAPH, HEADING)
 PAGE_TEXT = st.lists(BLOCK, min_size=1, max_size=12).map("\n\n".join)
 
 
+def _in_giant_word(text: str, position: int, tok, size: int) -> bool:
+    """Whether ``position`` falls inside a word that alone holds more than ``size`` tokens: the one place a cut
+    between tokens is the contract (``_split_long``: "one giant word ... cut between tokens")."""
+    start, end = position, position
+    while start > 0 and not text[start - 1].isspace():
+        start -= 1
+    while end < len(text) and not text[end].isspace():
+        end += 1
+    return tok.count_tokens(text[start:end]) > size
+
+
 def _check(pages, chunks, tok, options):
     by_page = {p.number: p for p in pages}
     for chunk in chunks:
         text = by_page[chunk.page].text
         assert chunk.text == text[chunk.start:chunk.end] and chunk.text.strip()
-        assert chunk.start == 0 or text[chunk.start - 1].isspace(), "chunk starts mid-word"
-        assert chunk.end == len(text) or text[chunk.end].isspace(), "chunk ends mid-word"
+        assert chunk.start == 0 or text[chunk.start - 1].isspace() or _in_giant_word(text, chunk.start, tok, options.size), \
+            "chunk starts mid-word"
+        assert chunk.end == len(text) or text[chunk.end].isspace() or _in_giant_word(text, chunk.end, tok, options.size), \
+            "chunk ends mid-word"
         assert chunk.tokens == tok.count_tokens(model_text(chunk.text)) <= options.size  # what the model sees
         embedded = tok.count_tokens(chunk.embedding_text(options.headings_in_embedding)) + tok.special_tokens_count
         assert embedded <= MAX_SEQ, "chunk over the model's limit"
@@ -69,6 +82,10 @@ def _check(pages, chunks, tok, options):
 @example(texts=["Retrieval retrieval retrieval retrieval retrieval retrieval retrieval retrieval retrieval retrieval "
                 "retrieval embedding embedding embedding ........................ embedding embedding. Retrieval."],
          size=16, overlap=1)
+# a dot leader of 24 tokens (1 in model_text) inside a sentence longer than the size: cut between its tokens
+@example(texts=["Retrieval retrieval retrieval retrieval retrieval retrieval retrieval retrieval retrieval retrieval "
+                "________ retrieval retrieval retrieval embedding embedding embedding gpu ........................ "
+                "retrieval retrieval."], size=16, overlap=0)
 def test_chunk_properties(tok, texts, size, overlap):
     overlap = min(overlap, size - 1)
     options = ChunkingOptions(size=size, overlap=overlap, max_tokens=MAX_SEQ - 2)
@@ -344,3 +361,16 @@ def test_balancing_never_leaves_a_title_alone_in_a_chunk(tok):
     _check([page], chunks, tok, options)
     assert all(c.text.strip() != title for c in chunks)
     assert chunks[0].text.startswith(title) and long.split()[0] in chunks[0].text
+
+
+def test_a_piece_cut_inside_a_word_never_starts_an_overlap_or_an_evened_out_chunk():
+    """Pieces of one long sentence may be cut inside a word (``glued``): greedy packing rejoins them where they fit,
+    and neither evening out the remainder nor an overlap may then start on such a piece."""
+    from engine.chunking import _balanced, _carried, _Unit
+
+    words = [_Unit(0, 5, 3), _Unit(6, 11, 3), _Unit(12, 20, 4), _Unit(20, 26, 2, glued=True)]
+    assert _carried(words, overlap=2) == []  # the last piece alone would fit, but it begins inside a word
+    assert _carried(words, overlap=6) == [words[2], words[3]]  # with the piece before it, it begins on a word
+    # evening out a remainder: 6 | 5+1+1 would be the most even, but the 5 begins inside a word, so 6+5 | 1+1
+    a, b, c, tail = _Unit(0, 10, 6), _Unit(10, 18, 5, glued=True), _Unit(19, 21, 1), _Unit(22, 24, 1)
+    assert _balanced([], [a, b, c], [tail], size=12, overlap=0) == [[a, b], [c, tail]]
