@@ -211,19 +211,13 @@ class Document:
             return self._cache[number]
         started = time.perf_counter()
         page = self._page(number)
-        covered: list[float] = []
-
-        def coverage() -> float:  # measured only where the verdict needs it
-            if not covered:
-                covered.append(_image_coverage(page))
-            return covered[0]
-
         try:
             text, chars, invisible, columns = page_text(page) if not self.is_image else ("", 0, 0, False)
-            quality = assess_text_layer(text, page_area=abs(page.rect), image_coverage=coverage,
+            # measured only where the verdict needs them (assess_text_layer asks for drawings only where it found
+            # no text and no image, and measures the coverage once)
+            quality = assess_text_layer(text, page_area=abs(page.rect), image_coverage=lambda: _image_coverage(page),
                                         invisible_ratio=invisible / chars if chars else 0.0,
-                                        has_drawings=lambda: bool(not chars and not coverage() and page.get_cdrawings()),
-                                        is_image=self.is_image)
+                                        has_drawings=lambda: bool(not chars and page.get_cdrawings()), is_image=self.is_image)
         except MUPDF_ERRORS as exc:
             raise CorruptDocumentError(f"The text of page {number} of {self.name} cannot be read: {exc}",
                                        "the file is damaged; OCR of the rendered page may still work") from None
